@@ -1,0 +1,5 @@
+"""Placeholder: the owning issue fills in this command module."""
+
+
+def register(subparsers) -> None:  # noqa: ANN001
+    return None

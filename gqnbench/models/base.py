@@ -1,0 +1,68 @@
+"""What every registered model offers the harnesses and the training loop.
+
+A model is an ``nn.Module`` with ``loss(episode, step)`` (the training objective, a
+scalar to minimise, plus its parts for logging) and ``predict(episode)`` (the mean image
+for every query view, used by the NLL evaluation). Nothing here depends on a
+particular architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gqnbench.data.episode import Episode
+from gqnbench.models.config import ModelConfig
+
+
+@dataclass
+class LossOutput:
+    """A training objective and its parts; all are means over the query images, in nats."""
+
+    loss: torch.Tensor  # what the optimiser minimises
+    reconstruction: torch.Tensor  # -log p(x_q | ...) at the training pixel sigma
+    kl: torch.Tensor  # KL(q || pi) summed over latents; zero for models without one
+    mean_image: torch.Tensor  # [B*K, 3, H, W] predicted mean used in the reconstruction term
+    sigma: float
+
+
+def gaussian_rsample(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Reparameterised sample with std = exp(0.5 * logvar) (SPEC section 2)."""
+    return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+
+
+def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu_q, e^logvar_q) || N(mu_p, e^logvar_p)) summed over all but the batch dimension."""
+    kl = 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) / logvar_p.exp() - 1.0)
+    return kl.flatten(1).sum(dim=1)
+
+
+def flatten_queries(episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, K, ...] queries -> [B*K, ...] images and viewpoints."""
+    return episode.query_images.flatten(0, 1), episode.query_viewpoints.flatten(0, 1)
+
+
+class GQNFamilyModel(nn.Module):
+    """Common interface; subclasses build their modules from a :class:`ModelConfig`."""
+
+    config: ModelConfig
+
+    def pixel_sigma(self, step: int) -> float:
+        raise NotImplementedError
+
+    def loss(self, episode: Episode, step: int = 0) -> LossOutput:
+        raise NotImplementedError
+
+    def predict(self, episode: Episode, use_mean: bool = False) -> torch.Tensor:
+        """Mean image for every query view: [B, K, 3, H, W] in [0, 1]."""
+        raise NotImplementedError
+
+    def forward(self, episode: Episode, step: int = 0) -> torch.Tensor:
+        # forward() is the training loss so DDP, FLOP counters and torch.compile see one call.
+        return self.loss(episode, step).loss
+
+    def module_groups(self) -> dict[str, list[nn.Module]]:
+        """Named groups of submodules for per-module parameter and FLOP breakdowns."""
+        raise NotImplementedError

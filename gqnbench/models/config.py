@@ -1,0 +1,52 @@
+"""ModelConfig: every size knob of both models in one dataclass (presets live in gqnbench.presets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of a GQN-family model. Defaults are the study's paper configuration for ``gqn``.
+
+    ``image_size`` must be divisible by 4: the representation and the cores work at
+    image_size / 4 (16x16 at 64x64), and the canvas is upsampled back by a 4/4 transposed conv.
+    """
+
+    image_size: int = 64
+    hidden_channels: int = 128  # ConvLSTM hidden state
+    r_channels: int = 256  # scene representation r
+    z_channels: int = 3  # latent channels per step
+    num_layers: int = 12  # L, generation steps
+    representation: str = "pool"  # "pool" (r is C x 1 x 1) or "tower" (r is C x H/4 x W/4)
+    shared_core: bool = True  # one set of core weights reused at all L steps
+    viewpoint_dim: int = 7
+    # GQN pixel standard deviation, annealed linearly (SPEC section 4); metagqn uses sigma_end = sigma_start = 1.
+    sigma_start: float = 2.0
+    sigma_end: float = 0.7
+    sigma_anneal_steps: int = 200_000
+    # metagqn only: keep the authors' prior head eta_pi that the objective never uses
+    # (the study's 18,713,091 parameters count it).
+    include_unused_prior_head: bool = False
+
+    def __post_init__(self) -> None:
+        if self.image_size % 4 or self.image_size < 8:
+            raise ValueError(f"image_size must be a multiple of 4 and >= 8, got {self.image_size}")
+        if self.representation not in ("pool", "tower"):
+            raise ValueError(f"representation must be 'pool' or 'tower', got {self.representation!r}")
+        for name in ("hidden_channels", "r_channels", "z_channels", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def core_size(self) -> int:
+        """Spatial size of the ConvLSTM states (16 at 64x64)."""
+        return self.image_size // 4
+
+
+def linear_anneal(step: int, start: float, end: float, steps: int) -> float:
+    """Linear from ``start`` at step 0 to ``end`` at ``steps``, constant after (SPEC section 4)."""
+    if steps <= 0:
+        return end
+    frac = min(max(step, 0) / steps, 1.0)
+    return start + (end - start) * frac
