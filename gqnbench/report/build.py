@@ -1,0 +1,127 @@
+"""Assemble a report from result sets: sections in reading order, then report.md, report.html, provenance.json."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gqnbench import __version__
+from gqnbench.report.context import ReportContext
+from gqnbench.report.document import Document, Note, Paragraph, Section, render_html, render_markdown, sources_line
+from gqnbench.report.inputs import ReportInputError, ResultSet
+from gqnbench.report.sections import comparison, costs, curves, environment, robustness, samples, table1, targets
+from gqnbench.results import atomic_write_text, git_commit
+
+
+@dataclass(frozen=True)
+class ReportOutput:
+    out_dir: Path
+    markdown: Path
+    html: Path
+    provenance: Path
+    document: Document
+
+
+SectionBuilder = Callable[[ResultSet, ReportContext], Section]
+
+SECTIONS: list[tuple[str, SectionBuilder]] = [
+    ("table1", table1.build),
+    ("figure6", curves.build_figure6),
+    ("figure7", curves.build_figure7),
+    ("time-to-target", targets.build),
+    ("robustness", robustness.build),
+    ("costs", costs.build),
+    ("scaling", costs.build_scaling),
+    ("samples", samples.build),
+]
+
+
+def _safe(name: str, builder: Callable[[], Section], strict: bool) -> Section:
+    """Run a section builder; outside strict mode an unexpected failure becomes a note, not a lost report."""
+    try:
+        return builder()
+    except ReportInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one section's bug must not cost the whole report
+        if strict:
+            raise
+        print(f"gqnbench report: section {name!r} failed: {exc}", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        return Section(name, name, [Note(f"This section could not be built ({type(exc).__name__}: {exc}).")])
+
+
+def build_report(
+    results: ResultSet,
+    out_dir: str | os.PathLike,
+    baseline: ResultSet | None = None,
+    threshold: float = 0.05,
+    command: str | None = None,
+    title: str = "gqnbench report",
+    strict: bool = False,
+) -> ReportOutput:
+    """Write report.md, report.html (self-contained), figures/, tables/ and provenance.json to ``out_dir``."""
+    ctx = ReportContext(Path(out_dir))
+    info: dict[str, Any] = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "gqnbench": __version__,
+        "commit": git_commit(),
+        "command": command or "python -m gqnbench.report",
+    }
+    sections = []
+    if baseline is not None:
+        sections.append(_safe("comparison", lambda: comparison.build(results, baseline, ctx, threshold), strict))
+    for name, builder in SECTIONS:
+        sections.append(_safe(name, lambda b=builder: b(results, ctx), strict))
+    env_section = _safe("provenance", lambda: environment.build(results, ctx, info), strict)
+    artifacts = pd.DataFrame(
+        [{"artifact": a["artifact"], "sources": sources_line(a["sources"])} for a in ctx.artifacts]
+    )
+    if len(artifacts):
+        env_section.blocks.append(
+            ctx.table(
+                "provenance",
+                artifacts,
+                "Every figure and table and the results files it came from",
+                [f.path for f in results.files],
+            )
+        )
+    sections.append(env_section)
+
+    kinds = pd.Series([f.kind for f in results.files]).value_counts() if results.files else pd.Series(dtype=int)
+    intro = [
+        Paragraph(
+            "Benchmarks of the reference Generative Query Network (GQN) and the 2019 study's meta-learning GQN "
+            "(`metagqn`): the study's Table 1 and Figures 6-7 reproduced at our scale, time to a target NLL, "
+            "robustness to the latent size, and what each model costs to train and run."
+        ),
+        Paragraph(
+            f"Inputs: {len(results.files)} results file(s) ("
+            + ", ".join(f"{n} {k}" for k, n in kinds.items())
+            + ")"
+            + (f"; baseline: {len(baseline.files)} file(s)" if baseline is not None else "")
+            + "."
+        ),
+    ]
+    doc = Document(title=title, intro=intro, sections=sections)
+    out = ctx.out_dir
+    md_path = atomic_write_text(out / "report.md", render_markdown(doc))
+    html_path = atomic_write_text(out / "report.html", render_html(doc))
+    provenance = {
+        **info,
+        "inputs": [ctx.rel(f.path) for f in results.files],
+        "baseline_inputs": [ctx.rel(f.path) for f in baseline.files] if baseline is not None else [],
+        "ignored": [ctx.rel(p) for p in results.ignored],
+        "threshold": threshold if baseline is not None else None,
+        "artifacts": ctx.artifacts,
+    }
+    prov_path = atomic_write_text(out / "provenance.json", json.dumps(provenance, indent=2) + "\n")
+    return ReportOutput(out, md_path, html_path, prov_path, doc)

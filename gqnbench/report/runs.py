@@ -1,0 +1,128 @@
+"""Training runs as tables: run descriptions, eval curves in long form, and which runs are "main".
+
+The main runs are the default-configuration runs the study's Table 1 and Figure 6 compare:
+those a time_to_target file points to; without one, the training runs no sweep points to;
+failing that, every training run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gqnbench.report.inputs import ResultFile, ResultSet
+from gqnbench.report.study import model_label, nll_constant
+from gqnbench.results import as_float
+
+
+def _get(doc: dict[str, Any], *keys: str, default: Any = None) -> Any:
+    for key in keys:
+        if not isinstance(doc, dict):
+            return default
+        doc = doc.get(key, default)
+    return doc
+
+
+def image_size(run: ResultFile) -> int | None:
+    size = _get(run.doc, "config", "model", "image_size") or _get(run.doc, "config", "data", "image_size")
+    return int(size) if size else None
+
+
+def run_info(run: ResultFile) -> dict[str, Any]:
+    """One row describing a training run: identity, scale and outcome."""
+    doc = run.doc
+    final = doc.get("final") or {}
+    size = image_size(run)
+    constant = final.get("nll_constant")
+    return {
+        "model": doc["model"],
+        "preset": doc.get("preset"),
+        "tag": doc.get("tag"),
+        "seed": doc.get("seed"),
+        "z_channels": _get(doc, "config", "model", "z_channels"),
+        "image_size": size,
+        "num_layers": _get(doc, "config", "model", "num_layers"),
+        "hidden_channels": _get(doc, "config", "model", "hidden_channels"),
+        "batch_size": _get(doc, "config", "train", "batch_size"),
+        "val_scenes": _get(doc, "config", "data", "val_scenes"),
+        "val_context": _get(doc, "config", "data", "val_context"),
+        "status": doc.get("status"),
+        "diverged_step": doc.get("diverged_step"),
+        "final_step": final.get("step"),
+        "final_val_nll": as_float(final.get("val_nll")),
+        "final_val_mse": as_float(final.get("val_mse")),
+        "nll_constant": as_float(constant) if constant is not None else (nll_constant(size) if size else math.nan),
+        "device": doc.get("device") or run.environment.get("device"),
+        "dtype": doc.get("dtype") or run.environment.get("dtype"),
+        "file": run.path,
+    }
+
+
+def curve_frame(runs: Iterable[ResultFile]) -> pd.DataFrame:
+    """Every eval point of ``runs`` in long form: model, label, seed, step, wall_s, val_nll, val_mse."""
+    rows = []
+    for run in runs:
+        info = run_info(run)
+        for point in run.doc["eval_curve"]:
+            rows.append(
+                {
+                    "model": info["model"],
+                    "label": model_label(info["model"]),
+                    "seed": info["seed"],
+                    "z_channels": info["z_channels"],
+                    "preset": info["preset"],
+                    "step": int(point["step"]),
+                    "wall_s": as_float(point.get("wall_s")),
+                    "val_nll": as_float(point["val_nll"]),
+                    "val_mse": as_float(point.get("val_mse")),
+                    "file": run.path,
+                }
+            )
+    columns = ["model", "label", "seed", "z_channels", "preset", "step", "wall_s", "val_nll", "val_mse", "file"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def referenced_runs(results: ResultSet, kind: str) -> tuple[list[ResultFile], list[str]]:
+    """Training runs that files of ``kind`` point to (``run_file``), and references that were not loaded."""
+    found: list[ResultFile] = []
+    missing: list[str] = []
+    for origin in results.of_kind(kind):
+        for entry in origin.doc["runs"]:
+            run = results.resolve_reference(entry.get("run_file"), origin)
+            if run is None:
+                if entry.get("run_file"):
+                    missing.append(str(entry["run_file"]))
+            elif run not in found:
+                found.append(run)
+    return found, missing
+
+
+def main_runs(results: ResultSet) -> tuple[list[ResultFile], str]:
+    """The runs behind Table 1 and Figure 6, and a sentence saying how they were chosen."""
+    runs = results.of_kind("training_run")
+    from_ttt, _ = referenced_runs(results, "time_to_target")
+    if from_ttt:
+        return from_ttt, "the training runs of the time-to-target measurement (default configuration, one per seed)"
+    in_sweeps, _ = referenced_runs(results, "sweep")
+    rest = [r for r in runs if r not in in_sweeps]
+    if rest:
+        return rest, "all training runs that are not part of a sweep"
+    return runs, "all training runs"
+
+
+def median_inf(values: Iterable[Any]) -> float:
+    """Median that keeps infinity (a not-reached run) and drops missing values (NaN/None)."""
+    arr = np.array([as_float(v) for v in values], dtype=float)
+    arr = arr[~np.isnan(arr)]
+    return float(np.median(arr)) if arr.size else math.nan
+
+
+def roughness(nll: Iterable[float]) -> float:
+    """Sum of the increases of a validation curve (nats): 0 for a curve that only goes down."""
+    arr = np.asarray(list(nll), dtype=float)
+    arr = arr[np.isfinite(arr)]
+    return float(np.clip(np.diff(arr), 0, None).sum()) if arr.size > 1 else 0.0

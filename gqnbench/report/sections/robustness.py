@@ -1,0 +1,194 @@
+"""Robustness: per swept setting, final NLL, learned or not, divergence; per model, spread and fraction learned.
+
+The study's claim: GQN fails at 128 latent channels while the proposed model learns at 3, 32
+and 128. "Learned" is the sweep writer's judgement (reached the sweep's target NLL); the
+spread is the range of final NLL over every run of the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from gqnbench.report import formatting as F
+from gqnbench.report.context import ReportContext
+from gqnbench.report.document import Note, Paragraph, Section
+from gqnbench.report.inputs import ResultSet
+from gqnbench.report.runs import curve_frame, main_runs, roughness
+from gqnbench.report.study import model_label
+from gqnbench.results import as_float
+
+
+def settings_frame(results: ResultSet) -> pd.DataFrame:
+    """One row per sweep x model x value: seeds, final/best NLL medians, learned and diverged counts."""
+    rows = []
+    for sweep in results.of_kind("sweep"):
+        runs = pd.DataFrame(sweep.doc["runs"])
+        for col in ("final_val_nll", "best_val_nll"):
+            runs[col] = runs[col].map(as_float) if col in runs else np.nan
+        for col in ("learned", "diverged"):
+            runs[col] = runs[col].fillna(False).astype(bool) if col in runs else False
+        for (model, value), group in runs.groupby(["model", "value"], sort=False):
+            rows.append(
+                {
+                    "field": sweep.doc["field"],
+                    "model": model,
+                    "value": value,
+                    "seeds": len(group),
+                    "final_val_nll_median": float(np.nanmedian(group["final_val_nll"])),
+                    "best_val_nll_median": float(np.nanmedian(group["best_val_nll"])),
+                    "learned": int(group["learned"].sum()),
+                    "diverged": int(group["diverged"].sum()),
+                    "diverged_steps": ", ".join(
+                        str(int(s)) for s in group.get("diverged_step", pd.Series(dtype=float)).dropna()
+                    ),
+                    "file": sweep.path,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _fallback_summary(own: list[dict]) -> dict[str, float]:
+    """The sweep writer's summary definitions, for files that lack a summary (gqnbench.training.sweep)."""
+    per_value: dict[str, list[float]] = {}
+    for r in own:
+        final = as_float(r.get("final_val_nll"))
+        if not r.get("diverged") and np.isfinite(final):
+            per_value.setdefault(repr(r["value"]), []).append(final)
+    finals = [float(np.median(v)) for v in per_value.values()]
+    return {
+        "final_nll_spread": max(finals) - min(finals) if finals else np.nan,
+        "final_nll_median": float(np.median(finals)) if finals else np.nan,
+        "fraction_learned": sum(bool(r.get("learned")) for r in own) / len(own),
+        "diverged": sum(bool(r.get("diverged")) for r in own),
+    }
+
+
+def summary_frame(results: ResultSet) -> pd.DataFrame:
+    """Per sweep x model: spread and median of the final NLL over settings, fraction learned, diverged runs.
+
+    Values come from the sweep file's ``summary``; a missing one is recomputed with the writer's
+    definitions (spread and median over the per-setting medians of non-diverged runs).
+    """
+    rows = []
+    for sweep in results.of_kind("sweep"):
+        runs = sweep.doc["runs"]
+        summary = sweep.doc.get("summary") or {}
+        for model in dict.fromkeys(r["model"] for r in runs):
+            own = [r for r in runs if r["model"] == model]
+            written = summary.get(model) or {}
+            fallback = _fallback_summary(own)
+            row = {"field": sweep.doc["field"], "model": model, "settings": len({repr(r["value"]) for r in own})}
+            row["runs"] = len(own)
+            for key, value in fallback.items():
+                row[key] = as_float(written[key]) if written.get(key) is not None else value
+            row["fraction_reached_target"] = as_float(written.get("fraction_reached_target"))
+            row["file"] = sweep.path
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def stability_frame(results: ResultSet) -> pd.DataFrame:
+    """The study's stability claim, measured on the main runs: how much each curve goes back up."""
+    runs, _ = main_runs(results)
+    curves = curve_frame(runs)
+    rows = []
+    for (model, seed), group in curves.groupby(["model", "seed"], sort=False):
+        nll = group.sort_values("step")["val_nll"].to_numpy()
+        rows.append({"model": model, "seed": seed, "rise_nats": roughness(nll), "file": group["file"].iloc[0]})
+    frame = pd.DataFrame(rows, columns=["model", "seed", "rise_nats", "file"])
+    if frame.empty:
+        return frame
+    return (
+        frame.groupby("model", sort=False)
+        .agg(seeds=("seed", "count"), rise_median=("rise_nats", "median"), rise_max=("rise_nats", "max"))
+        .reset_index()
+    )
+
+
+def build(results: ResultSet, ctx: ReportContext) -> Section:
+    section = Section("Robustness", "robustness")
+    settings = settings_frame(results)
+    stability = stability_frame(results)
+    if settings.empty and stability.empty:
+        section.blocks.append(Note("No sweep results and no training runs: this section is omitted."))
+        return section
+    if settings.empty:
+        section.blocks.append(Note("No sweep results: the per-setting robustness tables are omitted."))
+    else:
+        sweep_files = list(dict.fromkeys(settings["file"]))
+        summary = summary_frame(results)
+        section.blocks.append(
+            ctx.table(
+                "robustness_summary",
+                summary.drop(columns=["file"]),
+                "Robustness summary per model",
+                sweep_files,
+                display=pd.DataFrame(
+                    {
+                        "swept field": summary["field"],
+                        "model": summary["model"].map(model_label),
+                        "settings / runs": [
+                            f"{s} settings, {r} runs" for s, r in zip(summary["settings"], summary["runs"])
+                        ],
+                        "fraction of runs that learn": summary["fraction_learned"].map(F.fmt_pct),
+                        "fraction at target NLL": summary["fraction_reached_target"].map(F.fmt_pct),
+                        "diverged runs": summary["diverged"].map(F.fmt_int),
+                        "final NLL median": summary["final_nll_median"].map(F.fmt_float),
+                        "final NLL spread (max − min)": summary["final_nll_spread"].map(F.fmt_float),
+                    }
+                ),
+            )
+        )
+        criteria = {s.doc.get("learned_criterion") for s in results.of_kind("sweep")} - {None}
+        if criteria:
+            section.blocks.append(Paragraph("*Learned* means: " + "; ".join(sorted(map(str, criteria))) + "."))
+        section.blocks.append(
+            ctx.table(
+                "robustness_settings",
+                settings.drop(columns=["file"]),
+                "Per setting: final and best validation NLL (median over seeds), runs that learned / diverged",
+                sweep_files,
+                display=pd.DataFrame(
+                    {
+                        "model": settings["model"].map(model_label),
+                        "setting": [
+                            f"{f.rsplit('.', 1)[-1]} = {v}" for f, v in zip(settings["field"], settings["value"])
+                        ],
+                        "final NLL": settings["final_val_nll_median"].map(F.fmt_float),
+                        "best NLL": settings["best_val_nll_median"].map(F.fmt_float),
+                        "learned": [f"{a} / {n}" for a, n in zip(settings["learned"], settings["seeds"])],
+                        "diverged": [
+                            f"diverged: {d} (step {s})" if d else "0"
+                            for d, s in zip(settings["diverged"], settings["diverged_steps"])
+                        ],
+                    }
+                ),
+            )
+        )
+    if not stability.empty:
+        runs, _ = main_runs(results)
+        section.blocks.append(
+            Paragraph(
+                "**Stability** (the study says the proposed model's validation curve is more stable): the total "
+                "rise of each main run's validation NLL curve, i.e. the sum of every increase between consecutive "
+                "evaluations, in nats. 0 means the curve only goes down."
+            )
+        )
+        section.blocks.append(
+            ctx.table(
+                "stability",
+                stability,
+                "Validation-curve stability of the main runs (sum of increases, nats)",
+                [r.path for r in runs],
+                display=pd.DataFrame(
+                    {
+                        "model": stability["model"].map(model_label),
+                        "seeds": stability["seeds"].map(F.fmt_int),
+                        "median total rise (nats)": stability["rise_median"].map(F.fmt_float),
+                        "worst seed (nats)": stability["rise_max"].map(F.fmt_float),
+                    }
+                ),
+            )
+        )
+    return section

@@ -1,0 +1,103 @@
+"""Sample predictions: per validation scene the context views, the true query and each model's prediction."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from gqnbench.report import formatting as F
+from gqnbench.report.context import ReportContext
+from gqnbench.report.document import Note, Section
+from gqnbench.report.inputs import ReportInputError, ResultFile, ResultSet
+from gqnbench.report.plotting import plt
+from gqnbench.report.study import model_label
+
+
+def decode_png(text: str, where: str) -> np.ndarray:
+    """A base64 PNG as float RGB in [0, 1]; ``where`` names the file and field in the error."""
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(text, validate=True))) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
+    except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as exc:
+        raise ReportInputError(f"{where}: not a base64-encoded PNG ({exc})") from exc
+
+
+def decode_scenes(samples: ResultFile) -> list[dict]:
+    scenes = []
+    for i, scene in enumerate(samples.doc["scenes"]):
+        where = f"{samples.path}: scenes[{i}]"
+        scenes.append(
+            {
+                "index": scene.get("index", i),
+                "context": [decode_png(c, f"{where}.context[{j}]") for j, c in enumerate(scene["context"])],
+                "query": decode_png(scene["query"], f"{where}.query"),
+                "predictions": {m: decode_png(p, f"{where}.predictions.{m}") for m, p in scene["predictions"].items()},
+            }
+        )
+    return scenes
+
+
+def prediction_mse(scenes: list[dict]) -> pd.DataFrame:
+    """Per-pixel MSE of each shown prediction against its true query (of the 8-bit PNGs)."""
+    rows = []
+    for scene in scenes:
+        for model, pred in scene["predictions"].items():
+            mse = float(np.mean((pred - scene["query"]) ** 2)) if pred.shape == scene["query"].shape else np.nan
+            rows.append({"scene": scene["index"], "model": model, "mse": mse})
+    return pd.DataFrame(rows)
+
+
+def _grid(scenes: list[dict], mse: pd.DataFrame):
+    n_ctx = max(len(s["context"]) for s in scenes)
+    models = list(dict.fromkeys(m for s in scenes for m in s["predictions"]))
+    cols = n_ctx + 1 + len(models)
+    fig, axes = plt.subplots(len(scenes), cols, figsize=(1.45 * cols, 1.6 * len(scenes)), squeeze=False)
+    for r, scene in enumerate(scenes):
+        cells = [(f"context {j + 1}", img) for j, img in enumerate(scene["context"])]
+        cells += [(None, None)] * (n_ctx - len(scene["context"]))
+        cells.append(("true query", scene["query"]))
+        for model in models:
+            err = mse[(mse["scene"] == scene["index"]) & (mse["model"] == model)]["mse"]
+            title = f"{model_label(model)}\nMSE {F.fmt_sig(err.iloc[0], 2)}" if len(err) else model_label(model)
+            cells.append((title, scene["predictions"].get(model)))
+        for c, (title, img) in enumerate(cells):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if img is None:
+                ax.axis("off")
+                continue
+            ax.imshow(img, interpolation="nearest")
+            ax.set_title(title, fontsize=7)
+            if c == 0:
+                ax.set_ylabel(f"scene {scene['index']}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def build(results: ResultSet, ctx: ReportContext) -> Section:
+    section = Section("Sample predictions", "samples")
+    files = results.of_kind("samples")
+    if not files:
+        section.blocks.append(Note("No samples results: the prediction grid is omitted."))
+        return section
+    for i, samples in enumerate(files):
+        scenes = decode_scenes(samples)
+        if not scenes:
+            section.blocks.append(Note(f"{ctx.rel(samples.path)} holds no scenes."))
+            continue
+        mse = prediction_mse(scenes)
+        step = samples.doc.get("step")
+        caption = (
+            "Validation scenes: context views, the true query view and each model's prediction"
+            + (f" after {F.fmt_int(step)} training steps" if step is not None else "")
+            + " (MSE of the shown 8-bit image)."
+        )
+        name = "samples" if len(files) == 1 else f"samples_{i}"
+        section.blocks.append(ctx.figure(name, _grid(scenes, mse), caption, [samples.path]))
+    return section

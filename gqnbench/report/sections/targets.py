@@ -1,0 +1,157 @@
+"""Time to target (MLPerf style): per model and seed, not-reached runs shown as such, medians over seeds.
+
+A run that missed the target within its budget counts as infinite (SPEC section 8): it is
+listed as "not reached (∞)" and enters the median as infinity, never dropped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from gqnbench.report import formatting as F
+from gqnbench.report.context import ReportContext
+from gqnbench.report.document import Note, Paragraph, Section
+from gqnbench.report.inputs import ResultSet
+from gqnbench.report.plotting import palette_for, plt
+from gqnbench.report.runs import median_inf
+from gqnbench.report.study import model_label
+from gqnbench.results import as_float
+
+
+def seeds_frame(results: ResultSet) -> pd.DataFrame:
+    """One row per model x seed of every time_to_target file; not reached -> steps and wall_s = inf."""
+    rows = []
+    for ttt in results.of_kind("time_to_target"):
+        for entry in ttt.doc["runs"]:
+            reached = bool(entry["reached"])
+            rows.append(
+                {
+                    "model": entry["model"],
+                    "seed": entry["seed"],
+                    "preset": ttt.doc.get("preset"),
+                    "target_nll": as_float(ttt.doc.get("target_nll")),
+                    "reached": reached,
+                    "steps": as_float(entry.get("steps")) if reached else math.inf,
+                    "wall_s": as_float(entry.get("wall_s")) if reached else math.inf,
+                    "run_file": entry.get("run_file"),
+                    "file": ttt.path,
+                }
+            )
+    columns = ["model", "seed", "preset", "target_nll", "reached", "steps", "wall_s", "run_file", "file"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summary_frame(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Per model (and preset/target): seeds, how many reached, median steps and wall seconds (inf kept)."""
+    rows = []
+    for (model, preset, target), group in seeds.groupby(["model", "preset", "target_nll"], sort=False, dropna=False):
+        rows.append(
+            {
+                "model": model,
+                "preset": preset,
+                "target_nll": target,
+                "seeds": len(group),
+                "reached": int(group["reached"].sum()),
+                "median_steps": median_inf(group["steps"]),
+                "median_wall_s": median_inf(group["wall_s"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _figure(seeds: pd.DataFrame, budget_s: float | None):
+    labels = [model_label(m) for m in dict.fromkeys(seeds["model"])]
+    colours = palette_for(labels)
+    finite = seeds.loc[np.isfinite(seeds["wall_s"]), "wall_s"]
+    edge = max([*finite, budget_s or 0.0, 1.0]) * 1.08
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.7 * len(labels)))
+    for y, (model, group) in enumerate(seeds.groupby("model", sort=False)):
+        label = model_label(model)
+        hit = group[np.isfinite(group["wall_s"])]
+        miss = group[~np.isfinite(group["wall_s"])]
+        ax.scatter(hit["wall_s"], [y] * len(hit), color=colours[label], s=45, zorder=3)
+        if len(miss):
+            ax.scatter([edge] * len(miss), [y] * len(miss), marker=">", color="#999", s=60, zorder=3)
+            ax.annotate(
+                f"{len(miss)} not reached (∞)", (edge, y + 0.22), ha="right", va="bottom", fontsize=8, color="#666"
+            )
+        med = median_inf(group["wall_s"])
+        if math.isfinite(med):
+            ax.plot([med, med], [y - 0.25, y + 0.25], color="black", lw=2)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_ylim(-0.6, len(labels) - 0.4)
+    ax.set_xlim(0, edge * 1.03)
+    if budget_s:
+        ax.axvline(budget_s, color="#999", ls="--", lw=1)
+    ax.set_xlabel("wall-clock seconds to the target NLL (evaluation included)")
+    return fig
+
+
+def build(results: ResultSet, ctx: ReportContext) -> Section:
+    section = Section("Time to target", "time-to-target")
+    seeds = seeds_frame(results)
+    if seeds.empty:
+        section.blocks.append(Note("No time_to_target results: this section is omitted."))
+        return section
+    files = list(dict.fromkeys(seeds["file"]))
+    first = results.by_path(files[0]).doc
+    budget = first.get("budget") or {}
+    budget_text = ", ".join(
+        f"{F.fmt_int(budget[k])} {k}" for k in ("steps", "seconds") if budget.get(k) not in (None, "inf")
+    )
+    section.blocks.append(
+        Paragraph(
+            f"MLPerf-style time to a validation NLL of **{F.fmt_float(first.get('target_nll'))}** nats "
+            f"(preset `{first.get('preset')}`; budget {budget_text or 'not recorded'}): wall clock from the first "
+            "training step until the validation NLL first reaches the target, evaluation time included. A run that "
+            "misses the target within its budget counts as infinite and enters the median as such."
+        )
+    )
+    summary = summary_frame(seeds)
+    section.blocks.append(
+        ctx.table(
+            "time_to_target_summary",
+            summary,
+            "Time to target: median over seeds",
+            files,
+            display=pd.DataFrame(
+                {
+                    "model": summary["model"].map(model_label),
+                    "target NLL": summary["target_nll"].map(F.fmt_float),
+                    "reached / seeds": [f"{r} / {n}" for r, n in zip(summary["reached"], summary["seeds"])],
+                    "median steps": summary["median_steps"].map(lambda v: F.fmt_until(v, 0)),
+                    "median wall time (s)": summary["median_wall_s"].map(F.fmt_until),
+                }
+            ),
+        )
+    )
+    section.blocks.append(
+        ctx.table(
+            "time_to_target_seeds",
+            seeds.drop(columns=["file"]),
+            "Time to target per model and seed",
+            files,
+            display=pd.DataFrame(
+                {
+                    "model": seeds["model"].map(model_label),
+                    "seed": seeds["seed"].astype(str),
+                    "steps": seeds["steps"].map(lambda v: F.fmt_until(v, 0)),
+                    "wall time (s)": seeds["wall_s"].map(F.fmt_until),
+                    "run": seeds["run_file"].fillna(F.MISSING),
+                }
+            ),
+        )
+    )
+    budget_s = as_float(budget.get("seconds")) if budget.get("seconds") not in (None, "inf") else None
+    section.blocks.append(
+        ctx.figure(
+            "time_to_target",
+            _figure(seeds, budget_s),
+            "Time to target per seed (dots); black bar = median over seeds; arrows at the right = not reached (∞).",
+            files,
+        )
+    )
+    return section
