@@ -101,7 +101,7 @@ register_preset(
             metagqn_z=4,
         ),
         train=TrainConfig(batch_size=4, steps=20, lr_start=2e-3, lr_end=2e-3, eval_every=10, checkpoint_every=10),
-        data=DataConfig(image_size=16, generate_scenes=40, val_scenes=8),
+        data=DataConfig(image_size=16, generate_scenes=80, val_scenes=8),
     )
 )
 
