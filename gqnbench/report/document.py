@@ -91,7 +91,7 @@ def _md_cell(text: str) -> str:
 def markdown_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(_md_cell(c) for c in frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in frame.astype(str).itertuples(index=False)]
+    rows = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in _as_text(frame).itertuples(index=False)]
     return "\n".join([header, rule, *rows])
 
 
@@ -159,6 +159,11 @@ def inline_html(text: str) -> str:
     return out
 
 
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    # pandas 3 keeps NaN through astype(str); a table cell must always be text.
+    return frame.map(lambda v: "–" if v is None or (isinstance(v, float) and v != v) else str(v))
+
+
 def _cell_class(text: str) -> str:
     low = text.lower()
     if low.startswith("regression") or low.startswith("fail"):
@@ -173,7 +178,7 @@ def _cell_class(text: str) -> str:
 def html_table(frame: pd.DataFrame, caption: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = []
-    for row in frame.astype(str).itertuples(index=False):
+    for row in _as_text(frame).itertuples(index=False):
         cells = []
         for value in row:
             cls = _cell_class(value)

@@ -1,0 +1,195 @@
+"""``ci/nightly.py run`` end to end on CPU with a self-contained fake benchmark folder (real
+pytest-benchmark output), plus the device naming and the GitHub workflow file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CI_DIR = REPO / "ci"
+sys.path.insert(0, str(CI_DIR))
+
+from nightlyci.device import device_slug, slugify  # noqa: E402
+from nightlyci.runner import bench_command, make_plan, merge_bench_files, train_command  # noqa: E402
+
+FAKE_CONFTEST = """
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu")
+    parser.addoption("--preset", default="tiny")
+    parser.addoption("--quick", action="store_true")
+    parser.addoption("--models", default="gqn,metagqn")
+"""
+FAKE_BENCH = """
+import pytest
+
+@pytest.mark.parametrize("model", ["gqn", "metagqn"])
+def test_step(benchmark, request, model):
+    preset = request.config.getoption("--preset")
+    benchmark.group = f"train-{model}-{preset}-b4"
+    benchmark.extra_info.update(model=model, preset=preset, mode="train", batch=4, dtype="fp32", compiled=False,
+                                device=request.config.getoption("--device"), peak_memory_bytes=100_000_000)
+    benchmark.pedantic(lambda: sum(range(20_000)), rounds=5, warmup_rounds=1, iterations=1)
+"""
+
+
+def _nightly(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    # Own session, so a timeout stops nightly.py's pytest/train children too, not only nightly.py.
+    proc = subprocess.Popen(
+        [sys.executable, str(CI_DIR / "nightly.py"), *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_run_then_pin_then_pass(tmp_path):
+    bench_dir = tmp_path / "fakebench"
+    bench_dir.mkdir()
+    (bench_dir / "conftest.py").write_text(FAKE_CONFTEST)
+    (bench_dir / "test_fake_bench.py").write_text(FAKE_BENCH)
+    baseline = tmp_path / "baseline.json"
+    common = ["--device", "cpu", "--quick", "--bench-dir", str(bench_dir), "--skip", "train", "--skip", "report"]
+
+    first = _nightly("run", *common, "--out", str(tmp_path / "run1"), "--baseline", str(baseline))
+    assert first.returncode == 3, first.stdout + first.stderr
+    assert f"expected file {baseline}" in first.stderr and "python ci/nightly.py baseline --from" in first.stderr
+    manifest = json.loads((tmp_path / "run1" / "nightly.json").read_text())
+    assert manifest["kind"] == "nightly_run" and manifest["device"] == "cpu" and manifest["quick"] is True
+    assert manifest["device_name"].startswith("cpu-")
+    (step,) = manifest["steps"]
+    assert step["name"] == "bench-tiny" and step["rc"] == 0 and "--quick" in step["command"]
+    bench = json.loads((tmp_path / "run1" / "bench.json").read_text())
+    assert sorted(b["extra_info"]["model"] for b in bench["benchmarks"]) == ["gqn", "metagqn"]
+    assert (tmp_path / "run1" / "logs" / "bench-tiny.log").read_text().count("passed") >= 1
+
+    pin = _nightly("baseline", "--from", str(tmp_path / "run1"), "--out", str(baseline))
+    assert pin.returncode == 0, pin.stderr
+    assert "2 benchmark(s), 0 training run(s)" in pin.stdout
+
+    # Timings of a 1 ms loop are noisy: either within limits or unstable, never a regression.
+    second = _nightly("run", *common, "--out", str(tmp_path / "run2"), "--baseline", str(baseline))
+    assert second.returncode == 0, second.stdout + second.stderr
+    verdict = json.loads((tmp_path / "run2" / "verdict.json").read_text())
+    assert verdict["passed"] and verdict["regressions"] == []
+    assert sum(verdict["counts"].values()) == 4  # 2 time + 2 memory rows
+    assert verdict["counts"].get("ok", 0) >= 2  # the memory rows are identical
+
+
+def test_failing_benchmark_step_fails_the_run(tmp_path):
+    bench_dir = tmp_path / "broken"
+    bench_dir.mkdir()
+    (bench_dir / "conftest.py").write_text(FAKE_CONFTEST)
+    (bench_dir / "test_broken.py").write_text("def test_x(benchmark):\n    raise RuntimeError('boom')\n")
+    res = _nightly(
+        "run", "--device", "cpu", "--quick", "--bench-dir", str(bench_dir), "--skip", "train", "--skip", "report",
+        "--skip", "check", "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert res.returncode == 1
+    assert "step bench-tiny: exit 1" in res.stdout
+
+
+def test_merge_keeps_each_benchmark_once(tmp_path):
+    def doc(*names: str) -> dict:
+        return {
+            "machine_info": {"cpu": {"brand_raw": "X"}},
+            "benchmarks": [{"fullname": n, "stats": {}} for n in names],
+        }
+
+    (tmp_path / "bench-paper.json").write_text(json.dumps(doc("data::render", "step[paper]")))
+    (tmp_path / "bench-cpu.json").write_text(json.dumps(doc("data::render", "step[cpu]")))
+    out = merge_bench_files([tmp_path / "bench-paper.json", tmp_path / "bench-cpu.json", tmp_path / "none.json"],
+                            tmp_path / "bench.json")  # fmt: skip
+    names = [b["fullname"] for b in json.loads(out.read_text())["benchmarks"]]
+    assert names == ["data::render", "step[paper]", "step[cpu]"]
+    assert merge_bench_files([tmp_path / "none.json"], tmp_path / "x.json") is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("GQNBENCH_NIGHTLY_E2E") != "1",
+    reason="the real quick matrix takes ~2 min on 2 cores; set GQNBENCH_NIGHTLY_E2E=1 to run it",
+)
+def test_real_quick_run_on_cpu(tmp_path):
+    """The real benchmarks/ suite (--quick, tiny preset) and real tiny training runs, then a self-check."""
+    out = tmp_path / "run"
+    res = _nightly(
+        "run", "--device", "cpu", "--quick", "--out", str(out), "--baseline", str(tmp_path / "none.json"), timeout=900
+    )
+    assert res.returncode == 3, res.stdout[-3000:] + res.stderr[-3000:]
+    steps = {s["name"]: s["rc"] for s in json.loads((out / "nightly.json").read_text())["steps"]}
+    assert steps["bench-tiny"] == 0 and steps["train-gqn"] == 0 and steps["train-metagqn"] == 0
+    run = _nightly("check", "--current", str(out), "--baseline", str(out))
+    assert run.returncode == 0, run.stdout
+    verdict = json.loads((out / "verdict.json").read_text())
+    nll = [r for r in verdict["rows"] if r["metric"] == "nll"]
+    assert {r["key"] for r in nll} == {"train:gqn-tiny-seed0-30steps", "train:metagqn-tiny-seed0-30steps"}
+    assert all(700 < r["current"] < 1000 for r in nll)  # nats per 16x16x3 image; the constant is 705.7
+    assert any(r["metric"] == "memory" for r in verdict["rows"])
+
+
+def test_plan_defaults_and_commands(tmp_path):
+    plan = make_plan("cuda", tmp_path, quick=False)
+    assert plan.bench_presets == ("paper", "cpu") and plan.train_steps == 300
+    quick = make_plan("cpu", tmp_path, quick=True, train_steps=7, models=("gqn",))
+    assert quick.bench_presets == ("tiny",) and quick.train_steps == 7 and quick.models == ("gqn",)
+    cmd = bench_command(quick, "tiny")
+    assert cmd[1:4] == ["-m", "pytest", "benchmarks"] and f"--benchmark-json={tmp_path / 'bench-tiny.json'}" in cmd
+    assert cmd[cmd.index("--device") + 1] == "cpu" and cmd[cmd.index("--preset") + 1] == "tiny" and "--quick" in cmd
+    train = train_command(quick, "gqn")
+    assert train[1:4] == ["-m", "gqnbench", "train"]
+    assert train[train.index("--steps") + 1] == "7" and train[train.index("--seed") + 1] == "0"
+    assert train[train.index("--out") + 1] == str(tmp_path / "train")
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("NVIDIA H100 80GB HBM3", "nvidia-h100-80gb-hbm3"),
+        ("NVIDIA GeForce RTX 4090", "nvidia-geforce-rtx-4090"),
+        ("Intel(R) Xeon(R) Platinum 8480+ @ 2.00GHz", "intel-xeon-platinum-8480"),
+        ("Intel(R) Core(TM) i7-9700K CPU @ 3.60GHz", "intel-core-i7-9700k"),
+        ("AMD EPYC 7763 64-Core Processor", "amd-epyc-7763-64-core-processor"),
+    ],
+)
+def test_device_slugs(name, slug):
+    assert slugify(name) == slug
+
+
+def test_device_slug_for_this_cpu_and_given_gpu():
+    assert device_slug("cpu", cpu_name="Intel(R) Xeon(R) Processor") == "cpu-intel-xeon-processor"
+    assert device_slug("cuda", gpu_name="NVIDIA H200") == "nvidia-h200"
+    assert device_slug("cpu").startswith("cpu-")
+    with pytest.raises(ValueError, match="unknown device"):
+        device_slug("tpu")
+
+
+def test_workflow_file():
+    yaml = pytest.importorskip("yaml")
+    doc = yaml.safe_load((REPO / ".github" / "workflows" / "nightly-gpu.yml").read_text())
+    triggers = doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on` as True
+    assert triggers["schedule"][0]["cron"] and "workflow_dispatch" in triggers
+    job = doc["jobs"]["nightly"]
+    assert job["runs-on"] == ["self-hosted", "gpu"]
+    steps = job["steps"]
+    scripts = "\n".join(s.get("run", "") for s in steps)
+    assert "ci/nightly_gpu.sh" in scripts and 'pip install -e ".[dev,gpu]"' in scripts
+    uploads = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact")]
+    main = [u for u in uploads if u.get("if") == "always()"]
+    assert main and "bench*.json" in main[0]["with"]["path"] and "report/" in main[0]["with"]["path"]
+    assert (CI_DIR / "nightly_gpu.sh").stat().st_mode & 0o111  # executable
