@@ -1,5 +1,55 @@
-"""Placeholder: the owning issue fills in this command module."""
+"""``gqnbench run``: the whole suite on the embedded default (or real data), then the report."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from gqnbench.mainjob import STAGES, MainJob
+from gqnbench.presets import MODEL_NAMES
 
 
-def register(subparsers) -> None:  # noqa: ANN001
-    return None
+def _run(args: argparse.Namespace) -> int:
+    job = MainJob(
+        preset=args.preset,
+        out=Path(args.out),
+        quick=args.quick,
+        data_root=args.data,
+        models=tuple(args.models),
+        benchmarks_dir=Path(args.benchmarks),
+        cache_root=Path(args.cache) if args.cache else None,
+        skip=tuple(args.skip),
+        command=shlex.join(["gqnbench", *sys.argv[1:]]),
+    )
+    job.run()
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from gqnbench.report.cli import main as report_main
+
+    return report_main(args.report_args)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="the main job: data, costs, benchmarks, time to target, latent sweep, samples, report",
+        description="Runs the whole suite and writes a report. Re-running the same command continues "
+        "where an interrupted run stopped.",
+    )
+    p.add_argument("--preset", default="cpu", help="size preset (default cpu; paper needs a GPU)")
+    p.add_argument("--quick", action="store_true", help="a smoke run of every stage (< 3 min on 2 cores)")
+    p.add_argument("--data", default=None, metavar="DIR", help="a DeepMind-format data root (default: the embedded set)")
+    p.add_argument("--out", default="reports/latest", help="report folder (results go to OUT/results)")
+    p.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=list(MODEL_NAMES))
+    p.add_argument("--benchmarks", default="benchmarks", help="the pytest-benchmark suite folder")
+    p.add_argument("--cache", default=None, help="where the generated data set is cached (default ~/.cache/gqnbench)")
+    p.add_argument("--skip", nargs="*", default=[], choices=list(STAGES), help="stages to leave out")
+    p.set_defaults(func=_run)
+
+    r = subparsers.add_parser("report", help="same as python -m gqnbench.report", add_help=False)
+    r.add_argument("report_args", nargs=argparse.REMAINDER)
+    r.set_defaults(func=_report)

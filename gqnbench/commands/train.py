@@ -1,5 +1,232 @@
-"""Placeholder: the owning issue fills in this command module."""
+"""``gqnbench train``, ``time-to-target``, ``sweep`` and ``samples``: the training engine's commands.
+
+Examples::
+
+    gqnbench train --model gqn --preset cpu --steps 2000 --out results        # Ctrl-C, then --resume
+    gqnbench train --model metagqn --preset cpu --amp bf16 --resume
+    torchrun --nproc_per_node=2 -m gqnbench train --model gqn --preset cpu  # DDP (gloo on CPU)
+    gqnbench time-to-target --models gqn metagqn --target 1450 --seeds 3 --budget 600
+    gqnbench time-to-target --models gqn metagqn --seeds 3 --budget 300s   # seconds budget, default target
+    gqnbench sweep --models gqn metagqn --z-channels 3 32 128 --steps 300 --processes 2
+    gqnbench sweep --models gqn --field train.lr_start --values 1e-4 5e-4 2e-3
+    gqnbench samples results/runs/gqn-cpu-seed0.pt results/runs/metagqn-cpu-seed0.pt --out results/samples.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from gqnbench.commands.common import add_preset_arguments, preset_from_args
+
+
+def parse_budget(text: str) -> tuple[int | None, float | None]:
+    """``"500"`` -> 500 steps; ``"300s"``, ``"5m"``, ``"1.5h"`` -> seconds."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", text)
+    if not m:
+        raise ValueError(f"--budget {text!r}: use a step count (500) or a time (300s, 5m, 1h)")
+    number, unit = float(m.group(1)), m.group(2)
+    if not unit:
+        if not number.is_integer() or number < 1:
+            raise ValueError(f"--budget {text!r}: a step budget must be a positive whole number")
+        return int(number), None
+    return None, number * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    add_preset_arguments(parser)
+    parser.add_argument("--out", default="results", help="output folder (default results/)")
+    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default=None, help="autocast (train.amp)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training step (train.compile)")
+    parser.add_argument(
+        "--data-cache",
+        default=None,
+        help="where the generated data set lives (default $GQNBENCH_CACHE or ~/.cache/gqnbench)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _overrides(args: argparse.Namespace) -> None:
+    if args.amp:
+        args.overrides.append(f"train.amp={args.amp}")
+    if args.compile:
+        args.overrides.append("train.compile=true")
+
+
+def _default_tag(args: argparse.Namespace) -> str:
+    """The preset name, plus a short hash of the overrides so differently configured runs do not collide."""
+    if not args.overrides:
+        return args.preset
+    import hashlib
+
+    digest = hashlib.sha1("\n".join(sorted(args.overrides)).encode()).hexdigest()[:8]
+    return f"{args.preset}-{digest}"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from gqnbench.training import distributed as D
+    from gqnbench.training.loop import train
+
+    _overrides(args)
+    preset = preset_from_args(args)
+    if preset.train.flush_denormal:
+        from gqnbench.training.numerics import flush_denormals_for_process
+
+        flush_denormals_for_process()  # before any torch op, so every intra-op thread gets it
+    ctx = D.init_distributed(preset.train.device)
+    try:
+        result = train(
+            preset,
+            args.model,
+            args.out,
+            tag=args.tag or _default_tag(args),
+            seed=args.seed,
+            steps=args.steps,
+            resume=args.resume,
+            cache_root=args.data_cache,
+            target_nll=args.target,
+            progress=not args.no_progress,
+            dist_ctx=ctx,
+        )
+    finally:
+        D.shutdown(ctx)
+    if ctx.is_main:
+        doc = result.doc
+        final = doc["final"]
+        note = " (finished earlier; reused)" if result.skipped else ""
+        print(
+            f"{doc['model']}: {doc['status']}{note} at step {final['step']}: val NLL {final['val_nll']:.1f} nats/image "
+            f"(MSE {final['val_mse']:.4f}, constant {final['nll_constant']:.1f}); "
+            f"{doc['steps_per_s'] or float('nan'):.2f} steps/s; -> {result.run_file}"
+        )
+        if doc["status"] == "diverged":
+            print(f"  diverged at step {doc['diverged_step']}: {doc['diverged_reason']}")
+    return 0 if result.doc["status"] in ("completed", "diverged") else 1
+
+
+def _time_to_target(args: argparse.Namespace) -> int:
+    from gqnbench.results import read_result
+    from gqnbench.training.time_to_target import run_time_to_target
+
+    _overrides(args)
+    preset = preset_from_args(args)
+    steps, seconds = parse_budget(args.budget) if args.budget else (None, None)
+    path = run_time_to_target(
+        preset,
+        args.models,
+        args.target,
+        args.seeds,
+        budget_steps=steps,
+        budget_seconds=seconds,
+        out_dir=args.out,
+        resume=not args.no_resume,
+        cache_root=args.data_cache,
+        progress=not args.no_progress,
+    )
+    doc = read_result(path, "time_to_target")
+    print(f"time to val NLL <= {doc['target_nll']:.1f} nats/image ({doc['preset']}, budget {doc['budget']}):")
+    for model, s in doc["summary"].items():
+        print(
+            f"  {model}: median {s['median_wall_s']} s, {s['median_steps']} steps; reached {s['reached']}/{s['total']}"
+        )
+    print(f"-> {path}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from gqnbench.results import read_result
+    from gqnbench.training.sweep import run_sweep
+
+    _overrides(args)
+    if args.z_channels is not None:
+        if args.field not in (None, "model.z_channels"):
+            raise ValueError("give either --z-channels or --field/--values, not both")
+        field, values = "model.z_channels", [str(v) for v in args.z_channels]
+    elif args.field and args.values:
+        field, values = args.field, args.values
+    else:
+        raise ValueError("say what to sweep: --z-channels 3 32 128, or --field train.lr_start --values 1e-4 5e-4")
+    from gqnbench.config import parse_override_strings
+
+    path = run_sweep(
+        args.preset,
+        args.models,
+        field,
+        values,
+        args.seeds,
+        out_dir=args.out,
+        steps=args.steps,
+        target_nll=args.target,
+        processes=args.processes,
+        resume=not args.no_resume,
+        overrides=parse_override_strings(args.overrides),
+        cache_root=args.data_cache,
+        progress=not args.no_progress,
+    )
+    doc = read_result(path, "sweep")
+    print(f"sweep of {doc['field']} over {doc['values']} ({doc['preset']}, {doc['steps']} steps):")
+    for r in doc["runs"]:
+        extra = f", diverged at step {r['diverged_step']}" if r["diverged"] else ""
+        extra += f", failed: {r.get('error')}" if r["status"] == "failed" else ""
+        print(
+            f"  {r['model']} {r['value']} seed {r['seed']}: final val NLL {r['final_val_nll']}, learned {r['learned']}{extra}"
+        )
+    for model, s in doc["summary"].items():
+        print(
+            f"  {model}: spread {s['final_nll_spread']}, median {s['final_nll_median']}, learned {s['fraction_learned']}"
+        )
+    print(f"-> {path}")
+    return 0
+
+
+def _samples(args: argparse.Namespace) -> int:
+    from gqnbench.training.samples import write_samples
+
+    preset = preset_from_args(args)
+    path = write_samples(preset, args.runs, args.out, num_scenes=args.num_scenes, cache_root=args.data_cache)
+    print(f"-> {path}")
+    return 0
 
 
 def register(subparsers) -> None:  # noqa: ANN001
-    return None
+    from gqnbench.presets import MODEL_NAMES
+
+    t = subparsers.add_parser("train", help="train one model (resumable; works under torchrun for DDP)")
+    t.add_argument("--model", required=True, choices=MODEL_NAMES)
+    t.add_argument("--steps", type=int, default=None, help="total training steps (default: the preset's)")
+    t.add_argument("--seed", type=int, default=None, help="seed for weights, batches and z noise (default 0)")
+    t.add_argument("--tag", default=None, help="run label in file names (default: the preset name)")
+    t.add_argument("--resume", action="store_true", help="continue from this run's checkpoint if there is one")
+    t.add_argument("--target", type=float, default=None, help="stop once the val NLL is <= this (nats/image)")
+    _common(t)
+    t.set_defaults(func=_train)
+
+    g = subparsers.add_parser("time-to-target", help="MLPerf-style wall clock to a target validation NLL")
+    g.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    g.add_argument("--target", type=float, default=None, help="val NLL in nats/image (default: the preset's)")
+    g.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model (default 3)")
+    g.add_argument("--budget", default=None, help="steps (500) or wall time (300s, 5m) per run (default: preset steps)")
+    g.add_argument("--no-resume", action="store_true", help="retrain runs that already finished")
+    _common(g)
+    g.set_defaults(func=_time_to_target)
+
+    s = subparsers.add_parser("sweep", help="robustness sweep over one config field")
+    s.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    s.add_argument("--z-channels", type=int, nargs="+", default=None, help="shorthand for --field model.z_channels")
+    s.add_argument("--field", default=None, help="any SECTION.FIELD, e.g. train.lr_start, gqn.num_layers")
+    s.add_argument("--values", nargs="+", default=None, help="values of --field")
+    s.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per setting (default 1)")
+    s.add_argument("--steps", type=int, default=None, help="steps per run (default: the preset's)")
+    s.add_argument("--target", type=float, default=None, help="also report whether each run reached this val NLL")
+    s.add_argument("--processes", type=int, default=1, help="runs in parallel, threads split between them")
+    s.add_argument("--no-resume", action="store_true", help="retrain runs that already finished")
+    _common(s)
+    s.set_defaults(func=_sweep)
+
+    p = subparsers.add_parser("samples", help="prediction grids from trained weights (for the report)")
+    p.add_argument("runs", nargs="+", help="weights (.pt) or training_run (.json) files")
+    p.add_argument("--out", required=True, help="samples JSON file to write")
+    p.add_argument("--num-scenes", type=int, default=4)
+    p.add_argument("--data-cache", default=None)
+    add_preset_arguments(p)
+    p.set_defaults(func=_samples)

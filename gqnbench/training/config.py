@@ -24,3 +24,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # torch.set_num_threads; None leaves the default
     nll_blowup: float = 1e7  # a validation NLL above this marks the run diverged
+    # Added by the training engine (issue 4).
+    log_every: int = 10  # a train_curve point every this many steps (every step's loss is still NaN-checked)
+    eval_batch_size: int = 64  # validation scenes per forward; fixed so the eval noise does not depend on it
+    eval_use_mean: bool = False  # False: sample z (prior for gqn, q(z|D) for metagqn), as the study does
+    tensorboard: bool = True  # TensorBoard scalars next to the results file
+    inject_nan_at_step: int | None = None  # fault injection for tests: the loss at this step becomes NaN
+    flush_denormal: bool = True  # CPU flush-to-zero: denormals from saturated gates made fp32 steps 2-5x slower

@@ -261,8 +261,12 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
         peak = costs.doc.get("matmul_peak")
         if isinstance(peak, dict) and peak:
             parts = [
-                f"{k.split('_')[0]} {F.fmt_float(as_float(v) / 1e9)} GFLOP/s" for k, v in peak.items() if v is not None
+                f"{k.split('_')[0]} {F.fmt_float(as_float(v) / 1e9)} GFLOP/s"
+                for k, v in peak.items()
+                if k.endswith("_flop_per_s") and v is not None
             ]
+            if peak.get("n"):
+                parts.append(f"{peak['n']}² matrices")
             section.blocks.append(
                 Paragraph(
                     f"Dense matmul peak on `{costs.doc.get('device', '?')}`: {', '.join(parts)} ({ctx.rel(costs.path)})."

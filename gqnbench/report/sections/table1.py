@@ -53,27 +53,34 @@ def params_frame(results: ResultSet) -> pd.DataFrame:
     """
     rows = []
     for costs in results.of_kind("costs"):
-        for key, entry in (costs.doc.get("params") or {}).items():
-            if not isinstance(entry, dict):
-                continue
-            model = entry.get("model", key)
-            config = entry.get("config")
-            paper_sized = isinstance(config, dict) and all(config.get(k) == v for k, v in PAPER_SIZES.items())
-            total = as_float(entry.get("total"))
-            used = as_float(entry.get("used_by_objective"))
-            rows.append(
-                {
-                    "model": model,
-                    "preset": entry.get("preset") or ("paper" if paper_sized else costs.doc.get("preset")),
-                    "scale": _scale(config),
-                    "study_params": STUDY_PARAMS.get(model, math.nan),
-                    "total": total,
-                    "used_by_objective": used,
-                    "unused": total - used,
-                    "total_minus_study": total - STUDY_PARAMS.get(model, math.nan),
-                    "file": costs.path,
-                }
-            )
+        # The costs file counts at its own preset and, under "reference", at the paper preset.
+        reference = costs.doc.get("reference") if isinstance(costs.doc.get("reference"), dict) else {}
+        sources = [
+            (costs.doc.get("params") or {}, costs.doc.get("preset")),
+            (reference.get("params") or {}, reference.get("preset")),
+        ]
+        for params, source_preset in sources:
+            for key, entry in params.items():
+                if not isinstance(entry, dict):
+                    continue
+                model = entry.get("model", key)
+                config = entry.get("config")
+                paper_sized = isinstance(config, dict) and all(config.get(k) == v for k, v in PAPER_SIZES.items())
+                total = as_float(entry.get("total"))
+                used = as_float(entry.get("used_by_objective"))
+                rows.append(
+                    {
+                        "model": model,
+                        "preset": entry.get("preset") or ("paper" if paper_sized else source_preset),
+                        "scale": _scale(config),
+                        "study_params": STUDY_PARAMS.get(model, math.nan),
+                        "total": total,
+                        "used_by_objective": used,
+                        "unused": total - used,
+                        "total_minus_study": total - STUDY_PARAMS.get(model, math.nan),
+                        "file": costs.path,
+                    }
+                )
     columns = [
         "model", "preset", "scale", "study_params", "total", "used_by_objective", "unused", "total_minus_study", "file",
     ]  # fmt: skip

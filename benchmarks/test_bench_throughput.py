@@ -1,0 +1,109 @@
+"""The throughput matrix under pytest-benchmark: one benchmark per model x mode x dtype x eager/compiled.
+
+Each step runs in ``benchmark.pedantic(rounds, warmup_rounds, iterations=1)`` (a paper-size
+step takes seconds; pytest-benchmark's automatic calibration would run it dozens of times).
+On CUDA the target synchronises before it returns, so the timer sees the GPU work, not
+the launch. A compiled case runs its first (compiling) call before the timed rounds and
+records it as ``compile_s``, apart from the step time. ``group`` is
+``<mode>-<model>-<preset>-b<batch>`` so eager/compiled and fp32/bf16 of one step sit side
+by side in the table; ``extra_info`` carries the costs (keys below).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+
+from gqnbench.harness.common import StepSpec, UnsupportedCase, prepare_step, synchronize
+from gqnbench.harness.flops import step_flops
+from gqnbench.harness.throughput import peak_for
+
+_memory_cache: dict[tuple, int | None] = {}
+
+
+def _cpu_peak_rss(spec: StepSpec) -> int | None:
+    """Fresh-process peak RSS of one eager step (compiled steps would compile again there: not measured)."""
+    if spec.compiled:
+        return None
+    key = (spec.model, spec.preset, spec.mode, spec.batch, spec.dtype)
+    if key not in _memory_cache:
+        from gqnbench.harness.memory import measure_cpu_step_fresh_process
+
+        _memory_cache[key] = measure_cpu_step_fresh_process(spec)["peak_rss_bytes"]
+    return _memory_cache[key]
+
+
+def test_step(benchmark, request, step_case: StepSpec, bench_settings):
+    spec = step_case
+    bench_settings.skip_if_unavailable()
+    try:
+        step = prepare_step(spec)
+    except UnsupportedCase as exc:
+        pytest.skip(str(exc))
+    # Requested only now, so a skipped case never waits for the session's peak matmul.
+    matmul_peaks = request.getfixturevalue("matmul_peaks")
+    device = step.device
+    batch = spec.resolved_batch()
+    flop = step_flops(spec.model, spec.resolved_preset(), spec.mode, batch, spec.num_context, spec.num_queries)
+
+    compile_s = graph_breaks = None
+    if spec.compiled:
+        from torch._dynamo.utils import counters
+
+        counters.clear()
+        start = time.perf_counter()
+        step.run()
+        synchronize(device)
+        compile_s = time.perf_counter() - start  # first call: trace + codegen + one step
+        graph_breaks = int(sum(counters["graph_break"].values()))
+
+    if device.type == "cuda":
+
+        def target():
+            step.run()
+            torch.cuda.synchronize(device)
+
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        target = step.run
+
+    # pytest-benchmark copies the group when the stats are made (inside pedantic): set it first.
+    benchmark.group = f"{spec.mode}-{spec.model}-{spec.preset}-b{batch}"
+    benchmark.pedantic(target, rounds=bench_settings.rounds, warmup_rounds=bench_settings.warmup, iterations=1)
+    stats = benchmark.stats.stats
+    median = stats.median
+    if device.type == "cuda":
+        peak_memory = int(torch.cuda.max_memory_allocated(device))
+    else:
+        peak_memory = _cpu_peak_rss(spec)
+    if compile_s is not None:
+        compile_s = max(0.0, compile_s - median)
+    peak = peak_for(spec.dtype, matmul_peaks)
+    benchmark.extra_info.update(
+        {
+            "model": spec.model,
+            "preset": spec.preset,
+            "mode": spec.mode,
+            "batch": batch,
+            "num_queries": spec.num_queries,
+            "dtype": spec.dtype,
+            "compiled": spec.compiled,
+            "channels_last": spec.channels_last,
+            "flush_denormal": spec.flush_denormal,
+            "device": str(device),
+            "params": sum(p.numel() for p in step.model.parameters()),
+            "flop_per_step": flop,
+            "images_per_s": step.images_per_step / median,
+            "flop_per_s": flop / median,
+            "mfu": flop / median / peak if peak else None,
+            "matmul_peak_flop_per_s": peak,
+            "peak_memory_bytes": peak_memory,
+            "compile_s": compile_s,
+            "graph_breaks": graph_breaks,
+            "rel_iqr": stats.iqr / median if median else None,
+            "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        }
+    )

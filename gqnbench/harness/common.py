@@ -1,0 +1,303 @@
+"""What every cost harness shares: device/dtype names, autocast, synchronised timing and the step under test.
+
+A *step* is the unit every harness measures: ``train`` is forward + backward + optimizer
+step on one batch, ``infer`` is ``model.predict`` of K query views per scene under
+``no_grad``. :func:`prepare_step` builds the model, the batch, the optimizer and (when
+asked) the compiled forward once, and returns a zero-argument callable, so throughput,
+memory, profiling and pytest-benchmark all time exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from gqnbench.data.episode import Episode
+from gqnbench.models import GQNFamilyModel, ModelConfig, build_model
+from gqnbench.presets import Preset, get_preset
+
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp64": torch.float64,
+}
+MODES = ("train", "infer")
+
+
+class UnsupportedCase(ValueError):
+    """A measurement that cannot run here (fp16 without CUDA, CUDA without a GPU)."""
+
+
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; CUDA without a GPU is an :class:`UnsupportedCase`."""
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UnsupportedCase(f"device {str(device)!r} asked for, but torch.cuda.is_available() is False")
+    if dev.type not in ("cpu", "cuda"):
+        raise UnsupportedCase(f"device {str(device)!r} is not supported (use cpu or cuda)")
+    return dev
+
+
+def check_dtype(dtype: str, device: torch.device) -> None:
+    """Validate a dtype name for a device: fp16 autocast is CUDA-only (no CPU kernels worth timing)."""
+    if dtype not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"dtype must be fp32, bf16 or fp16, got {dtype!r}")
+    if dtype == "fp16" and device.type != "cuda":
+        raise UnsupportedCase("fp16 autocast is measured on CUDA only")
+
+
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """Autocast for bf16/fp16; fp32 runs without it (an enabled fp32 autocast would still cast)."""
+    if dtype in ("bf16", "fp16"):
+        return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
+    return contextlib.nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work; a clock read before this on CUDA measures only the launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def model_config(model: str, preset: Preset, authors_layout: bool = False) -> ModelConfig:
+    """The preset's config for ``model``; ``authors_layout`` adds metagqn's unused prior head (the study's count)."""
+    cfg = preset.model_config(model)
+    if authors_layout and model == "metagqn":
+        cfg = dataclasses.replace(cfg, include_unused_prior_head=True)
+    return cfg
+
+
+def as_preset(preset: str | Preset) -> Preset:
+    return get_preset(preset) if isinstance(preset, str) else preset
+
+
+def make_episode(
+    cfg: ModelConfig,
+    batch: int,
+    num_context: int = 3,
+    num_queries: int = 1,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    channels_last: bool = False,
+) -> Episode:
+    """A random batch of the model's image size (costs do not depend on pixel values)."""
+    episode = Episode.random(
+        batch, cfg.image_size, num_context, num_queries, generator=torch.Generator().manual_seed(seed), device=device
+    )
+    if channels_last:
+        episode = dataclasses.replace(
+            episode,
+            context_images=episode.context_images.contiguous(memory_format=torch.channels_last),
+        )
+    return episode
+
+
+def make_optimizer(model: torch.nn.Module, lr: float = 5e-4) -> torch.optim.Optimizer:
+    """Adam as in the paper; the fused kernel where this torch has one (one pass over 49M params, not seven)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One cell of the throughput matrix."""
+
+    model: str
+    preset: str
+    mode: str = "train"  # train | infer
+    batch: int | None = None  # None: the preset's training batch
+    dtype: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    compiled: bool = False
+    channels_last: bool = False
+    device: str = "cpu"
+    num_context: int = 3
+    num_queries: int = 1  # K query views per scene
+    seed: int = 0
+    compile_backend: str = "inductor"
+    # Flush denormals to zero on CPU (FTZ/DAZ). Repeated steps on one batch drive values into the
+    # denormal range, and x86 then runs ~20x slower (gqn at the cpu preset: 0.4 s -> 7.8 s a step
+    # after three steps); a GPU does not pay this, so it would measure the hazard, not the model.
+    flush_denormal: bool = True
+    overrides: tuple[tuple[str, object], ...] = ()  # preset overrides, e.g. (("model.num_layers", 4),)
+
+    def resolved_preset(self) -> Preset:
+        return get_preset(self.preset, dict(self.overrides) if self.overrides else None)
+
+    def resolved_batch(self) -> int:
+        return self.batch if self.batch is not None else self.resolved_preset().train.batch_size
+
+    def label(self) -> str:
+        flags = [self.dtype, "compiled" if self.compiled else "eager"]
+        if self.channels_last:
+            flags.append("channels_last")
+        if not self.flush_denormal:
+            flags.append("denormals")
+        return f"{self.mode}-{self.model}-{self.preset}-b{self.resolved_batch()}-{'-'.join(flags)}"
+
+
+@dataclass
+class PreparedStep:
+    """A ready-to-time step: call ``run()`` once per measured iteration."""
+
+    spec: StepSpec
+    device: torch.device
+    model: GQNFamilyModel
+    episode: Episode
+    run: Callable[[], object]
+    images_per_step: int
+    optimizer: torch.optim.Optimizer | None = None
+    info: dict = field(default_factory=dict)
+
+
+def prepare_step(spec: StepSpec) -> PreparedStep:
+    """Build model, batch, optimizer and (optionally) the compiled forward for ``spec``."""
+    device = resolve_device(spec.device)
+    check_dtype(spec.dtype, device)
+    if spec.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {spec.mode!r}")
+    preset = spec.resolved_preset()
+    cfg = model_config(spec.model, preset)
+    batch = spec.resolved_batch()
+    if device.type == "cpu":
+        torch.set_flush_denormal(spec.flush_denormal)  # process-wide; every step of this spec runs under it
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model, cfg).to(device)
+    if spec.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    episode = make_episode(cfg, batch, spec.num_context, spec.num_queries, spec.seed, device, spec.channels_last)
+    amp = lambda: autocast(device, spec.dtype)  # noqa: E731
+    images = batch * spec.num_queries
+
+    if spec.mode == "train":
+        model.train()
+        forward = model
+        if spec.compiled:
+            # A fresh dynamo cache per case: every model shares GQNFamilyModel.forward's code object,
+            # so without a reset the guards of earlier cases pile up and hit the recompile limit.
+            torch._dynamo.reset()
+            forward = torch.compile(model, backend=spec.compile_backend)
+        optimizer = make_optimizer(model)
+        scaler = torch.amp.GradScaler(device.type) if spec.dtype == "fp16" else None
+
+        def run() -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            with amp():
+                loss = forward(episode)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            return loss
+
+        return PreparedStep(spec, device, model, episode, run, images, optimizer)
+
+    model.eval()
+    predict = model.predict
+    if spec.compiled:
+        torch._dynamo.reset()
+        predict = torch.compile(model.predict, backend=spec.compile_backend)
+
+    def run_infer() -> torch.Tensor:
+        with torch.no_grad(), amp():
+            return predict(episode)
+
+    return PreparedStep(spec, device, model, episode, run_infer, images)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call over ``rounds`` measured calls (after warm-up), with the spread."""
+
+    times_s: tuple[float, ...]
+    median_s: float
+    q1_s: float
+    q3_s: float
+    mean_s: float
+    min_s: float
+    max_s: float
+
+    @property
+    def iqr_s(self) -> float:
+        return self.q3_s - self.q1_s
+
+    @property
+    def rel_iqr(self) -> float:
+        return self.iqr_s / self.median_s if self.median_s > 0 else float("nan")
+
+    @classmethod
+    def from_times(cls, times: list[float]) -> Timing:
+        if not times:
+            raise ValueError("no timings to summarise")
+        ordered = sorted(times)
+        if len(ordered) >= 2:
+            q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
+        else:
+            q1 = q3 = ordered[0]
+        return cls(
+            times_s=tuple(times),
+            median_s=statistics.median(ordered),
+            q1_s=q1,
+            q3_s=q3,
+            mean_s=statistics.fmean(ordered),
+            min_s=ordered[0],
+            max_s=ordered[-1],
+        )
+
+
+def time_calls(
+    fn: Callable[[], object],
+    device: torch.device,
+    rounds: int,
+    warmup: int = 1,
+    on_round: Callable[[int, float], None] | None = None,
+) -> Timing:
+    """Median and spread of ``fn``: warm-up calls first, the device synchronised around every clock read."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for i in range(rounds):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+        times.append(elapsed)
+        if on_round is not None:
+            on_round(i, elapsed)
+    return Timing.from_times(times)
+
+
+def timer_overhead_s(device: torch.device, rounds: int = 2000) -> float:
+    """Median seconds the timing loop itself adds per call (an empty call through :func:`time_calls`)."""
+    return time_calls(lambda: None, device, rounds=rounds, warmup=10).median_s
+
+
+@contextlib.contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op threads (None leaves them)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -1,0 +1,212 @@
+"""Numerics of the fast paths (bf16/fp16 autocast, torch.compile) against an fp64 reference, TorchBench style.
+
+The loss and every parameter gradient are computed three times on the same weights, the
+same batch and the same latent noise: in fp64 (the reference), in plain fp32 eager (the
+baseline), and on the fast path. Each is compared with the fp64 reference, never with
+each other (SPEC section 8):
+
+    err(x) = ||x - ref|| / ||ref||      (loss: |l - l_ref| / |l_ref|; gradients: all parameters as one vector)
+    pass  <=> err(fast) <= multiplier * err(fp32 eager) + floor[dtype]
+
+for the loss and for the gradients. The fp32 term lets a compiled fp32 path be as
+accurate as eager fp32 within a factor; the per-dtype floor is what a correct bf16/fp16
+path costs (bf16 has an 8-bit mantissa, relative rounding 2^-9 = 2e-3 per op; measured
+on these models at the tiny and cpu presets: loss 1e-4..2e-3, gradients 1e-2..2e-2).
+A fast path that is wrong (a dropped term, a perturbed weight, a broken kernel) misses
+both bounds by orders of magnitude.
+
+Same noise: the models draw z with ``torch.randn_like``, whose CPU kernel gives different
+numbers for different dtypes from the same seed. During a check ``torch.randn_like`` is
+swapped for a version that draws fp32 noise and casts it, and the RNG is reseeded before
+every forward, so fp64, fp32 and bf16 see the same z (rounded to their dtype). The swap
+is a plain Python function, so dynamo traces it; inductor runs with ``fallback_random``
+so compiled code draws from the same eager generator.
+
+``costs.json`` field: ``numerics = [row]`` with row = the dict of :class:`NumericsResult`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from gqnbench.harness.common import (
+    as_preset,
+    autocast,
+    check_dtype,
+    make_episode,
+    model_config,
+    resolve_device,
+)
+from gqnbench.models import GQNFamilyModel, build_model
+from gqnbench.presets import Preset
+
+# Error floors per fast-path dtype (relative errors; see the module docstring for how they were chosen).
+LOSS_FLOOR = {"fp32": 1e-5, "bf16": 1e-2, "fp16": 5e-3}
+GRAD_FLOOR = {"fp32": 1e-4, "bf16": 6e-2, "fp16": 3e-2}
+
+_torch_randn_like = torch.randn_like
+
+
+def _fp32_randn_like(x: torch.Tensor, **kwargs) -> torch.Tensor:
+    # Same numbers for every dtype: draw in fp32 (the generator's fp32 stream), then cast.
+    return torch.randn(x.shape, dtype=torch.float32, device=x.device).to(kwargs.get("dtype") or x.dtype)
+
+
+@contextlib.contextmanager
+def same_noise_across_dtypes() -> Iterator[None]:
+    """Make ``torch.randn_like`` dtype-independent for the duration (see the module docstring)."""
+    import torch._inductor.config as inductor_config
+
+    torch.randn_like = _fp32_randn_like
+    try:
+        with inductor_config.patch(fallback_random=True):
+            yield
+    finally:
+        torch.randn_like = _torch_randn_like
+
+
+@dataclass
+class NumericsResult:
+    model: str
+    preset: str
+    dtype: str
+    compiled: bool
+    passed: bool
+    loss_ref: float
+    loss_fast: float
+    loss_err_fp32: float
+    loss_err_fast: float
+    loss_bound: float
+    grad_err_fp32: float
+    grad_err_fast: float
+    grad_bound: float
+    grad_cosine: float
+    multiplier: float
+    batch: int
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _loss_and_grads(
+    model: GQNFamilyModel,
+    forward: Callable,
+    episode,
+    seed: int,
+    device: torch.device,
+    dtype: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and flattened gradients (fp64, zeros for parameters without one) with the RNG reseeded."""
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(seed)
+    params = list(model.parameters())
+    with autocast(device, dtype):
+        loss = forward(episode)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    flat = torch.cat(
+        [(g if g is not None else torch.zeros_like(p)).detach().double().flatten() for g, p in zip(grads, params)]
+    )
+    return loss.detach().double(), flat
+
+
+def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
+    denom = ref.norm().item()
+    return (x - ref).norm().item() / denom if denom > 0 else (x - ref).norm().item()
+
+
+def check_numerics(
+    model: str,
+    preset: str | Preset = "tiny",
+    dtype: str = "bf16",
+    compiled: bool = False,
+    batch: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    multiplier: float = 3.0,
+    num_context: int = 3,
+    compile_backend: str = "inductor",
+    fast_model_hook: Callable[[GQNFamilyModel], None] | None = None,
+) -> NumericsResult:
+    """Compare the fast path (``dtype`` autocast, optionally compiled) with fp64; see the module docstring.
+
+    ``fast_model_hook`` edits the fast path's copy of the model before it runs (tests use
+    it to build a deliberately wrong fast path that must fail).
+    """
+    preset_obj = as_preset(preset)
+    dev = resolve_device(device)
+    check_dtype(dtype, dev)
+    cfg = model_config(model, preset_obj)
+    batch = batch or preset_obj.train.batch_size
+    torch.manual_seed(seed)
+    base = build_model(model, cfg).to(dev)
+    episode = make_episode(cfg, batch, num_context, seed=seed, device=dev)
+    reference = copy.deepcopy(base).double()
+    fast_model = copy.deepcopy(base)
+    if fast_model_hook is not None:
+        fast_model_hook(fast_model)
+    noise_seed = seed + 1
+    with same_noise_across_dtypes():
+        loss_ref, grad_ref = _loss_and_grads(
+            reference, reference, episode.to(dev, torch.float64), noise_seed, dev, "fp32"
+        )
+        loss_32, grad_32 = _loss_and_grads(base, base, episode, noise_seed, dev, "fp32")
+        forward = fast_model
+        if compiled:
+            torch._dynamo.reset()
+            forward = torch.compile(fast_model, backend=compile_backend)
+        loss_fast, grad_fast = _loss_and_grads(fast_model, forward, episode, noise_seed, dev, dtype)
+    loss_err_32 = _rel(loss_32, loss_ref)
+    loss_err_fast = _rel(loss_fast, loss_ref)
+    grad_err_32 = _rel(grad_32, grad_ref)
+    grad_err_fast = _rel(grad_fast, grad_ref)
+    loss_bound = multiplier * loss_err_32 + LOSS_FLOOR[dtype]
+    grad_bound = multiplier * grad_err_32 + GRAD_FLOOR[dtype]
+    finite = bool(torch.isfinite(loss_fast).all() and torch.isfinite(grad_fast).all())
+    reasons = []
+    if not finite:
+        reasons.append("non-finite loss or gradient on the fast path")
+    if loss_err_fast > loss_bound:
+        reasons.append(f"loss error {loss_err_fast:.3g} > bound {loss_bound:.3g}")
+    if grad_err_fast > grad_bound:
+        reasons.append(f"gradient error {grad_err_fast:.3g} > bound {grad_bound:.3g}")
+    cosine = torch.nn.functional.cosine_similarity(grad_fast, grad_ref, dim=0).item()
+    return NumericsResult(
+        model=model,
+        preset=preset_obj.name,
+        dtype=dtype,
+        compiled=compiled,
+        passed=not reasons,
+        loss_ref=loss_ref.item(),
+        loss_fast=loss_fast.item(),
+        loss_err_fp32=loss_err_32,
+        loss_err_fast=loss_err_fast,
+        loss_bound=loss_bound,
+        grad_err_fp32=grad_err_32,
+        grad_err_fast=grad_err_fast,
+        grad_bound=grad_bound,
+        grad_cosine=cosine,
+        multiplier=multiplier,
+        batch=batch,
+        reason="; ".join(reasons),
+    )
+
+
+def perturb_weights(scale: float = 0.05, seed: int = 0) -> Callable[[GQNFamilyModel], None]:
+    """A fast-path hook that adds ``scale`` x std relative noise to every weight: a wrong fast path."""
+
+    def hook(model: GQNFamilyModel) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                noise = torch.randn(p.shape, generator=gen).to(p.device, p.dtype)
+                p.add_(noise * scale * (p.std() if p.numel() > 1 else p.abs() + 1e-3))
+
+    return hook

@@ -1,0 +1,115 @@
+"""The issue's performance targets, measured in one run against a matmul peak measured in the same run.
+
+Targets (issue 5, paper preset GQN training step at batch 8, on a 2-core AMX CPU):
+
+- fp32 eager reaches >= 55% of the fp32 dense matmul peak (the authors' code: about 48%);
+- bf16 autocast (channels-last / compiled where they help) is >= 3.5x faster than fp32
+  eager, its numerics pass (fp64 reference), and it reaches >= 40% of the bf16 matmul peak;
+- the harness's own timing overhead is < 2% of the step, and IQR/median < 5%.
+
+A paper-size step takes seconds (about 10 s fp32 at batch 8 on 2 cores), so this is a
+command (``gqnbench perf-targets``), never a test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+from gqnbench.harness.common import StepSpec
+from gqnbench.harness.numerics import check_numerics
+from gqnbench.harness.throughput import measure_interleaved
+
+TARGETS = {
+    "fp32_mfu_min": 0.55,
+    "bf16_speedup_min": 3.5,
+    "bf16_mfu_min": 0.40,
+    "timer_overhead_max": 0.02,
+    "rel_iqr_max": 0.05,
+}
+
+
+def measure_targets(
+    model: str = "gqn",
+    preset: str = "paper",
+    batch: int = 8,
+    rounds: int = 5,
+    warmup: int = 2,
+    bf16_variants: Sequence[tuple[bool, bool]] = ((False, False), (False, True)),
+    numerics_batch: int = 2,
+    device: str = "cpu",
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Measure the targets; ``bf16_variants`` are (compiled, channels_last) pairs, the best one is judged.
+
+    All cases and the 4096^2 matmul peaks are timed round-robin (:func:`measure_interleaved`),
+    so background load on a shared machine hits numerator and denominator alike.
+    """
+    note = progress or (lambda text: None)
+    specs = [StepSpec(model, preset, "train", batch, "fp32", device=device)]
+    specs += [
+        StepSpec(model, preset, "train", batch, "bf16", compiled=c, channels_last=cl, device=device)
+        for c, cl in bf16_variants
+    ]
+    rows, peaks = measure_interleaved(specs, rounds, warmup, matmul_n=4096, progress=note)
+    fp32, bf16_rows = rows[0], rows[1:]
+    best = min(bf16_rows, key=lambda r: r["median_s"])
+    note("bf16 numerics vs fp64")
+    numerics = check_numerics(
+        model, preset, "bf16", compiled=best["compiled"], batch=numerics_batch, device=device
+    ).as_dict()
+    speedup = fp32["median_s"] / best["median_s"]
+    worst_overhead = max(r["timer_overhead_fraction"] for r in rows)
+    worst_spread = max(r["rel_iqr"] for r in rows)
+    checks = {
+        "fp32_mfu": (fp32["mfu"], fp32["mfu"] >= TARGETS["fp32_mfu_min"]),
+        "bf16_speedup": (speedup, speedup >= TARGETS["bf16_speedup_min"]),
+        "bf16_mfu": (best["mfu"], best["mfu"] >= TARGETS["bf16_mfu_min"]),
+        "bf16_numerics": (numerics["grad_err_fast"], bool(numerics["passed"])),
+        "timer_overhead": (worst_overhead, worst_overhead < TARGETS["timer_overhead_max"]),
+        "rel_iqr": (worst_spread, worst_spread < TARGETS["rel_iqr_max"]),
+    }
+    return {
+        "model": model,
+        "preset": preset,
+        "batch": batch,
+        "matmul_peak": peaks,
+        "fp32": fp32,
+        "bf16": bf16_rows,
+        "bf16_best": {"compiled": best["compiled"], "channels_last": best["channels_last"]},
+        "numerics": numerics,
+        "targets": TARGETS,
+        "load_avg_1m_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "checks": {name: {"value": value, "met": met} for name, (value, met) in checks.items()},
+    }
+
+
+def format_targets(result: dict) -> str:
+    """A plain-text summary of :func:`measure_targets`."""
+    p = result["matmul_peak"]
+    fp32 = result["fp32"]
+    lines = [
+        f"{result['model']} {result['preset']} train step, batch {result['batch']}",
+        f"matmul peak ({p['n']}^2): fp32 {p['fp32_flop_per_s'] / 1e9:.0f} GFLOP/s, bf16 {p['bf16_flop_per_s'] / 1e9:.0f} GFLOP/s",
+        f"{'variant':<36} {'median s':>9} {'min s':>7} {'IQR/med':>8} {'GFLOP/s':>8} {'MFU':>6}",
+    ]
+
+    def row(name: str, r: dict) -> str:
+        return (
+            f"{name:<36} {r['median_s']:>9.3f} {r['min_s']:>7.3f} {r['rel_iqr']:>8.1%} "
+            f"{r['flop_per_s'] / 1e9:>8.0f} {r['mfu']:>6.1%}"
+        )
+
+    lines.append(row("fp32 eager", fp32))
+    for r in result["bf16"]:
+        name = f"bf16 {'compiled' if r['compiled'] else 'eager'}{' channels_last' if r['channels_last'] else ''}"
+        lines.append(row(name, r))
+        if r["compiled"]:
+            lines.append(f"{'':<36} compile {r['compile_s']:.1f} s, graph breaks {r['graph_breaks']}")
+    lines.append("targets:")
+    for name, check in result["checks"].items():
+        value = check["value"]
+        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        lines.append(f"  {name:<16} {text:>10}  {'met' if check['met'] else 'NOT met'}")
+    lines.append(f"(1-min load average after the run: {result.get('load_avg_1m_after')}; rounds were interleaved)")
+    return "\n".join(lines)

@@ -1,0 +1,301 @@
+"""Step time, images/s, achieved FLOP/s and model FLOP utilisation (MFU) against a measured matmul peak.
+
+One row per model x preset x mode x batch x dtype x eager/compiled (x channels_last).
+Warm-up calls run first (for a compiled step the first call compiles; its time, minus
+the steady median, is ``compile_s``, and the graph breaks dynamo counted are
+``graph_breaks``, both kept apart from the step time). Every clock read is preceded by
+a device synchronisation. MFU = model FLOP per step (FlopCounterMode, 2 per multiply-add,
+the same count whether the step is compiled or not) / median step time / the dense
+matmul peak of the same dtype measured on the same device in the same run
+(:func:`matmul_peak`), so the ratio does not depend on a datasheet.
+
+``costs.json`` fields::
+
+    matmul_peak = {"fp32_flop_per_s", "bf16_flop_per_s", ("fp16_flop_per_s" on CUDA), "n", "device"}
+    throughput  = [{"model", "preset", "mode", "batch", "dtype", "compiled", "channels_last", "device",
+                    "median_s", "iqr_s", "q1_s", "q3_s", "rel_iqr", "rounds", "warmup",
+                    "images_per_s", "flop_per_step", "flop_per_s", "mfu", "peak_memory_bytes",
+                    "compile_s", "graph_breaks", "recompiles", "load_avg_1m", "timer_overhead_s",
+                    "timer_overhead_fraction"}]
+
+``images_per_s`` = query images per step (batch x K) / median seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+
+from gqnbench.harness.common import (
+    DTYPES,
+    StepSpec,
+    Timing,
+    UnsupportedCase,
+    prepare_step,
+    resolve_device,
+    synchronize,
+    time_calls,
+    timer_overhead_s,
+)
+from gqnbench.harness.flops import step_flops
+
+
+def matmul_peak(
+    device: str | torch.device = "cpu",
+    dtypes: Sequence[str] = ("fp32", "bf16"),
+    n: int | None = None,
+    rounds: int = 5,
+) -> dict:
+    """Dense ``n x n`` matmul FLOP/s (2 n^3 per product) per dtype: the MFU denominator.
+
+    ``n`` defaults to 4096 (the SPEC section 7 anchor: about 390 GFLOP/s fp32 and 2,100
+    GFLOP/s bf16 on a 2-core AMX CPU); pass 2048 for a quick run on a CPU.
+    """
+    dev = resolve_device(device)
+    n = n or 4096
+    result: dict = {"n": n, "device": str(dev), "unit": "FLOP/s"}
+    for name in dtypes:
+        if name == "fp16" and dev.type != "cuda":
+            continue
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randn(n, n, generator=gen).to(dev, DTYPES[name])
+        b = torch.randn(n, n, generator=gen).to(dev, DTYPES[name])
+        timing = time_calls(lambda a=a, b=b: torch.mm(a, b), dev, rounds=rounds, warmup=2)
+        result[f"{name}_flop_per_s"] = 2.0 * n**3 / timing.median_s
+        result[f"{name}_rel_iqr"] = timing.rel_iqr
+    return result
+
+
+def peak_for(dtype: str, peaks: dict | None) -> float | None:
+    """The matmul peak an MFU of ``dtype`` is measured against (fp16 falls back to bf16 where unmeasured)."""
+    if not peaks:
+        return None
+    value = peaks.get(f"{dtype}_flop_per_s")
+    if value is None and dtype == "fp16":
+        value = peaks.get("bf16_flop_per_s")
+    return value
+
+
+def _dynamo_counts() -> tuple[int, int]:
+    from torch._dynamo.utils import counters
+
+    breaks = int(sum(counters["graph_break"].values()))
+    graphs = int(counters["stats"].get("unique_graphs", 0))
+    return breaks, graphs
+
+
+class _Case:
+    """A prepared step plus what its row needs besides the timings (used by both measuring loops)."""
+
+    def __init__(self, spec: StepSpec) -> None:
+        self.spec = spec
+        self.device = resolve_device(spec.device)
+        self.batch = spec.resolved_batch()
+        self.flop = step_flops(
+            spec.model, spec.resolved_preset(), spec.mode, self.batch, spec.num_context, spec.num_queries
+        )
+        if spec.compiled:
+            from torch._dynamo.utils import counters
+
+            counters.clear()
+        self.step = prepare_step(spec)
+        self.first_s: float | None = None
+        self.graph_breaks: int | None = None
+        self.recompiles: int | None = None
+
+    def first_call(self) -> None:
+        """Time the first call alone: for a compiled step it includes tracing and code generation."""
+        synchronize(self.device)
+        start = time.perf_counter()
+        self.step.run()
+        synchronize(self.device)
+        self.first_s = time.perf_counter() - start
+        if self.spec.compiled:
+            # Read now: a later case's torch._dynamo.reset() and counters.clear() would wipe them.
+            self.graph_breaks, graphs = _dynamo_counts()
+            self.recompiles = max(0, graphs - 1)
+
+    def row(self, timing: Timing, warmup: int, peaks: dict | None, peak_memory: int | None, load_avg) -> dict:
+        spec = self.spec
+        if spec.compiled and self.graph_breaks is not None:
+            # Count recompiles that happened during the timed rounds too.
+            breaks, graphs = _dynamo_counts()
+            self.graph_breaks, self.recompiles = max(self.graph_breaks, breaks), max(self.recompiles, graphs - 1)
+        compile_s = None
+        if spec.compiled and self.first_s is not None:
+            compile_s = max(0.0, self.first_s - timing.median_s)
+        overhead = timer_overhead_s(self.device, rounds=200)
+        flop_per_s = self.flop / timing.median_s
+        peak = peak_for(spec.dtype, peaks)
+        return {
+            "model": spec.model,
+            "preset": spec.preset,
+            "mode": spec.mode,
+            "batch": self.batch,
+            "num_context": spec.num_context,
+            "num_queries": spec.num_queries,
+            "dtype": spec.dtype,
+            "compiled": spec.compiled,
+            "compile_backend": spec.compile_backend if spec.compiled else None,
+            "channels_last": spec.channels_last,
+            "flush_denormal": spec.flush_denormal,
+            "device": str(self.device),
+            "median_s": timing.median_s,
+            "iqr_s": timing.iqr_s,
+            "q1_s": timing.q1_s,
+            "q3_s": timing.q3_s,
+            "rel_iqr": timing.rel_iqr,
+            "min_s": timing.min_s,
+            "times_s": list(timing.times_s),
+            "rounds": len(timing.times_s),
+            "warmup": warmup,
+            "first_call_s": self.first_s,
+            "images_per_s": self.step.images_per_step / timing.median_s,
+            "flop_per_step": self.flop,
+            "flop_per_s": flop_per_s,
+            "mfu": flop_per_s / peak if peak else None,
+            "peak_memory_bytes": peak_memory,
+            "compile_s": compile_s,
+            "graph_breaks": self.graph_breaks,
+            "recompiles": self.recompiles,
+            "load_avg_1m": load_avg,
+            "timer_overhead_s": overhead,
+            "timer_overhead_fraction": overhead / timing.median_s,
+        }
+
+
+def _load_avg() -> float | None:
+    # Other processes on the machine inflate and spread step times; rows keep the evidence.
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def measure_throughput(
+    spec: StepSpec,
+    rounds: int = 5,
+    warmup: int = 2,
+    peaks: dict | None = None,
+    measure_memory: bool = False,
+    on_round: Callable[[int, float], None] | None = None,
+) -> dict:
+    """One throughput row (see the module docstring) for ``spec``.
+
+    ``measure_memory`` adds ``peak_memory_bytes``: CUDA's max_memory_allocated over the
+    measured rounds, or on CPU the fresh-process peak RSS of one step (a process start more).
+    """
+    case = _Case(spec)
+    if warmup > 0:
+        case.first_call()
+    if case.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(case.device)
+    load_avg = _load_avg()
+    timing = time_calls(case.step.run, case.device, rounds=rounds, warmup=max(0, warmup - 1), on_round=on_round)
+    peak_memory = None
+    if case.device.type == "cuda":
+        peak_memory = int(torch.cuda.max_memory_allocated(case.device))
+    elif measure_memory:
+        from gqnbench.harness.memory import measure_cpu_step_fresh_process
+
+        peak_memory = measure_cpu_step_fresh_process(spec)["peak_rss_bytes"]
+    return case.row(timing, warmup, peaks, peak_memory, load_avg)
+
+
+def measure_interleaved(
+    specs: Sequence[StepSpec],
+    rounds: int = 5,
+    warmup: int = 2,
+    peaks: dict | None = None,
+    matmul_n: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[dict], dict | None]:
+    """Rows for ``specs`` measured round-robin: round r times every case once before round r+1.
+
+    For A/B comparisons on a machine that other work shares: a burst of background load
+    then slows every case of a round alike instead of whichever case happened to run
+    during it. With ``matmul_n`` the fp32/bf16 matmul peak joins the rotation too (its
+    per-dtype medians are returned as the peaks the rows' MFU uses).
+    """
+    if sum(spec.compiled for spec in specs) > 1:
+        # prepare_step resets dynamo per compiled case, which would force the earlier ones to recompile.
+        raise ValueError("measure_interleaved takes at most one compiled case")
+    cases = []
+    for spec in specs:
+        if progress is not None:
+            progress(f"preparing {spec.label()}")
+        case = _Case(spec)
+        for i in range(warmup):
+            if i == 0:
+                case.first_call()
+            else:
+                case.step.run()
+        cases.append(case)
+    mm_times: dict[str, list[float]] = {}
+    mm_fns = {}
+    if matmul_n:
+        dev = cases[0].device if cases else resolve_device("cpu")
+        gen = torch.Generator().manual_seed(0)
+        for name in ("fp32", "bf16"):
+            a = torch.randn(matmul_n, matmul_n, generator=gen).to(dev, DTYPES[name])
+            b = torch.randn(matmul_n, matmul_n, generator=gen).to(dev, DTYPES[name])
+            mm_fns[name] = (lambda a=a, b=b: torch.mm(a, b), dev)
+            time_calls(mm_fns[name][0], dev, rounds=1, warmup=2)
+            mm_times[name] = []
+    times: list[list[float]] = [[] for _ in cases]
+    load_avg = _load_avg()
+    for r in range(rounds):
+        if progress is not None:
+            progress(f"round {r + 1}/{rounds}")
+        for name, (fn, dev) in mm_fns.items():
+            mm_times[name].extend(time_calls(fn, dev, rounds=3, warmup=0).times_s)
+        for case, bucket in zip(cases, times):
+            bucket.extend(time_calls(case.step.run, case.device, rounds=1, warmup=0).times_s)
+    if mm_fns:
+        peaks = {"n": matmul_n, "device": str(cases[0].device if cases else "cpu"), "unit": "FLOP/s"}
+        for name, ts in mm_times.items():
+            t = Timing.from_times(ts)
+            peaks[f"{name}_flop_per_s"] = 2.0 * matmul_n**3 / t.median_s
+            peaks[f"{name}_rel_iqr"] = t.rel_iqr
+    rows = [case.row(Timing.from_times(ts), warmup, peaks, None, load_avg) for case, ts in zip(cases, times)]
+    return rows, peaks
+
+
+def throughput_matrix(
+    models: Iterable[str],
+    preset: str,
+    modes: Iterable[str] = ("train", "infer"),
+    batches: Iterable[int | None] = (None,),
+    dtypes: Iterable[str] = ("fp32", "bf16"),
+    compiled: Iterable[bool] = (False, True),
+    channels_last: Iterable[bool] = (False,),
+    device: str = "cpu",
+    rounds: int = 5,
+    warmup: int = 2,
+    peaks: dict | None = None,
+    measure_memory: bool = False,
+    progress: Callable[[str], None] | None = None,
+    **spec_kwargs,
+) -> list[dict]:
+    """Every combination as rows; cases this device cannot run (fp16 on CPU) are skipped, not failed."""
+    rows = []
+    dev = resolve_device(device)
+    cases = [
+        StepSpec(m, preset, mode=mode, batch=b, dtype=d, compiled=c, channels_last=cl, device=str(dev), **spec_kwargs)
+        for m in models
+        for mode in modes
+        for b in batches
+        for d in dtypes
+        for c in compiled
+        for cl in channels_last
+    ]
+    for spec in cases:
+        if spec.dtype == "fp16" and dev.type != "cuda":
+            continue
+        if progress is not None:
+            progress(spec.label())
+        try:
+            rows.append(measure_throughput(spec, rounds, warmup, peaks, measure_memory))
+        except UnsupportedCase:
+            continue
+    return rows

@@ -1,0 +1,209 @@
+"""The main job behind ``gqnbench run``: data -> costs -> benchmarks -> time to target ->
+latent-size sweep -> sample predictions -> report, resumable stage by stage.
+
+Each stage writes its results under ``<out>/results/`` (atomically, by the package that owns
+it) and is recorded in ``<out>/results/mainjob.json`` when it finishes, so re-running the same
+command after an interrupt skips finished stages; the training stages also skip finished
+runs and continue unfinished ones from their checkpoints. The report stage reads only the
+results folder, so the same report can be rebuilt later with ``python -m gqnbench.report``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from gqnbench.presets import MODEL_NAMES, get_preset
+from gqnbench.results import atomic_write_text
+from gqnbench.training.budgets import SuiteBudget, suite_budget
+
+STAGES = ("data", "costs", "benchmarks", "time_to_target", "sweep", "samples", "report")
+STATE_FILE = "mainjob.json"
+
+
+def quick_budget(full: SuiteBudget) -> SuiteBudget:
+    """The ``--quick`` plan: one seed, a few dozen steps, two latent sizes: plumbing in < 3 min."""
+    return dataclasses.replace(
+        full,
+        ttt_seeds=1,
+        ttt_budget_steps=min(full.ttt_budget_steps, 40),
+        sweep_values=tuple(full.sweep_values[::2]) or full.sweep_values,
+        sweep_steps=min(full.sweep_steps, 20),
+        eval_every=min(full.eval_every, 10),
+        val_scenes=min(full.val_scenes, 16),
+        note="--quick: a smoke run of every stage; the numbers are not converged",
+    )
+
+
+@dataclass
+class MainJob:
+    """One ``gqnbench run``: what to run and where; :meth:`run` executes the remaining stages."""
+
+    preset: str = "cpu"
+    out: Path = Path("reports/latest")
+    quick: bool = False
+    data_root: str | None = None
+    models: tuple[str, ...] = MODEL_NAMES
+    benchmarks_dir: Path | None = Path("benchmarks")
+    cache_root: Path | None = None
+    skip: tuple[str, ...] = ()
+    command: str = ""
+    budget: SuiteBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        unknown = [s for s in self.skip if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) to skip: {unknown}; stages: {', '.join(STAGES)}")
+        get_preset(self.preset)  # fails early on an unknown preset
+        full = suite_budget(self.preset)
+        self.budget = quick_budget(full) if self.quick else full
+
+    # -- paths and state --------------------------------------------------------------------
+
+    @property
+    def results(self) -> Path:
+        return self.out / "results"
+
+    def overrides(self) -> dict[str, Any]:
+        extra = dict(self.budget.overrides())
+        if self.data_root is not None:
+            extra["data.root"] = self.data_root
+        return extra
+
+    def _state_path(self) -> Path:
+        return self.results / STATE_FILE
+
+    def _load_state(self) -> dict[str, Any]:
+        path = self._state_path()
+        if not path.exists():
+            return {"stages": {}}
+        state = json.loads(path.read_text())
+        if state.get("plan") != self._plan_key():
+            # A different preset/quick/data request: earlier stages do not describe this run.
+            return {"stages": {}}
+        return state
+
+    def _plan_key(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset,
+            "quick": self.quick,
+            "data_root": self.data_root,
+            "models": list(self.models),
+            "budget": dataclasses.asdict(self.budget),
+        }
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        state["plan"] = self._plan_key()
+        atomic_write_text(self._state_path(), json.dumps(state, indent=2, default=str) + "\n")
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def _stage_data(self) -> str:
+        from gqnbench.training.data_source import load_training_data
+
+        preset = get_preset(self.preset, self.overrides())
+        data = load_training_data(preset.data, self.cache_root)
+        return f"{len(data.train_scenes)} training scenes at {preset.data.image_size}px from {data.root}"
+
+    def _stage_costs(self) -> str:
+        from gqnbench.harness.suite import measure_costs
+
+        path = measure_costs(self.preset, self.models, self.results / "costs.json", quick=self.quick)
+        return str(path)
+
+    def _stage_benchmarks(self) -> str:
+        if self.benchmarks_dir is None or not Path(self.benchmarks_dir).is_dir():
+            return "skipped: no benchmarks/ folder here (run from a source checkout)"
+        out = self.results / "benchmarks.json"
+        cmd = [
+            sys.executable, "-m", "pytest", str(self.benchmarks_dir), "-q", "-p", "no:cacheprovider",
+            f"--benchmark-json={out}", "--preset", self.preset, "--models", ",".join(self.models),
+        ]
+        if self.quick:
+            # The quick job keeps one fp32 training step per model: the smallest honest timing.
+            cmd += ["--quick", "-k", "throughput and train and fp32"]
+        proc = subprocess.run(cmd, check=False)
+        if proc.returncode not in (0, 5):
+            raise RuntimeError(f"benchmark run failed (exit {proc.returncode}): {shlex.join(cmd)}")
+        return str(out)
+
+    def _stage_time_to_target(self) -> str:
+        from gqnbench.training.time_to_target import run_time_to_target
+
+        b = self.budget
+        path = run_time_to_target(
+            self.preset, self.models, b.target_nll, b.ttt_seeds, budget_steps=b.ttt_budget_steps,
+            out_dir=self.results / "time_to_target", overrides=self.overrides(), cache_root=self.cache_root,
+        )
+        return str(path)
+
+    def _stage_sweep(self) -> str:
+        from gqnbench.training.sweep import run_sweep
+
+        b = self.budget
+        path = run_sweep(
+            self.preset, self.models, b.sweep_field, list(b.sweep_values), seeds=b.sweep_seeds,
+            out_dir=self.results / "sweep", steps=b.sweep_steps, target_nll=b.target_nll,
+            processes=b.processes, overrides=self.overrides(), cache_root=self.cache_root,
+        )
+        return str(path)
+
+    def _stage_samples(self) -> str:
+        from gqnbench.results import read_result
+        from gqnbench.training.samples import write_samples
+
+        ttt_dir = self.results / "time_to_target"
+        ttt = read_result(ttt_dir / "time_to_target.json", "time_to_target")
+        runs = {}  # each model's first seed: the report shows one prediction per model
+        for row in sorted(ttt["runs"], key=lambda r: r["seed"]):
+            runs.setdefault(row["model"], ttt_dir / row["run_file"])
+        path = write_samples(
+            get_preset(self.preset, self.overrides()), runs, self.results / "samples.json",
+            cache_root=self.cache_root,
+        )
+        return str(path)
+
+    def _stage_report(self) -> str:
+        from gqnbench.report.build import build_report
+        from gqnbench.report.inputs import load_results
+
+        results = load_results([self.results])
+        out = build_report(results, self.out, command=self.command or None, title=f"gqnbench report ({self.preset})")
+        return str(out.markdown)
+
+    # -- driver -------------------------------------------------------------------------------
+
+    def run(self, log: Callable[[str], None] = print) -> Path:
+        """Run every stage not yet finished; returns the report's Markdown path."""
+        self.results.mkdir(parents=True, exist_ok=True)
+        state = self._load_state()
+        todo = [s for s in STAGES if s not in self.skip]
+        bar = tqdm(todo, desc=f"gqnbench run ({self.preset}{', quick' if self.quick else ''})", unit="stage",
+                   position=0, leave=True)
+        for stage in bar:
+            done = state["stages"].get(stage, {})
+            if done.get("status") == "done" and stage != "report":
+                bar.write(f"[{stage}] already done ({done.get('wall_s', 0):.0f} s): {done.get('detail', '')}")
+                continue
+            bar.set_postfix_str(stage)
+            bar.write(f"[{stage}] starting")
+            start = time.perf_counter()
+            detail = getattr(self, f"_stage_{stage}")()
+            wall = time.perf_counter() - start
+            state["stages"][stage] = {"status": "done", "wall_s": round(wall, 2), "detail": detail}
+            self._save_state(state)
+            bar.write(f"[{stage}] done in {wall:.0f} s: {detail}")
+        total = sum(s.get("wall_s", 0) for s in state["stages"].values())
+        log(f"report: {self.out / 'report.md'} and {self.out / 'report.html'} (stages took {total:.0f} s in all)")
+        return self.out / "report.md"

@@ -1,0 +1,78 @@
+"""Run many training jobs in fresh worker processes (or in this one), in order, never losing one.
+
+Sweeps and time-to-target runs go through :func:`run_jobs`. By default (``isolate=True``)
+jobs run in a spawned process pool of ``processes`` workers, each of which turns on
+flush-to-zero before its first torch op (see :mod:`gqnbench.training.numerics`) and uses
+``cores // processes`` torch threads; so a job runs at full speed whatever this process did
+before (e.g. a cost harness that already started torch's thread pool). ``isolate=False`` and
+``processes=1`` run the jobs here, one after another (tests, debugging).
+
+Ctrl-C: the workers finish their current step, checkpoint and stop; queued jobs are
+cancelled and ``KeyboardInterrupt`` reaches the caller. Re-running continues from the
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from gqnbench.training.numerics import flush_denormals_for_process
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _worker_init(threads: int) -> None:
+    flush_denormals_for_process()  # first: the torch thread pool must inherit it
+    torch.set_num_threads(threads)
+
+
+def run_jobs(
+    fn: Callable[[dict[str, Any]], dict[str, Any]],
+    jobs: Sequence[dict[str, Any]],
+    *,
+    processes: int = 1,
+    isolate: bool = True,
+    progress: bool = True,
+    desc: str = "runs",
+    threads: int | None = None,
+) -> list[dict[str, Any]]:
+    """``[fn(job) for job in jobs]``, possibly in worker processes; ``fn`` must be importable (picklable).
+
+    ``threads``: torch threads per worker (default: this process's cores / workers).
+    """
+    results: dict[int, dict[str, Any]] = {}
+    bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress, leave=False)
+    try:
+        if processes <= 1 and not isolate:
+            for i, job in enumerate(jobs):
+                results[i] = fn(job)
+                bar.update(1)
+        else:
+            workers = max(1, min(processes, len(jobs)))
+            pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=(threads or max(1, available_cores() // workers),),
+            )
+            try:
+                futures = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.update(1)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
+    finally:
+        bar.close()
+    return [results[i] for i in range(len(jobs))]

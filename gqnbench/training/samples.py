@@ -1,0 +1,123 @@
+"""Prediction grids for the report: context views, the true query and each model's prediction.
+
+Loads trained weights (``runs/<name>.pt``, written by the training loop at the end of a
+run; a ``training_run`` JSON file is accepted too and its weights file is found next to
+it), predicts the first ``num_scenes`` validation scenes (z sampled from the prior / q(z|D)
+with a fixed seed, as in evaluation) and writes a ``samples`` results file with every image
+as a base64 PNG, so the report can draw the figure without importing a model.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gqnbench.data.episode import Episode
+from gqnbench.models import build_model
+from gqnbench.models.config import ModelConfig
+from gqnbench.presets import Preset, get_preset
+from gqnbench.results import read_result, write_result
+from gqnbench.training.checkpoint import CheckpointError, load_torch
+from gqnbench.training.data_source import load_training_data
+from gqnbench.training.evaluation import slice_episode
+
+
+def png_base64(image: torch.Tensor | np.ndarray) -> str:
+    """[3, H, W] float in [0, 1] (or [H, W, 3] uint8) -> base64-encoded PNG."""
+    if isinstance(image, torch.Tensor):
+        arr = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
+    else:
+        arr = np.asarray(image, dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def weights_path(run: str | Path) -> Path:
+    """The weights file of a run: the ``.pt`` itself, or the one a ``training_run`` JSON names."""
+    run = Path(run)
+    if run.suffix == ".pt":
+        return run
+    doc = read_result(run, "training_run")
+    name = (doc.get("files") or {}).get("weights") or run.with_suffix(".pt").name
+    return run.parent / name
+
+
+def load_trained_model(run: str | Path, device: str | torch.device = "cpu") -> tuple[str, torch.nn.Module, int]:
+    """(model name, model with the run's final weights, its step) from a weights or run file."""
+    path = weights_path(run)
+    blob = load_torch(path, "weights file")
+    for key in ("model_name", "model_config", "state_dict"):
+        if key not in blob:
+            raise CheckpointError(f"{path}: weights file has no {key!r}")
+    model = build_model(blob["model_name"], ModelConfig(**blob["model_config"]))
+    model.load_state_dict(blob["state_dict"])
+    return blob["model_name"], model.to(device).eval(), int(blob.get("step", 0))
+
+
+def write_samples(
+    preset: str | Preset,
+    runs: Mapping[str, str | Path] | Sequence[str | Path],
+    out_path: str | Path,
+    *,
+    num_scenes: int = 4,
+    episode: Episode | None = None,
+    cache_root: str | Path | None = None,
+    seed: int = 0,
+    use_mean: bool = False,
+) -> Path:
+    """Predict ``num_scenes`` validation scenes with every run's weights and write ``samples``.
+
+    ``runs``: weights (``.pt``) or ``training_run`` files, as a list (labelled by model name)
+    or a ``{label: file}`` mapping. ``episode`` defaults to the preset's validation episode.
+    """
+    if isinstance(preset, str):
+        preset = get_preset(preset)
+    if episode is None:
+        episode = load_training_data(preset.data, cache_root).val_episode
+    episode = slice_episode(episode, 0, min(num_scenes, episode.num_scenes))
+    items = list(runs.items()) if isinstance(runs, Mapping) else [(None, r) for r in runs]
+    predictions: dict[str, torch.Tensor] = {}
+    steps: dict[str, int] = {}
+    for label, run in items:
+        name, model, step = load_trained_model(run)
+        label = label or name
+        if model.config.image_size != episode.image_size:
+            raise ValueError(
+                f"{weights_path(run)}: model is for {model.config.image_size}px images, "
+                f"the episode has {episode.image_size}px"
+            )
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            predictions[label] = model.predict(episode, use_mean=use_mean)
+        steps[label] = step
+    scenes: list[dict[str, Any]] = []
+    for b in range(episode.num_scenes):
+        ctx = episode.context_images[episode.context_scene == b]
+        scenes.append(
+            {
+                "index": b,
+                "context": [png_base64(img) for img in ctx],
+                "query": png_base64(episode.query_images[b, 0]),
+                "predictions": {label: png_base64(pred[b, 0]) for label, pred in predictions.items()},
+            }
+        )
+    return write_result(
+        out_path,
+        "samples",
+        {
+            "preset": preset.name,
+            "step": max(steps.values()) if steps else 0,
+            "steps": steps,
+            "image_size": episode.image_size,
+            "z": "mean" if use_mean else f"sampled (seed {seed})",
+            "scenes": scenes,
+        },
+    )

@@ -1,0 +1,235 @@
+"""Robustness sweep: train every model at every value of one config field, judge what learned.
+
+Any preset field can be swept (``model.z_channels`` for the study's 3 / 32 / 128 latent
+channels, ``train.lr_start``, ``gqn.num_layers``, ...). Each setting x seed is one
+``training_run`` (tag ``sweep-<field>=<value>``) with its full curve.
+
+**Learned** (the criterion, one for every model): the run did not diverge and its final
+validation MSE is at most ``LEARNED_MSE_FRACTION`` (90%) of the MSE of the *mean-frame
+baseline*, the per-pixel mean training frame predicted for every query. That baseline is the
+best prediction that ignores the context and the viewpoint, so beating it by a clear margin
+means the model used the scene; every model starts far above it (an untrained model paints
+grey, MSE about 20x the baseline). A weaker **improved** flag (not diverged, final val MSE at
+most half the step-0 model's) separates a short run that is on its way from one that failed
+or blew up; short budgets (the suite's few hundred cpu steps) reach "improved" long before
+"learned". With ``target_nll`` a run also reports ``reached_target``
+(its final validation NLL <= target).
+
+Summary per model: ``final_nll_spread`` (max - min of the final validation NLL over the
+settings that did not diverge; the median over seeds of a setting is used), ``final_nll_median``,
+``fraction_learned`` and ``fraction_improved`` (over all runs; diverged ones count as neither), ``diverged``
+(count). Runs can be spread over ``processes`` worker processes (spawned, torch threads split
+evenly between them, flush-to-zero on); finished runs are skipped on a re-run and killed ones resume from their
+checkpoints. A run that raises is recorded with its error and the sweep goes on.
+
+Writes a ``sweep`` results file (``sweep_<field>.json`` by default).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gqnbench.presets import get_preset
+from gqnbench.results import as_float, write_result
+from gqnbench.training.data_source import load_training_data
+from gqnbench.training.loop import train
+from gqnbench.training.runner import run_jobs
+
+LEARNED_MSE_FRACTION = 0.9
+IMPROVED_MSE_FRACTION = 0.5
+
+
+def field_value(preset_name: str, overrides: Mapping[str, Any], field: str, model: str) -> Any:
+    """The typed value a ``section.field`` override ends up as for ``model``."""
+    preset = get_preset(preset_name, overrides)
+    section, name = field.split(".", 1)
+    if section in ("model", "gqn", "metagqn"):
+        return getattr(preset.model_config(model), name)
+    return getattr(getattr(preset, section), name)
+
+
+def learned(doc: Mapping[str, Any]) -> bool:
+    """The sweep's "learned" criterion for one ``training_run`` document (see the module docstring)."""
+    if doc.get("status") == "diverged":
+        return False
+    mse = as_float(doc["final"]["val_mse"])
+    base = as_float(doc["baselines"]["mean_image"]["val_mse"])
+    return math.isfinite(mse) and mse <= LEARNED_MSE_FRACTION * base
+
+
+def improved(doc: Mapping[str, Any]) -> bool:
+    """The weaker criterion: not diverged and final val MSE <= IMPROVED_MSE_FRACTION x the step-0 model's."""
+    if doc.get("status") == "diverged" or not doc.get("eval_curve"):
+        return False
+    mse = as_float(doc["final"]["val_mse"])
+    start = as_float(doc["eval_curve"][0]["val_mse"])
+    return math.isfinite(mse) and mse <= IMPROVED_MSE_FRACTION * start
+
+
+def _job(job: dict[str, Any]) -> dict[str, Any]:
+    """One training run of the sweep; never raises (errors are recorded)."""
+    try:
+        preset = get_preset(job["preset"], job["overrides"])
+        result = train(
+            preset,
+            job["model"],
+            job["out_dir"],
+            tag=job["tag"],
+            seed=job["seed"],
+            steps=job["steps"],
+            resume=job["resume"],
+            cache_root=job["cache_root"],
+            progress=job["progress"],
+        )
+        doc = result.doc
+        curve = [as_float(p["val_nll"]) for p in doc["eval_curve"]]
+        final = as_float(doc["final"]["val_nll"])
+        return {
+            "status": doc["status"],
+            "final_val_nll": final,
+            "final_val_mse": as_float(doc["final"]["val_mse"]),
+            "best_val_nll": float(np.nanmin(curve)) if curve else math.nan,
+            "learned": learned(doc),
+            "improved": improved(doc),
+            "diverged": doc["status"] == "diverged",
+            "diverged_step": doc.get("diverged_step"),
+            "diverged_reason": doc.get("diverged_reason"),
+            "total_wall_s": doc.get("total_wall_s"),
+            "steps_per_s": doc.get("steps_per_s"),
+            "skipped": result.skipped,
+            "run_file": str(Path(result.run_file).relative_to(job["out_dir"])),
+        }
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad setting must not end the sweep
+        return {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(limit=5),
+            "final_val_nll": math.nan,
+            "best_val_nll": math.nan,
+            "learned": False,
+            "improved": False,
+            "diverged": False,
+            "diverged_step": None,
+            "run_file": None,
+        }
+
+
+def _summary(runs: list[dict[str, Any]], models: Sequence[str], target_nll: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for model in models:
+        mine = [r for r in runs if r["model"] == model]
+        per_value: dict[str, list[float]] = {}
+        for r in mine:
+            if not r["diverged"] and math.isfinite(r["final_val_nll"]):
+                per_value.setdefault(repr(r["value"]), []).append(r["final_val_nll"])
+        finals = [float(np.median(v)) for v in per_value.values()]
+        entry = {
+            "final_nll_spread": (max(finals) - min(finals)) if finals else math.nan,
+            "final_nll_median": float(np.median(finals)) if finals else math.nan,
+            "fraction_learned": (sum(r["learned"] for r in mine) / len(mine)) if mine else math.nan,
+            "fraction_improved": (sum(r["improved"] for r in mine) / len(mine)) if mine else math.nan,
+            "diverged": sum(bool(r["diverged"]) for r in mine),
+            "failed": sum(r["status"] == "failed" for r in mine),
+            "runs": len(mine),
+        }
+        if target_nll is not None:
+            entry["fraction_reached_target"] = (
+                (sum(bool(r.get("reached_target")) for r in mine) / len(mine)) if mine else math.nan
+            )
+        out[model] = entry
+    return out
+
+
+def run_sweep(
+    preset: str,
+    models: Sequence[str],
+    field: str,
+    values: Sequence[Any],
+    seeds: int | Sequence[int] = 1,
+    *,
+    out_dir: str | Path,
+    steps: int | None = None,
+    target_nll: float | None = None,
+    processes: int = 1,
+    isolate: bool = True,
+    threads: int | None = None,
+    resume: bool = True,
+    overrides: Mapping[str, Any] | None = None,
+    cache_root: str | Path | None = None,
+    progress: bool = True,
+    file_name: str | None = None,
+) -> Path:
+    """Train ``models`` x ``values`` of ``field`` x ``seeds`` and write the ``sweep`` results file.
+
+    ``processes`` runs in parallel; ``isolate`` (default) runs them in fresh worker processes
+    even when ``processes`` is 1 (see :mod:`gqnbench.training.runner`) with ``threads`` torch
+    threads each (default: cores / processes).
+    """
+    if "." not in field:
+        raise ValueError(f"sweep field {field!r} needs a section, e.g. model.z_channels or train.lr_start")
+    out_dir = Path(out_dir)
+    base = dict(overrides or {})
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    jobs = []
+    for model in models:
+        for value in values:
+            settings = {**base, field: value}
+            typed = field_value(preset, settings, field, model)  # also validates the field name early
+            for seed in seed_list:
+                jobs.append(
+                    {
+                        "preset": preset,
+                        "overrides": settings,
+                        "model": model,
+                        "value": typed,
+                        "seed": seed,
+                        "tag": f"sweep-{field}={typed}",
+                        "steps": steps,
+                        "resume": resume,
+                        "out_dir": out_dir,
+                        "cache_root": cache_root,
+                        "progress": progress and processes <= 1,
+                    }
+                )
+    # Generate/open each distinct data set once, here, so worker processes never race to create it.
+    for data_cfg in {get_preset(preset, j["overrides"]).data for j in jobs}:
+        load_training_data(data_cfg, cache_root)
+
+    results = run_jobs(
+        _job, jobs, processes=processes, isolate=isolate, progress=progress, desc=f"sweep {field}", threads=threads
+    )
+    runs = []
+    for job, r in zip(jobs, results):
+        row = {"model": job["model"], "value": job["value"], "seed": job["seed"], **r}
+        if target_nll is not None:
+            row["reached_target"] = math.isfinite(r["final_val_nll"]) and r["final_val_nll"] <= target_nll
+        runs.append(row)
+    safe = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", field)
+    return write_result(
+        out_dir / (file_name or f"sweep_{safe}.json"),
+        "sweep",
+        {
+            "preset": preset,
+            "field": field,
+            "values": [job["value"] for job in jobs if job["model"] == models[0] and job["seed"] == seed_list[0]],
+            "seeds": seed_list,
+            "steps": steps if steps is not None else get_preset(preset, base).train.steps,
+            "overrides": base,
+            "target_nll": target_nll,
+            "learned_criterion": (
+                f"not diverged and final val MSE <= {LEARNED_MSE_FRACTION} x the mean-frame baseline's val MSE"
+            ),
+            "improved_criterion": f"not diverged and final val MSE <= {IMPROVED_MSE_FRACTION} x the step-0 val MSE",
+            "runs": runs,
+            "summary": _summary(runs, models, target_nll),
+        },
+    )

@@ -1,0 +1,178 @@
+"""Time to a target validation NLL, MLPerf style (SPEC section 8).
+
+For every model and seed: train until the validation NLL first reaches ``target_nll`` or
+the budget (steps and/or seconds) runs out. ``wall_s`` is the wall clock from the first
+training step to the evaluation that first reached the target, evaluation time included
+(checkpoint writes excluded); ``steps`` is the number of updates at that evaluation, so the
+resolution is ``train.eval_every``. A run that misses the target within its budget, or
+diverges first, is **not reached**: ``reached`` false, ``steps`` null and ``wall_s`` inf. It
+is never dropped, and it enters the median as infinity, so a model's median is infinite
+when at least half of its seeds miss (the median of an even count with exactly half missing
+averages a finite value with infinity).
+
+Writes a ``time_to_target`` results file: ``preset, target_nll, target_source, budget
+{steps, seconds}, runs [{model, seed, reached, steps, wall_s, status, run_file}], summary
+{model: {median_wall_s, median_steps, reached, total}}``; the curves stay in each run's
+``training_run`` file (``runs/<model>-ttt-seed<k>.json``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gqnbench.presets import Preset, get_preset
+from gqnbench.results import as_float, write_result
+from gqnbench.training.budgets import default_target
+from gqnbench.training.data_source import TrainingData, load_training_data
+from gqnbench.training.loop import train
+from gqnbench.training.runner import run_jobs
+
+
+def first_reach(
+    eval_curve: Sequence[Mapping[str, Any]],
+    target_nll: float,
+    budget_steps: int | None = None,
+    budget_seconds: float | None = None,
+) -> tuple[bool, int | None, float]:
+    """(reached, steps, wall_s) of the first evaluation at or below the target within budget."""
+    for point in eval_curve:
+        nll, step, wall = as_float(point["val_nll"]), int(point["step"]), as_float(point["wall_s"])
+        if budget_steps is not None and step > budget_steps:
+            break
+        if budget_seconds is not None and wall > budget_seconds:
+            break
+        if math.isfinite(nll) and nll <= target_nll:
+            return True, step, wall
+    return False, None, math.inf
+
+
+def median_with_misses(values: Sequence[float]) -> float:
+    """Median where a miss is +inf (so it is infinite once at least half are missing)."""
+    if not values:
+        return math.inf
+    return float(np.median(np.asarray(values, dtype=np.float64)))
+
+
+def _seed_list(seeds: int | Sequence[int]) -> list[int]:
+    return list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+
+
+def _job(job: dict[str, Any]) -> dict[str, Any]:
+    """One model x seed: train to the target or the end of the budget; the row for ``runs``."""
+    result = train(
+        job["preset"],
+        job["model"],
+        job["out_dir"],
+        tag="ttt",
+        seed=job["seed"],
+        steps=job["budget_steps"],
+        resume=job["resume"],
+        data=job["data"],
+        cache_root=job["cache_root"],
+        target_nll=job["target_nll"],
+        max_seconds=job["budget_seconds"],
+        progress=job["progress"],
+    )
+    curve = result.doc["eval_curve"]
+    reached, steps, wall = first_reach(curve, job["target_nll"], job["budget_steps"], job["budget_seconds"])
+    return {
+        "model": job["model"],
+        "seed": job["seed"],
+        "reached": reached,
+        "steps": steps,
+        "wall_s": wall,
+        "status": result.doc["status"],
+        "diverged_step": result.doc.get("diverged_step"),
+        "best_val_nll": min((as_float(p["val_nll"]) for p in curve), default=math.nan),
+        "steps_per_s": result.doc.get("steps_per_s"),
+        "run_file": str(Path(result.run_file).relative_to(job["out_dir"])),
+    }
+
+
+def run_time_to_target(
+    preset: str | Preset,
+    models: Sequence[str],
+    target_nll: float | None = None,
+    seeds: int | Sequence[int] = 3,
+    *,
+    budget_steps: int | None = None,
+    budget_seconds: float | None = None,
+    out_dir: str | Path,
+    resume: bool = True,
+    isolate: bool = True,
+    threads: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    data: TrainingData | None = None,
+    cache_root: str | Path | None = None,
+    progress: bool = True,
+    file_name: str = "time_to_target.json",
+) -> Path:
+    """Train every model x seed to ``target_nll`` (None: the preset's default) and write the summary.
+
+    ``seeds``: a count (0..n-1) or explicit seeds. ``budget_steps`` defaults to the preset's
+    ``train.steps`` when no budget is given; ``budget_seconds`` stops a run once its wall clock
+    passes it. With ``resume`` a finished run with the same request is reused and a killed one
+    continues from its checkpoint. ``isolate`` (default) trains in a fresh worker process (see
+    :mod:`gqnbench.training.runner`) with ``threads`` torch threads (default: all cores):
+    timings do not depend on what this process did before.
+    Runs go one at a time: concurrent runs would share the cores and distort each other's clock.
+    """
+    if isinstance(preset, str):
+        preset = get_preset(preset, overrides)
+    elif overrides:
+        preset = get_preset(preset.name, overrides)
+    target_source = "given"
+    if target_nll is None:
+        target_nll, target_source = default_target(preset.name), "preset default (gqnbench.training.budgets)"
+    if budget_steps is None:
+        # A seconds budget alone still needs a step cap; a large one lets the clock decide.
+        budget_steps = preset.train.steps if budget_seconds is None else 10**9
+    out_dir = Path(out_dir)
+    given = data  # handed to the jobs as is (pickled into the worker when isolated)
+    data = data or load_training_data(preset.data, cache_root)  # generates the data set once, here
+    jobs = [
+        {
+            "preset": preset,
+            "model": model,
+            "seed": seed,
+            "out_dir": out_dir,
+            "target_nll": target_nll,
+            "budget_steps": budget_steps,
+            "budget_seconds": budget_seconds,
+            "resume": resume,
+            "cache_root": cache_root,
+            "progress": progress,
+            "data": given,
+        }
+        for model in models
+        for seed in _seed_list(seeds)
+    ]
+    runs = run_jobs(_job, jobs, processes=1, isolate=isolate, progress=progress, desc="time to target", threads=threads)
+    summary = {}
+    for model in models:
+        mine = [r for r in runs if r["model"] == model]
+        summary[model] = {
+            "median_wall_s": median_with_misses([r["wall_s"] for r in mine]),
+            "median_steps": median_with_misses([r["steps"] if r["reached"] else math.inf for r in mine]),
+            "reached": sum(r["reached"] for r in mine),
+            "total": len(mine),
+        }
+    return write_result(
+        out_dir / file_name,
+        "time_to_target",
+        {
+            "preset": preset.name,
+            "target_nll": target_nll,
+            "target_source": target_source,
+            "nll_constant": data.baseline.constant,
+            "eval_every": preset.train.eval_every,
+            "budget": {"steps": budget_steps if budget_steps < 10**9 else None, "seconds": budget_seconds},
+            "runs": runs,
+            "summary": summary,
+        },
+    )

@@ -1,0 +1,54 @@
+"""Fast-path numerics vs an fp64 reference: correct paths pass, a wrong one fails."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gqnbench.harness.numerics import _fp32_randn_like, check_numerics, perturb_weights, same_noise_across_dtypes
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from a second thread, and OpenMP barriers stall ~100x when another
+    # process holds a core; one thread keeps these tests fast and their cost predictable.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("model", ["gqn", "metagqn"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_correct_fast_paths_pass(model, dtype):
+    r = check_numerics(model, "tiny", dtype, batch=2)
+    assert r.passed, r.reason
+    assert r.loss_err_fp32 < 1e-6 and r.grad_err_fp32 < 1e-5  # fp32 vs fp64 on the same noise
+    assert r.grad_cosine > 0.99
+    if dtype == "bf16":
+        assert r.grad_err_fast > r.grad_err_fp32  # bf16 really ran in bf16
+
+
+@pytest.mark.parametrize("model", ["gqn", "metagqn"])
+def test_a_wrong_fast_path_fails(model):
+    r = check_numerics(model, "tiny", "bf16", batch=2, fast_model_hook=perturb_weights(0.5))
+    assert not r.passed
+    assert "gradient error" in r.reason
+
+
+def test_compiled_fp32_path_passes_with_aot_eager():
+    r = check_numerics("metagqn", "tiny", "fp32", compiled=True, batch=2, compile_backend="aot_eager")
+    assert r.passed, r.reason
+    assert r.compiled
+
+
+def test_noise_is_the_same_in_every_dtype():
+    x = torch.zeros(1000)
+    with same_noise_across_dtypes():
+        assert torch.randn_like is _fp32_randn_like
+        torch.manual_seed(3)
+        a = torch.randn_like(x.double())
+        torch.manual_seed(3)
+        b = torch.randn_like(x.bfloat16())
+    assert torch.randn_like is not _fp32_randn_like
+    assert (a - b.double()).abs().max() < 0.02  # equal up to bf16 rounding
