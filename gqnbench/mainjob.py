@@ -29,6 +29,7 @@ from gqnbench.training.budgets import SuiteBudget, suite_budget
 
 STAGES = ("data", "costs", "benchmarks", "time_to_target", "sweep", "samples", "report")
 STATE_FILE = "mainjob.json"
+QUICK_COST_SECTIONS = ("params", "flops", "reference", "matmul_peak", "memory", "numerics")
 
 
 def quick_budget(full: SuiteBudget) -> SuiteBudget:
@@ -95,6 +96,10 @@ class MainJob:
         return state
 
     def _plan_key(self) -> dict[str, Any]:
+        # Round-tripped through JSON so it compares equal to the copy read back from the state file.
+        return json.loads(json.dumps(self._plan(), default=str))
+
+    def _plan(self) -> dict[str, Any]:
         return {
             "preset": self.preset,
             "quick": self.quick,
@@ -119,7 +124,10 @@ class MainJob:
     def _stage_costs(self) -> str:
         from gqnbench.harness.suite import measure_costs
 
-        path = measure_costs(self.preset, self.models, self.results / "costs.json", quick=self.quick)
+        # --quick leaves out the throughput matrix and scaling sweep (minutes); the benchmark
+        # stage still times one training step per model.
+        sections = QUICK_COST_SECTIONS if self.quick else None
+        path = measure_costs(self.preset, self.models, self.results / "costs.json", quick=self.quick, sections=sections)
         return str(path)
 
     def _stage_benchmarks(self) -> str:
@@ -127,8 +135,18 @@ class MainJob:
             return "skipped: no benchmarks/ folder here (run from a source checkout)"
         out = self.results / "benchmarks.json"
         cmd = [
-            sys.executable, "-m", "pytest", str(self.benchmarks_dir), "-q", "-p", "no:cacheprovider",
-            f"--benchmark-json={out}", "--preset", self.preset, "--models", ",".join(self.models),
+            sys.executable,
+            "-m",
+            "pytest",
+            str(self.benchmarks_dir),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--benchmark-json={out}",
+            "--preset",
+            self.preset,
+            "--models",
+            ",".join(self.models),
         ]
         if self.quick:
             # The quick job keeps one fp32 training step per model: the smallest honest timing.
@@ -143,8 +161,14 @@ class MainJob:
 
         b = self.budget
         path = run_time_to_target(
-            self.preset, self.models, b.target_nll, b.ttt_seeds, budget_steps=b.ttt_budget_steps,
-            out_dir=self.results / "time_to_target", overrides=self.overrides(), cache_root=self.cache_root,
+            self.preset,
+            self.models,
+            b.target_nll,
+            b.ttt_seeds,
+            budget_steps=b.ttt_budget_steps,
+            out_dir=self.results / "time_to_target",
+            overrides=self.overrides(),
+            cache_root=self.cache_root,
         )
         return str(path)
 
@@ -153,9 +177,17 @@ class MainJob:
 
         b = self.budget
         path = run_sweep(
-            self.preset, self.models, b.sweep_field, list(b.sweep_values), seeds=b.sweep_seeds,
-            out_dir=self.results / "sweep", steps=b.sweep_steps, target_nll=b.target_nll,
-            processes=b.processes, overrides=self.overrides(), cache_root=self.cache_root,
+            self.preset,
+            self.models,
+            b.sweep_field,
+            list(b.sweep_values),
+            seeds=b.sweep_seeds,
+            out_dir=self.results / "sweep",
+            steps=b.sweep_steps,
+            target_nll=b.target_nll,
+            processes=b.processes,
+            overrides=self.overrides(),
+            cache_root=self.cache_root,
         )
         return str(path)
 
@@ -169,7 +201,9 @@ class MainJob:
         for row in sorted(ttt["runs"], key=lambda r: r["seed"]):
             runs.setdefault(row["model"], ttt_dir / row["run_file"])
         path = write_samples(
-            get_preset(self.preset, self.overrides()), runs, self.results / "samples.json",
+            get_preset(self.preset, self.overrides()),
+            runs,
+            self.results / "samples.json",
             cache_root=self.cache_root,
         )
         return str(path)
@@ -189,8 +223,13 @@ class MainJob:
         self.results.mkdir(parents=True, exist_ok=True)
         state = self._load_state()
         todo = [s for s in STAGES if s not in self.skip]
-        bar = tqdm(todo, desc=f"gqnbench run ({self.preset}{', quick' if self.quick else ''})", unit="stage",
-                   position=0, leave=True)
+        bar = tqdm(
+            todo,
+            desc=f"gqnbench run ({self.preset}{', quick' if self.quick else ''})",
+            unit="stage",
+            position=0,
+            leave=True,
+        )
         for stage in bar:
             done = state["stages"].get(stage, {})
             if done.get("status") == "done" and stage != "report":

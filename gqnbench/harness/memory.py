@@ -221,11 +221,18 @@ def measure_memory(spec: StepSpec, warmup: int = 1) -> dict:
     return row
 
 
-def memory_report(model: str, preset: str, device: str = "cpu", batch: int | None = None, dtype: str = "fp32") -> dict:
-    """``memory[model]`` of costs.json: the train step and inference at one batch and dtype."""
+def memory_report(
+    model: str,
+    preset: str,
+    device: str = "cpu",
+    batch: int | None = None,
+    dtype: str = "fp32",
+    modes: tuple[str, ...] = ("train", "infer"),
+) -> dict:
+    """``memory[model]`` of costs.json: the train step and/or inference at one batch and dtype."""
     return {
         mode: measure_memory(StepSpec(model, preset, mode=mode, batch=batch, dtype=dtype, device=device))
-        for mode in ("train", "infer")
+        for mode in modes
     }
 
 

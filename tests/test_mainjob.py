@@ -1,0 +1,46 @@
+"""The main job end to end at the tiny preset: every stage, the report, and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gqnbench.mainjob import STAGES, MainJob, quick_budget
+from gqnbench.training.budgets import suite_budget
+
+
+def test_quick_budget_is_smaller_everywhere():
+    full, quick = suite_budget("cpu"), quick_budget(suite_budget("cpu"))
+    assert quick.ttt_seeds == 1 and quick.ttt_budget_steps <= full.ttt_budget_steps
+    assert quick.sweep_steps <= full.sweep_steps and len(quick.sweep_values) < len(full.sweep_values)
+    assert quick.target_nll == full.target_nll
+
+
+def test_unknown_stage_and_preset_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown stage"):
+        MainJob(preset="tiny", out=tmp_path, skip=("nope",))
+    with pytest.raises(KeyError, match="unknown preset"):
+        MainJob(preset="huge", out=tmp_path)
+
+
+def test_tiny_main_job_writes_report_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("GQNBENCH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "report"
+    job = MainJob(preset="tiny", out=out, quick=True, skip=("benchmarks",), cache_root=tmp_path / "cache")
+    job.run(log=lambda _: None)
+    state = json.loads((out / "results" / "mainjob.json").read_text())
+    done = {k for k, v in state["stages"].items() if v["status"] == "done"}
+    assert done == set(STAGES) - {"benchmarks"}
+    md = (out / "report.md").read_text()
+    assert "Table 1" in md and "49,469,343" in md and "17,074,179" in md
+    assert (out / "report.html").stat().st_size > 10_000
+    ttt = json.loads((out / "results" / "time_to_target" / "time_to_target.json").read_text())
+    assert {r["model"] for r in ttt["runs"]} == {"gqn", "metagqn"}
+    # A second run finds every stage done and only rebuilds the report.
+    first = {k: v["wall_s"] for k, v in state["stages"].items()}
+    MainJob(preset="tiny", out=out, quick=True, skip=("benchmarks",), cache_root=tmp_path / "cache").run(
+        log=lambda _: None
+    )
+    again = json.loads((out / "results" / "mainjob.json").read_text())["stages"]
+    assert all(again[k]["wall_s"] == first[k] for k in first if k != "report")
