@@ -37,16 +37,16 @@ def _info(benchmark, mode: str, **extra) -> None:  # noqa: ANN001
 def test_render_one_scene(benchmark):
     """Ray casting only: 15 views at 64x64 with 2x2 supersampling, one core."""
     counter = iter(range(10**9))
-    benchmark.pedantic(lambda: render_scene_arrays(0, "train", next(counter)), rounds=30, warmup_rounds=3)
     _info(benchmark, "render", batch=1, workers=1)
+    benchmark.pedantic(lambda: render_scene_arrays(0, "train", next(counter)), rounds=30, warmup_rounds=3)
     benchmark.extra_info["scenes_per_s"] = 1.0 / benchmark.stats.stats.median
 
 
 def test_encode_one_scene(benchmark):
     """Ray casting + 15 JPEG encodes + Example serialisation, one core (one generator work item)."""
     counter = iter(range(10**9))
-    benchmark.pedantic(lambda: scene_payload(0, "train", next(counter)), rounds=30, warmup_rounds=3)
     _info(benchmark, "generate-scene", batch=1, workers=1)
+    benchmark.pedantic(lambda: scene_payload(0, "train", next(counter)), rounds=30, warmup_rounds=3)
     benchmark.extra_info["scenes_per_s"] = 1.0 / benchmark.stats.stats.median
 
 
@@ -54,8 +54,8 @@ def test_sampler_batch_cpu_preset(benchmark, cpu_scenes):
     """One training episode (batch 16 at 32x32, M ~ U{1..14}) gathered from the memory-mapped cache."""
     sampler = EpisodeSampler(cpu_scenes, CPU.train.batch_size, seed=0)
     counter = iter(range(10**9))
-    benchmark.pedantic(lambda: sampler.batch(next(counter)), rounds=200, warmup_rounds=10)
     _info(benchmark, "load", batch=CPU.train.batch_size, workers=0)
+    benchmark.pedantic(lambda: sampler.batch(next(counter)), rounds=200, warmup_rounds=10)
     benchmark.extra_info["episodes_per_s"] = 1.0 / benchmark.stats.stats.median
 
 
@@ -69,8 +69,8 @@ def test_train_loader_cpu_preset(benchmark, cpu_scenes, workers):
         for _ in make_train_loader(sampler, num_workers=workers, num_steps=steps):
             pass
 
-    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
     _info(benchmark, "loader", batch=CPU.train.batch_size, workers=workers)
+    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
     benchmark.extra_info["episodes_per_s"] = steps / benchmark.stats.stats.median
 
 
@@ -84,6 +84,6 @@ def test_generate_cpu_preset_set(benchmark, tmp_path: Path, workers):
     def run():
         generate_dataset(tmp_path / f"r{next(runs)}", scenes, seed=0, workers=workers, progress=False)
 
-    benchmark.pedantic(run, rounds=1, iterations=1)
     _info(benchmark, "generate", batch=scenes, workers=workers)
+    benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info["scenes_per_s"] = scenes / benchmark.stats.stats.median

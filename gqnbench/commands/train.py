@@ -33,6 +33,13 @@ def parse_budget(text: str) -> tuple[int | None, float | None]:
     return None, number * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
+def _num(value: object, digits: int = 1) -> str:
+    """A results-file number for the terminal ("inf" strings and nulls included)."""
+    if value is None or isinstance(value, str):
+        return str(value)
+    return f"{float(value):.{digits}f}"
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     add_preset_arguments(parser)
     parser.add_argument("--out", default="results", help="output folder (default results/)")
@@ -169,11 +176,13 @@ def _sweep(args: argparse.Namespace) -> int:
         extra = f", diverged at step {r['diverged_step']}" if r["diverged"] else ""
         extra += f", failed: {r.get('error')}" if r["status"] == "failed" else ""
         print(
-            f"  {r['model']} {r['value']} seed {r['seed']}: final val NLL {r['final_val_nll']}, learned {r['learned']}{extra}"
+            f"  {r['model']} {r['value']} seed {r['seed']}: final val NLL {_num(r['final_val_nll'])}, "
+            f"learned {r['learned']}, improved {r.get('improved')}{extra}"
         )
     for model, s in doc["summary"].items():
         print(
-            f"  {model}: spread {s['final_nll_spread']}, median {s['final_nll_median']}, learned {s['fraction_learned']}"
+            f"  {model}: final NLL spread {_num(s['final_nll_spread'])}, median {_num(s['final_nll_median'])}, "
+            f"learned {_num(s['fraction_learned'], 2)}, improved {_num(s.get('fraction_improved'), 2)}"
         )
     print(f"-> {path}")
     return 0

@@ -7,6 +7,9 @@ flush-to-zero before its first torch op (see :mod:`gqnbench.training.numerics`) 
 before (e.g. a cost harness that already started torch's thread pool). ``isolate=False`` and
 ``processes=1`` run the jobs here, one after another (tests, debugging).
 
+Workers are *spawned*, so a script that calls a sweep or time to target must guard its
+entry point with ``if __name__ == "__main__":`` (the workers re-import the main module).
+
 Ctrl-C: the workers finish their current step, checkpoint and stop; queued jobs are
 cancelled and ``KeyboardInterrupt`` reaches the caller. Re-running continues from the
 checkpoints.
