@@ -127,29 +127,26 @@ def as_float(value: Any) -> float:
     return float(value)
 
 
-def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=cwd or Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    commit = out.stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+def _git(cwd: str | os.PathLike | None, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *args],
         cwd=cwd or Path(__file__).resolve().parent,
         capture_output=True,
         text=True,
         timeout=5,
         check=False,
-    ).stdout.strip()
+    )
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
+    try:
+        out = _git(cwd, "rev-parse", "--short=12", "HEAD")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    commit = out.stdout.strip()
+    dirty = _git(cwd, "status", "--porcelain", "--untracked-files=no").stdout.strip()
     return commit + ("-dirty" if dirty else "")
 
 

@@ -30,19 +30,9 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 def test_sweep_records_a_diverged_setting_and_continues(base: dict, tmp_path: Path) -> None:
-    path = run_sweep(
-        "tiny",
-        ["gqn", "metagqn"],
-        "train.inject_nan_at_step",
-        [None, 3],
-        seeds=1,
-        out_dir=tmp_path,
-        steps=12,
-        overrides=base,
-        progress=False,
-        isolate=False,
-    )
-    doc = read_result(path, "sweep")
+    args = ("tiny", ["gqn", "metagqn"], "train.inject_nan_at_step", [None, 3])
+    kw = {"seeds": 1, "out_dir": tmp_path, "steps": 12, "overrides": base, "progress": False, "isolate": False}
+    doc = read_result(run_sweep(*args, **kw), "sweep")
     assert doc["field"] == "train.inject_nan_at_step" and doc["values"] == [None, 3]
     assert len(doc["runs"]) == 4
     for run in doc["runs"]:
@@ -56,21 +46,7 @@ def test_sweep_records_a_diverged_setting_and_continues(base: dict, tmp_path: Pa
         assert s["diverged"] == 1 and s["runs"] == 2 and s["fraction_learned"] <= 0.5
         assert s["final_nll_spread"] == 0.0  # one finished setting: no spread
     # Re-running skips every finished run (diverged ones included) and writes the same numbers.
-    again = read_result(
-        run_sweep(
-            "tiny",
-            ["gqn", "metagqn"],
-            "train.inject_nan_at_step",
-            [None, 3],
-            seeds=1,
-            out_dir=tmp_path,
-            steps=12,
-            overrides=base,
-            progress=False,
-            isolate=False,
-        ),
-        "sweep",
-    )
+    again = read_result(run_sweep(*args, **kw), "sweep")
     assert all(r["skipped"] for r in again["runs"])
     assert [r["final_val_nll"] for r in again["runs"]] == [r["final_val_nll"] for r in doc["runs"]]
 

@@ -14,6 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gqnbench.report.deltas import MISSING, NEW, paired, pct_change, presence
 from nightlyci import EXIT_OK, EXIT_REGRESSION
 from nightlyci.collect import BenchStats, RunMetrics, TrainResult
 from nightlyci.thresholds import StabilityLimits, Thresholds
@@ -86,14 +87,8 @@ def instability(b: BenchStats, limits: StabilityLimits) -> list[str]:
     return reasons
 
 
-def _pct(current: float, baseline: float) -> float:
-    if baseline == 0:
-        return 0.0 if current == 0 else math.inf
-    return (current - baseline) / baseline * 100.0
-
-
 def _time_row(key: str, base: BenchStats, cur: BenchStats, th: Thresholds) -> Row:
-    delta = _pct(cur.median_s, base.median_s)
+    delta = pct_change(cur.median_s, base.median_s)
     limit = f"+{th.time.max_slowdown_pct:g}%"
     common = dict(metric="time", key=key, baseline=base.median_s, current=cur.median_s, delta=delta, limit=limit)
     noisy = [f"current: {r}" for r in instability(cur, th.stability)] + [
@@ -124,7 +119,7 @@ def _memory_row(key: str, base: BenchStats, cur: BenchStats, th: Thresholds) -> 
             note=f"peak_memory_bytes not recorded in the {side}",
             unit="bytes",
         )
-    delta = _pct(cur.peak_memory_bytes, base.peak_memory_bytes)
+    delta = pct_change(cur.peak_memory_bytes, base.peak_memory_bytes)
     grew = cur.peak_memory_bytes - base.peak_memory_bytes
     common = dict(
         metric="memory",
@@ -164,6 +159,15 @@ def _nll_row(key: str, base: TrainResult, cur: TrainResult, th: Thresholds) -> R
     return Row(**common, status="ok")
 
 
+def _one_sided_row(metric: str, key: str, side: str, value: float, unit: str, gate_missing: bool, what: str = "") -> Row:
+    """A key in only one of the two runs: ``missing`` gates as configured, ``new`` never does."""
+    if side == MISSING:
+        note = f"{what}in the baseline but not in this run" + ("" if gate_missing else " (not gated)")
+        return Row(metric=metric, key=key, status=MISSING, baseline=value, gates=gate_missing, unit=unit, note=note)
+    note = "no baseline value: refresh the baseline to start gating it"
+    return Row(metric=metric, key=key, status=NEW, current=value, unit=unit, note=note)
+
+
 def compare_runs(
     current: RunMetrics, baseline: RunMetrics, thresholds: Thresholds, *, allow_missing: bool = False
 ) -> Verdict:
@@ -188,63 +192,20 @@ def compare_runs(
                 note=detail + ("" if gates else " (does not gate)"),
             )
         )
-    for key in sorted(set(current.benchmarks) | set(baseline.benchmarks)):
-        base, cur = baseline.benchmarks.get(key), current.benchmarks.get(key)
-        if cur is None:
-            rows.append(
-                Row(
-                    metric="time",
-                    key=key,
-                    status="missing",
-                    baseline=base.median_s,
-                    gates=gate_missing,
-                    unit="s",
-                    note="in the baseline but not in this run" + ("" if gate_missing else " (not gated)"),
-                )
-            )
-            continue
-        if base is None:
-            rows.append(
-                Row(
-                    metric="time",
-                    key=key,
-                    status="new",
-                    current=cur.median_s,
-                    unit="s",
-                    note="no baseline value: refresh the baseline to start gating it",
-                )
-            )
+    for key, cur, base in paired(current.benchmarks, baseline.benchmarks):
+        side = presence(cur, base)
+        if side is not None:
+            rows.append(_one_sided_row("time", key, side, (cur or base).median_s, "s", gate_missing))
             continue
         th = thresholds.for_benchmark(key, cur.group, device_name)
         rows.append(_time_row(key, base, cur, th))
         mem = _memory_row(key, base, cur, th)
         if mem is not None:
             rows.append(mem)
-    for key in sorted(set(current.training) | set(baseline.training)):
-        base_t, cur_t = baseline.training.get(key), current.training.get(key)
-        if cur_t is None:
-            rows.append(
-                Row(
-                    metric="nll",
-                    key=key,
-                    status="missing",
-                    baseline=base_t.val_nll,
-                    gates=gate_missing,
-                    unit="nats",
-                    note="training run in the baseline but not in this run" + ("" if gate_missing else " (not gated)"),
-                )
-            )
-        elif base_t is None:
-            rows.append(
-                Row(
-                    metric="nll",
-                    key=key,
-                    status="new",
-                    current=cur_t.val_nll,
-                    unit="nats",
-                    note="no baseline value: refresh the baseline to start gating it",
-                )
-            )
+    for key, cur_t, base_t in paired(current.training, baseline.training):
+        side = presence(cur_t, base_t)
+        if side is not None:
+            rows.append(_one_sided_row("nll", key, side, (cur_t or base_t).val_nll, "nats", gate_missing, "training run "))
         else:
             rows.append(_nll_row(key, base_t, cur_t, thresholds))
     verdict.warnings.extend(_environment_warnings(current, baseline))

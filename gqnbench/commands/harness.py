@@ -18,17 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from gqnbench.commands.common import add_preset_arguments
+from gqnbench.commands.common import add_preset_arguments, preset_from_args
 from gqnbench.config import parse_override_strings
-from gqnbench.presets import MODEL_NAMES, get_preset
+from gqnbench.presets import MODEL_NAMES
+
+DTYPES = ("fp32", "bf16", "fp16")
 
 
 def _overrides(args: argparse.Namespace) -> tuple:
     return tuple(parse_override_strings(args.overrides).items())
-
-
-def _preset(args: argparse.Namespace):
-    return get_preset(args.preset, dict(_overrides(args)) or None)
 
 
 def _write(args: argparse.Namespace, payload: dict) -> None:
@@ -75,7 +73,7 @@ def _run_costs(args: argparse.Namespace) -> int:
 def _run_params(args: argparse.Namespace) -> int:
     from gqnbench.harness.params import parameter_report
 
-    preset = _preset(args)
+    preset = preset_from_args(args)
     reports = {m: parameter_report(m, preset, authors_layout=not args.objective_layout) for m in args.models}
     for model, rep in reports.items():
         print(
@@ -95,7 +93,7 @@ def _run_params(args: argparse.Namespace) -> int:
 def _run_flops(args: argparse.Namespace) -> int:
     from gqnbench.harness.flops import flop_report
 
-    preset = _preset(args)
+    preset = preset_from_args(args)
     reports = {
         m: flop_report(m, preset, num_context=args.context, num_queries=args.queries, fvcore=not args.no_fvcore)
         for m in args.models
@@ -220,7 +218,7 @@ def _run_numerics(args: argparse.Namespace) -> int:
     for model in args.models:
         r = check_numerics(
             model,
-            _preset(args),
+            preset_from_args(args),
             args.dtype,
             compiled=args.compile,
             batch=args.batch,
@@ -346,6 +344,35 @@ def _out_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="also write a 'costs' results file (JSON) here")
 
 
+def _selection_args(parser: argparse.ArgumentParser, preset: str = "cpu", *, device: bool = True) -> None:
+    """``--preset``/``--set``, ``--models`` and, for commands that run a step, ``--device``."""
+    add_preset_arguments(parser, default=preset)
+    _models_arg(parser)
+    if device:
+        _device_arg(parser)
+
+
+def _model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=MODEL_NAMES, default="gqn")
+
+
+def _batch_arg(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    parser.add_argument("--batch", type=int, default=None, help=help)
+
+
+def _dtype_arg(parser: argparse.ArgumentParser, default: str = "fp32") -> None:
+    parser.add_argument("--dtype", choices=DTYPES, default=default)
+
+
+def _backend_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
+
+
+def _timing_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("costs", help="run every cost harness and write one costs results file")
     p.add_argument("--preset", default="cpu", help="size preset (default cpu)")
@@ -358,8 +385,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_costs)
 
     p = subparsers.add_parser("params", help="parameter counts per module: all, and those the objective trains")
-    add_preset_arguments(p, default="paper")
-    _models_arg(p)
+    _selection_args(p, "paper", device=False)
     p.add_argument(
         "--objective-layout",
         action="store_true",
@@ -369,8 +395,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_params)
 
     p = subparsers.add_parser("flops", help="FLOPs per scene: forward, forward+backward, per module; fvcore MACs")
-    add_preset_arguments(p, default="paper")
-    _models_arg(p)
+    _selection_args(p, "paper", device=False)
     p.add_argument("--context", type=int, default=3, help="context views per scene (default 3, as in SPEC)")
     p.add_argument("--queries", type=int, default=1, help="query views per scene (default 1)")
     p.add_argument("--no-fvcore", action="store_true", help="skip fvcore's traced count (needs one CPU forward)")
@@ -378,29 +403,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_flops)
 
     p = subparsers.add_parser("memory", help="peak memory of a training step and of inference")
-    add_preset_arguments(p)
-    _models_arg(p)
-    _device_arg(p)
+    _selection_args(p)
     p.add_argument("--mode", choices=("train", "infer", "both"), default="both")
-    p.add_argument("--batch", type=int, default=None, help="scenes per step (default: the preset's)")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
+    _batch_arg(p, "scenes per step (default: the preset's)")
+    _dtype_arg(p)
     _out_arg(p)
     p.set_defaults(func=_run_memory)
 
     p = subparsers.add_parser("throughput", help="step time, images/s, FLOP/s and MFU per model/dtype/compile")
-    add_preset_arguments(p)
-    _models_arg(p)
-    _device_arg(p)
+    _selection_args(p)
     p.add_argument("--modes", nargs="+", choices=("train", "infer"), default=["train", "infer"])
     p.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (default: the preset's)")
-    p.add_argument("--dtypes", nargs="+", choices=("fp32", "bf16", "fp16"), default=["fp32", "bf16"])
+    p.add_argument("--dtypes", nargs="+", choices=DTYPES, default=["fp32", "bf16"])
     p.add_argument("--compile", choices=("eager", "compiled", "both"), default="eager")
-    p.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
+    _backend_arg(p)
     p.add_argument("--channels-last", choices=("off", "on", "both"), default="off")
     p.add_argument("--queries", type=int, default=1, help="query views per scene K (default 1)")
     p.add_argument("--keep-denormals", action="store_true", help="do not flush denormals to zero on CPU (see StepSpec)")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    _timing_args(p)
     p.add_argument("--matmul-n", type=int, default=4096, help="size of the peak-measuring matmul (default 4096)")
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak (no MFU)")
     p.add_argument("--memory", action="store_true", help="add peak memory (CPU: one fresh process per case)")
@@ -408,13 +428,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_throughput)
 
     p = subparsers.add_parser("numerics", help="fast path (bf16/fp16 autocast, compile) vs an fp64 reference")
-    add_preset_arguments(p, default="tiny")
-    _models_arg(p)
-    _device_arg(p)
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="bf16")
+    _selection_args(p, "tiny")
+    _dtype_arg(p, "bf16")
     p.add_argument("--compile", action="store_true", help="compile the fast path")
-    p.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
-    p.add_argument("--batch", type=int, default=None)
+    _backend_arg(p)
+    _batch_arg(p)
     p.add_argument("--multiplier", type=float, default=3.0, help="allowed multiple of the fp32 eager error")
     _out_arg(p)
     p.set_defaults(func=_run_numerics)
@@ -425,19 +443,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _device_arg(p)
     p.add_argument("--axis", choices=("L", "image_size", "batch", "M"), default=None, help="one axis (default all)")
     p.add_argument("--values", type=int, nargs="+", default=None, help="values for --axis")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
-    p.add_argument("--batch", type=int, default=None)
+    _dtype_arg(p)
+    _batch_arg(p)
     p.add_argument("--rounds", type=int, default=3)
     _out_arg(p)
     p.set_defaults(func=_run_scaling)
 
     p = subparsers.add_parser("profile", help="torch.profiler trace (TensorBoard/Perfetto) and top ops by self time")
     add_preset_arguments(p)
-    p.add_argument("--model", choices=MODEL_NAMES, default="gqn")
+    _model_arg(p)
     _device_arg(p)
     p.add_argument("--mode", choices=("train", "infer"), default="train")
-    p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
+    _batch_arg(p)
+    _dtype_arg(p)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--warmup", type=int, default=1, help="unprofiled steps first (default 1)")
     p.add_argument("--steps", type=int, default=2, help="profiled steps (default 2)")
@@ -446,12 +464,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_profile)
 
     p = subparsers.add_parser("perf-targets", help="issue 5's performance targets (paper GQN, batch 8; minutes)")
-    p.add_argument("--model", choices=MODEL_NAMES, default="gqn")
+    _model_arg(p)
     p.add_argument("--preset", default="paper")
     p.add_argument("--batch", type=int, default=8)
     _device_arg(p)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    _timing_args(p)
     p.add_argument("--compile", action="store_true", help="also try bf16 + torch.compile (long compile)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
     p.add_argument("--out", default=None, help="also write the result as JSON here")

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from gqnbench.report.deltas import paired, pct_change, presence
 from gqnbench.report.inputs import PYTEST_BENCHMARK, ResultSet
 from gqnbench.report.runs import main_runs, median_inf, run_info
 from gqnbench.results import as_float
@@ -170,7 +171,7 @@ def compare_values(current: float, baseline: float, threshold: float) -> tuple[f
         return (math.inf, "regression") if math.isinf(current) else (-100.0, "improved")
     if baseline == 0:
         return (math.nan, "ok") if current == 0 else (math.inf, "regression")
-    delta = (current - baseline) / abs(baseline) * 100.0
+    delta = pct_change(current, baseline)
     if delta > threshold * 100.0:
         return delta, "regression"
     if delta < -threshold * 100.0:
@@ -192,8 +193,7 @@ def compare_metrics(
     sorted: regressions first, then by key.
     """
     rows = []
-    for key in sorted(set(current) | set(baseline)):
-        cur, base = current.get(key), baseline.get(key)
+    for key, cur, base in paired(current, baseline):
         ref = cur or base
         thr = _threshold(threshold, ref.category)
         row = {
@@ -209,11 +209,8 @@ def compare_metrics(
             "current_source": cur.source if cur else None,
             "baseline_source": base.source if base else None,
         }
-        if cur is None:
-            row["status"] = "missing"
-        elif base is None:
-            row["status"] = "new"
-        else:
+        row["status"] = presence(cur, base)
+        if row["status"] is None:
             row["delta_pct"], row["status"] = compare_values(cur.value, base.value, thr)
         row["regression"] = row["status"] == "regression"
         rows.append(row)

@@ -25,24 +25,23 @@ def fmt_int(value: Any) -> str:
     return f"{int(round(float(value))):,}"
 
 
-def fmt_float(value: Any, digits: int = 1) -> str:
-    """Fixed decimals with thousands separators; infinity as ∞."""
+def _fmt_real(value: Any, spec: str) -> str:
     if _is_missing(value):
         return MISSING
     value = float(value)
     if math.isinf(value):
         return "∞" if value > 0 else "-∞"
-    return f"{value:,.{digits}f}"
+    return format(value, spec)
+
+
+def fmt_float(value: Any, digits: int = 1) -> str:
+    """Fixed decimals with thousands separators; infinity as ∞."""
+    return _fmt_real(value, f",.{digits}f")
 
 
 def fmt_sig(value: Any, digits: int = 3) -> str:
     """Significant digits (for MSEs and relative errors): 0.02394 -> '0.0239'."""
-    if _is_missing(value):
-        return MISSING
-    value = float(value)
-    if math.isinf(value):
-        return "∞" if value > 0 else "-∞"
-    return f"{value:.{digits}g}"
+    return _fmt_real(value, f".{digits}g")
 
 
 def fmt_sci(value: Any, digits: int = 4) -> str:

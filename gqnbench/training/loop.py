@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import math
 import re
@@ -41,7 +42,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -67,6 +68,8 @@ from gqnbench.training.evaluation import EvalSums, evaluate_sums
 from gqnbench.training.numerics import flush_denormals
 
 FINISHED = ("completed", "diverged")
+
+_TrainFn = TypeVar("_TrainFn", bound=Callable[..., "TrainResult"])
 
 
 def run_name(model: str, tag: str, seed: int) -> str:
@@ -198,6 +201,19 @@ class _State:
     first_step_s: float | None = None  # includes compilation when compile=True
 
 
+def _flushing_denormals(fn: _TrainFn) -> _TrainFn:
+    """Run ``fn`` with flush-to-zero as ``preset.train.flush_denormal`` asks, and undo it after."""
+
+    # A decorator keeps the long keyword signature in one place instead of a forwarding copy.
+    @functools.wraps(fn)
+    def wrapper(preset: Preset, *args: Any, **kwargs: Any) -> TrainResult:
+        with flush_denormals(preset.train.flush_denormal):
+            return fn(preset, *args, **kwargs)
+
+    return cast(_TrainFn, wrapper)
+
+
+@_flushing_denormals
 def train(
     preset: Preset,
     model_name: str,
@@ -228,44 +244,6 @@ def train(
     ``time_budget``), ``progress`` (tqdm bar), ``callback(step, record)`` (after every update;
     may raise ``KeyboardInterrupt``), ``dist_ctx`` (from :func:`distributed.init_distributed`).
     """
-    with flush_denormals(preset.train.flush_denormal):
-        return _train(
-            preset,
-            model_name,
-            out_dir,
-            tag=tag,
-            seed=seed,
-            steps=steps,
-            resume=resume,
-            data=data,
-            cache_root=cache_root,
-            stop_at_step=stop_at_step,
-            target_nll=target_nll,
-            max_seconds=max_seconds,
-            progress=progress,
-            callback=callback,
-            dist_ctx=dist_ctx,
-        )
-
-
-def _train(
-    preset: Preset,
-    model_name: str,
-    out_dir: str | Path,
-    *,
-    tag: str | None = None,
-    seed: int | None = None,
-    steps: int | None = None,
-    resume: bool = False,
-    data: TrainingData | None = None,
-    cache_root: str | Path | None = None,
-    stop_at_step: int | None = None,
-    target_nll: float | None = None,
-    max_seconds: float | None = None,
-    progress: bool = True,
-    callback: Callable[[int, dict[str, Any]], None] | None = None,
-    dist_ctx: D.DistContext | None = None,
-) -> TrainResult:
     ctx = dist_ctx or D.SINGLE
     overrides = {k: v for k, v in (("seed", seed), ("steps", steps)) if v is not None}
     cfg = dataclasses.replace(preset.train, **overrides)
