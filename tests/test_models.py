@@ -248,6 +248,60 @@ def test_fused_convlstm_matches_four_separate_convs():
     assert n_params(cell) == 4 * ((cin + hid) * hid * 25 + hid)
 
 
+def test_convlstm_static_split_matches_the_fused_conv():
+    torch.manual_seed(0)
+    cell = ConvLSTMCell(9, 5, static=(2, 6)).double()
+    x = torch.randn(3, 9, 8, 8, dtype=torch.float64)
+    state = (torch.randn(3, 5, 8, 8, dtype=torch.float64), torch.randn(3, 5, 8, 8, dtype=torch.float64))
+    prepared = cell.prepare(x[:, 2:6])
+    dynamic = torch.cat((x[:, :2], x[:, 6:]), dim=1)
+    for got, want in zip(cell(dynamic, state, prepared), cell(x, state)):
+        assert (got - want).abs().max() < 1e-12
+    with pytest.raises(ValueError, match="static channel range"):
+        ConvLSTMCell(4, 5, static=(2, 6))
+
+
+def _double(ep: Episode) -> Episode:
+    return dataclasses.replace(
+        ep,
+        context_images=ep.context_images.double(),
+        context_viewpoints=ep.context_viewpoints.double(),
+        query_images=ep.query_images.double(),
+        query_viewpoints=ep.query_viewpoints.double(),
+    )
+
+
+@pytest.mark.parametrize("name", ["gqn", "metagqn"])
+@pytest.mark.parametrize("overrides", [{}, {"shared_core": False, "num_layers": 3}, {"representation": "tower"}])
+def test_folded_linear_ops_compute_the_same_function(name, overrides):
+    # fold_linear_ops regroups linear work (step-invariant inputs once, canvas at core size);
+    # in fp64 loss, every gradient and the prediction must equal the step-by-step formulation.
+    cfg = _cfg(name, **overrides)
+    torch.manual_seed(0)
+    folded = build_model(name, cfg).double()
+    torch.manual_seed(0)
+    unfolded = build_model(name, dataclasses.replace(cfg, fold_linear_ops=False)).double()
+    assert n_params(folded) == n_params(unfolded)
+    ep = _double(Episode.random(2, 16, num_queries=2))
+    losses = []
+    for model in (folded, unfolded):
+        torch.manual_seed(1)
+        loss = model(ep)
+        loss.backward()
+        losses.append(loss.detach())
+    assert abs(float(losses[0] - losses[1])) < 1e-9 * abs(float(losses[1]))
+    for (pname, a), b in zip(folded.named_parameters(), unfolded.parameters()):
+        if a.grad is None:
+            assert b.grad is None, pname
+            continue
+        scale = max(float(b.grad.abs().max()), 1e-12)
+        assert float((a.grad - b.grad).abs().max()) < 1e-9 * scale, pname
+    torch.manual_seed(2)
+    pa = folded.predict(ep)
+    torch.manual_seed(2)
+    assert (pa - unfolded.predict(ep)).abs().max() < 1e-12
+
+
 def test_convlstm_state_dtype_stable_under_autocast():
     cell = ConvLSTMCell(4, 8)
     x = torch.randn(2, 4, 8, 8)

@@ -2,7 +2,9 @@
 
 Targets (issue 5, paper preset GQN training step at batch 8, on a 2-core AMX CPU):
 
-- fp32 eager reaches >= 55% of the fp32 dense matmul peak (the authors' code: about 48%);
+- fp32 eager reaches >= 55% of the fp32 dense matmul peak (the authors' code: about 48%),
+  judged on the FLOPs this implementation executes (``mfu``), the stricter reading since
+  it convolves step-invariant inputs once, not L times;
 - bf16 autocast (channels-last / compiled where they help) is >= 3.5x faster than fp32
   eager, its numerics pass (fp64 reference), and it reaches >= 40% of the bf16 matmul peak;
 - the harness's own timing overhead is < 2% of the step, and IQR/median < 5%.
@@ -91,13 +93,14 @@ def format_targets(result: dict) -> str:
     lines = [
         f"{result['model']} {result['preset']} train step, batch {result['batch']}",
         f"matmul peak ({p['n']}^2): fp32 {p['fp32_flop_per_s'] / 1e9:.0f} GFLOP/s, bf16 {p['bf16_flop_per_s'] / 1e9:.0f} GFLOP/s",
-        f"{'variant':<36} {'median s':>9} {'min s':>7} {'IQR/med':>8} {'GFLOP/s':>8} {'MFU':>6}",
+        f"{'variant':<36} {'median s':>9} {'min s':>7} {'IQR/med':>8} {'GFLOP/s':>8} {'MFU':>6} {'authors':>8}",
     ]
 
     def row(name: str, r: dict) -> str:
+        authors = r.get("authors_flop_rate_of_peak")
         return (
             f"{name:<36} {r['median_s']:>9.3f} {r['min_s']:>7.3f} {r['rel_iqr']:>8.1%} "
-            f"{r['flop_per_s'] / 1e9:>8.0f} {r['mfu']:>6.1%}"
+            f"{r['flop_per_s'] / 1e9:>8.0f} {r['mfu']:>6.1%} {authors if authors is None else f'{authors:.1%}':>8}"
         )
 
     lines.append(row("fp32 eager", fp32))
@@ -111,5 +114,10 @@ def format_targets(result: dict) -> str:
         value = check["value"]
         text = f"{value:.3g}" if isinstance(value, float) else str(value)
         lines.append(f"  {name:<16} {text:>10}  {'met' if check['met'] else 'NOT met'}")
+    lines.append(
+        "MFU: FLOPs this implementation executes / time / matmul peak (judged). 'authors': the FLOPs of"
+        " the authors' formulation (SPEC section 7, 272 GFLOP/scene at paper size) over the same time,"
+        " comparable with their 48%."
+    )
     lines.append(f"(1-min load average after the run: {result.get('load_avg_1m_after')}; rounds were interleaved)")
     return "\n".join(lines)

@@ -2,31 +2,84 @@
 
 The fused conv has exactly the parameters of four separate gate convs (SPEC section 2)
 and is faster: one large GEMM instead of four small ones. The cell has no Python-side
-branches and keeps the state in the input's dtype, so an L-step loop over it unrolls
-cleanly under ``torch.compile`` and stays in bf16 under autocast.
+branches on data and keeps the state in the input's dtype, so an L-step loop over it
+unrolls cleanly under ``torch.compile`` and stays in bf16 under autocast.
+
+Step-invariant inputs. In both GQN cores most input channels (the upsampled v_q and r,
+the downsampled x_q) are the same at every one of the L steps. A convolution is linear,
+so the gate pre-activation splits into ``conv(static, W_static) + conv(dynamic,
+W_dynamic)``; :meth:`ConvLSTMCell.prepare` computes the first term once per forward and
+the steps convolve only the channels that change. Same parameters, same function (up to
+rounding). More such shortcuts: gqnbench.models.folding.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
+from gqnbench.models.folding import CallTimeWeightConv, in_autocast_dtype
+
+
+class PreparedGates(NamedTuple):
+    """What :meth:`ConvLSTMCell.prepare` hands to every step."""
+
+    static_gates: torch.Tensor  # conv(static inputs) + bias, [B, 4*hidden, s, s]
+    step_weight: torch.Tensor  # the gate weight's columns for [h, dynamic inputs]
+
 
 class ConvLSTMCell(nn.Module):
-    """``c = s(f)*c + s(i)*tanh(g)``, ``h = s(o)*tanh(c)`` with gates = conv5x5([x, h])."""
+    """``c = s(f)*c + s(i)*tanh(g)``, ``h = s(o)*tanh(c)`` with gates = conv5x5([h, x]).
 
-    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 5) -> None:
+    ``static`` is the (start, stop) channel range of ``x`` that does not change between
+    steps; with it, :meth:`prepare` takes those channels once and each step passes only
+    the remaining channels of ``x`` (in their original order).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        kernel_size: int = 5,
+        static: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.hidden_channels = hidden_channels
-        # Gate order in the fused output: f, i, o, g.
+        # Gate order in the fused output: f, i, o, g. Input order: h, then x.
         self.gates = nn.Conv2d(
             in_channels + hidden_channels, 4 * hidden_channels, kernel_size, padding=kernel_size // 2
         )
+        if static is not None and not 0 <= static[0] < static[1] <= in_channels:
+            raise ValueError(f"static channel range {static} outside the {in_channels} input channels")
+        self.static = static
+        self.static_conv = CallTimeWeightConv(kernel_size // 2)
+        self.step_conv = CallTimeWeightConv(kernel_size // 2)
 
-    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare(self, static_x: torch.Tensor) -> PreparedGates:
+        """The static channels' share of the gates (bias included), computed once per forward."""
+        if self.static is None:
+            raise RuntimeError("this ConvLSTMCell was built without a static channel range")
+        start, stop = (self.hidden_channels + i for i in self.static)
+        w = self.gates.weight
+        static_gates = self.static_conv(static_x, w, self.gates.bias, (start, stop))
+        return PreparedGates(static_gates, in_autocast_dtype(torch.cat((w[:, :start], w[:, stop:]), dim=1)))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor],
+        prepared: PreparedGates | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step; with ``prepared``, ``x`` holds only the non-static channels."""
         h, c = state
-        f, i, o, g = self.gates(torch.cat((h, x), dim=1)).chunk(4, dim=1)
+        if prepared is None:
+            gates = self.gates(torch.cat((h, x), dim=1))
+        else:
+            gates = prepared.static_gates + self.step_conv(torch.cat((h, x), dim=1), prepared.step_weight)
+        f, i, o, g = gates.chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c

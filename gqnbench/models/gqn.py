@@ -4,9 +4,13 @@ Three learned distributions trained at once on the ELBO: the representation r, t
 prior pi(z | h_g) read from the generator state, and the posterior q(z | x_q, v_q, r)
 from the inference core. At the paper configuration it has exactly 49,469,343
 parameters (shared cores, z = 3); 571,619,279 with a separate core per step.
+By default the cores' linear operations are regrouped so the step-invariant work runs
+once per forward (``ModelConfig.fold_linear_ops``; gqnbench.models.folding).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -20,56 +24,95 @@ from gqnbench.models.base import (
     gaussian_kl,
     gaussian_rsample,
 )
+from gqnbench.models.canvas import CanvasWriter
 from gqnbench.models.config import ModelConfig, linear_anneal
-from gqnbench.models.convlstm import ConvLSTMCell
+from gqnbench.models.convlstm import ConvLSTMCell, PreparedGates
+from gqnbench.models.folding import CallTimeWeightConv, ComposeBlockConvs, PointUpsample, in_autocast_dtype
 from gqnbench.models.representation import Representation
 
 
+class FoldedInputs(NamedTuple):
+    """What a folded inference core computes once per forward."""
+
+    gates: PreparedGates  # the step-invariant inputs' share of the gates
+    canvas_weight: torch.Tensor | None  # downsample_u after upsample_h as a 1x1 conv (canvas at core size)
+
+
 class InferenceCore(nn.Module):
-    """Posterior core: reads x_q, v_q, r, the generator state h_g and the canvas u."""
+    """Posterior core: reads x_q, v_q, r (step-invariant), the generator state h_g and the canvas u."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         s, h, r, v = cfg.core_size, cfg.hidden_channels, cfg.r_channels, cfg.viewpoint_dim
         self.downsample_x = nn.Conv2d(3, 3, 4, stride=4, bias=False)
-        self.upsample_v = nn.ConvTranspose2d(v, v, s, stride=s, bias=False)
+        self.upsample_v = PointUpsample(v, s)
         # Kept (and counted) for the tower representation too, as in the authors' code,
         # where r already has the core's size and this layer is skipped.
-        self.upsample_r = nn.ConvTranspose2d(r, r, s, stride=s, bias=False)
+        self.upsample_r = PointUpsample(r, s)
         self.downsample_u = nn.Conv2d(h, h, 4, stride=4, bias=False)
-        self.lstm = ConvLSTMCell(3 + v + r + h + h, h)
+        # Input channels: [x_q, v_q, r | h_g, u]; the first 3 + v + r never change.
+        self.lstm = ConvLSTMCell(3 + v + r + h + h, h, static=(0, 3 + v + r))
+        self.compose_canvas = ComposeBlockConvs()
+        self.canvas_conv = CallTimeWeightConv()
         self.pooled = cfg.representation == "pool"
+        self.fold = cfg.fold_linear_ops
 
-    def prepare(self, x: torch.Tensor, v: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        """The step-independent part of the input, computed once per forward."""
+    def _static_inputs(self, x: torch.Tensor, v: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         r_up = self.upsample_r(r) if self.pooled else r
         return torch.cat((self.downsample_x(x), self.upsample_v(v[:, :, None, None]), r_up), dim=1)
 
+    def prepare(
+        self, x: torch.Tensor, v: torch.Tensor, r: torch.Tensor, canvas_upsample: nn.ConvTranspose2d | None
+    ) -> object:
+        """Once per forward. ``canvas_upsample``: the generator's upsample_h when the canvas
+        is kept at core size (then the canvas this core reads is the sum of h_g)."""
+        if not self.fold:
+            return x, v, r
+        canvas_weight = None
+        if canvas_upsample is not None:
+            composed = self.compose_canvas(self.downsample_u.weight, canvas_upsample.weight)
+            canvas_weight = in_autocast_dtype(composed)
+        return FoldedInputs(self.lstm.prepare(self._static_inputs(x, v, r)), canvas_weight)
+
     def forward(
-        self, static: torch.Tensor, h_g: torch.Tensor, u: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+        self, prepared: object, h_g: torch.Tensor, canvas: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
     ):
-        return self.lstm(torch.cat((static, h_g, self.downsample_u(u)), dim=1), state)
+        if not self.fold:
+            dynamic = torch.cat((h_g, self.downsample_u(canvas)), dim=1)
+            return self.lstm(torch.cat((self._static_inputs(*prepared), dynamic), dim=1), state)
+        if prepared.canvas_weight is None:
+            canvas_in = self.downsample_u(canvas)
+        else:
+            canvas_in = self.canvas_conv(canvas, prepared.canvas_weight)
+        return self.lstm(torch.cat((h_g, canvas_in), dim=1), state, prepared.gates)
 
 
-class GenerationCore(nn.Module):
-    """Generator core: reads v_q, r and z; writes the canvas u at full resolution."""
+class GenerationCore(CanvasWriter):
+    """Generator core: reads v_q, r (step-invariant) and z; adds to the canvas u."""
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
+        super().__init__(cfg.hidden_channels, cfg.core_size, cfg.canvas_at_core_size)
         s, h, r, v, z = cfg.core_size, cfg.hidden_channels, cfg.r_channels, cfg.viewpoint_dim, cfg.z_channels
-        self.upsample_v = nn.ConvTranspose2d(v, v, s, stride=s, bias=False)
-        self.upsample_r = nn.ConvTranspose2d(r, r, s, stride=s, bias=False)
-        self.lstm = ConvLSTMCell(v + r + z, h)
+        self.upsample_v = PointUpsample(v, s)
+        self.upsample_r = PointUpsample(r, s)
+        self.lstm = ConvLSTMCell(v + r + z, h, static=(0, v + r))  # [v_q, r | z]
         self.upsample_h = nn.ConvTranspose2d(h, h, 4, stride=4, bias=False)
         self.pooled = cfg.representation == "pool"
+        self.fold = cfg.fold_linear_ops
 
-    def prepare(self, v: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    def _static_inputs(self, v: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         r_up = self.upsample_r(r) if self.pooled else r
         return torch.cat((self.upsample_v(v[:, :, None, None]), r_up), dim=1)
 
-    def forward(self, static: torch.Tensor, z: torch.Tensor, u: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
-        h, c = self.lstm(torch.cat((static, z), dim=1), state)
-        return h, c, u + self.upsample_h(h)
+    def prepare(self, v: torch.Tensor, r: torch.Tensor) -> object:
+        return self.lstm.prepare(self._static_inputs(v, r)) if self.fold else (v, r)
+
+    def forward(self, prepared: object, z: torch.Tensor, u: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        if self.fold:
+            h, c = self.lstm(z, state, prepared)
+        else:
+            h, c = self.lstm(torch.cat((self._static_inputs(*prepared), z), dim=1), state)
+        return h, c, self.add_to_canvas(u, h)
 
 
 class GQN(GQNFamilyModel):
@@ -110,18 +153,21 @@ class GQN(GQNFamilyModel):
         return r.repeat_interleave(episode.num_queries, dim=0)
 
     def _initial(self, reference: torch.Tensor, batch: int):
-        s, hc = self.config.core_size, self.config.hidden_channels
+        s = self.config.core_size
         state_g = self.generation_cores[0].lstm.initial_state(reference, batch, s)
         state_e = self.inference_cores[0].lstm.initial_state(reference, batch, s)
-        u = reference.new_zeros(batch, hc, self.config.image_size, self.config.image_size)
-        return state_g, state_e, u
+        return state_g, state_e, self.generation_cores[0].initial_canvas(reference, batch)
+
+    def _image(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.eta_g(self.generation_cores[-1].render_canvas(u)))
 
     def _posterior_pass(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run L steps with z from the posterior: (mean image, KL per image, target images)."""
         x, v = flatten_queries(episode)
         r = self._represent(episode)
         batch = x.shape[0]
-        static_e = [core.prepare(x, v, r) for core in self.inference_cores]
+        canvas_up = self.generation_cores[0].upsample_h if self.config.canvas_at_core_size else None
+        static_e = [core.prepare(x, v, r, canvas_up) for core in self.inference_cores]
         static_g = [core.prepare(v, r) for core in self.generation_cores]
         (h_g, c_g), state_e, u = self._initial(x, batch)
         kl = x.new_zeros(batch)
@@ -133,7 +179,7 @@ class GQN(GQNFamilyModel):
             z = gaussian_rsample(mu_q, logvar_q)
             h_g, c_g, u = self.generation_cores[i](static_g[i], z, u, (h_g, c_g))
             kl = kl + gaussian_kl(mu_q, logvar_q, mu_pi, logvar_pi)
-        return torch.sigmoid(self.eta_g(u)), kl, x
+        return self._image(u), kl, x
 
     def loss(self, episode: Episode, step: int = 0) -> LossOutput:
         mean_image, kl, x = self._posterior_pass(episode)
@@ -164,4 +210,4 @@ class GQN(GQNFamilyModel):
             mu_pi, logvar_pi = self.eta_pi(h_g).chunk(2, dim=1)
             z = mu_pi if use_mean else gaussian_rsample(mu_pi, logvar_pi)
             h_g, c_g, u = self.generation_cores[i](static_g[i], z, u, (h_g, c_g))
-        return torch.sigmoid(self.eta_g(u)).view_as(episode.query_images)
+        return self._image(u).view_as(episode.query_images)

@@ -16,8 +16,10 @@ from torch import nn
 from gqnbench.data.episode import Episode
 from gqnbench.metrics import gaussian_nll
 from gqnbench.models.base import GQNFamilyModel, LossOutput, flatten_queries, gaussian_rsample
+from gqnbench.models.canvas import CanvasWriter
 from gqnbench.models.config import ModelConfig
 from gqnbench.models.convlstm import ConvLSTMCell
+from gqnbench.models.folding import PointUpsample
 from gqnbench.models.representation import Representation
 
 
@@ -26,28 +28,39 @@ class LatentInferenceCore(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.lstm = ConvLSTMCell(cfg.z_channels + cfg.r_channels, cfg.hidden_channels)
+        z, r = cfg.z_channels, cfg.r_channels
+        self.lstm = ConvLSTMCell(z + r, cfg.hidden_channels, static=(z, z + r))  # [z_prev | r]
+        self.fold = cfg.fold_linear_ops
 
-    def forward(self, z_prev: torch.Tensor, r: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
-        return self.lstm(torch.cat((z_prev, r), dim=1), state)
+    def prepare(self, r: torch.Tensor) -> object:
+        return self.lstm.prepare(r) if self.fold else r
+
+    def forward(self, prepared: object, z_prev: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        if self.fold:
+            return self.lstm(z_prev, state, prepared)
+        return self.lstm(torch.cat((z_prev, prepared), dim=1), state)
 
 
-class QueryGenerationCore(nn.Module):
-    """p(x_q | v_q, z): reads the upsampled query viewpoint and z_l, writes the canvas."""
+class QueryGenerationCore(CanvasWriter):
+    """p(x_q | v_q, z): reads the upsampled query viewpoint and z_l, adds to the canvas."""
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
+        super().__init__(cfg.hidden_channels, cfg.core_size, cfg.canvas_at_core_size)
         s, h, v = cfg.core_size, cfg.hidden_channels, cfg.viewpoint_dim
-        self.upsample_v = nn.ConvTranspose2d(v, v, s, stride=s, bias=False)
-        self.lstm = ConvLSTMCell(v + cfg.z_channels, h)
+        self.upsample_v = PointUpsample(v, s)
+        self.lstm = ConvLSTMCell(v + cfg.z_channels, h, static=(0, v))  # [v_q | z]
         self.upsample_h = nn.ConvTranspose2d(h, h, 4, stride=4, bias=False)
+        self.fold = cfg.fold_linear_ops
 
-    def prepare(self, v: torch.Tensor) -> torch.Tensor:
-        return self.upsample_v(v[:, :, None, None])
+    def prepare(self, v: torch.Tensor) -> object:
+        return self.lstm.prepare(self.upsample_v(v[:, :, None, None])) if self.fold else v
 
-    def forward(self, v_up: torch.Tensor, z: torch.Tensor, u: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
-        h, c = self.lstm(torch.cat((v_up, z), dim=1), state)
-        return h, c, u + self.upsample_h(h)
+    def forward(self, prepared: object, z: torch.Tensor, u: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        if self.fold:
+            h, c = self.lstm(z, state, prepared)
+        else:
+            h, c = self.lstm(torch.cat((self.upsample_v(prepared[:, :, None, None]), z), dim=1), state)
+        return h, c, self.add_to_canvas(u, h)
 
 
 class MetaGQN(GQNFamilyModel):
@@ -94,9 +107,11 @@ class MetaGQN(GQNFamilyModel):
         batch = r.shape[0]
         state = self.inference_cores[0].lstm.initial_state(r, batch, cfg.core_size)
         z = r.new_zeros(batch, cfg.z_channels, cfg.core_size, cfg.core_size)
+        prepared = [core.prepare(r) for core in self.inference_cores]
         latents = []
         for layer in range(cfg.num_layers):
-            state = self.inference_cores[self._core_index(layer)](z, r, state)
+            i = self._core_index(layer)
+            state = self.inference_cores[i](prepared[i], z, state)
             mu, logvar = self.eta_e(state[0]).chunk(2, dim=1)
             z = mu if use_mean else gaussian_rsample(mu, logvar)
             latents.append(z)
@@ -108,15 +123,15 @@ class MetaGQN(GQNFamilyModel):
         k = query_viewpoints.shape[1]
         v = query_viewpoints.flatten(0, 1)
         batch = v.shape[0]
-        v_up = [core.prepare(v) for core in self.generation_cores]
+        prepared = [core.prepare(v) for core in self.generation_cores]
         state = self.generation_cores[0].lstm.initial_state(latents[0], batch, cfg.core_size)
         h, c = state
-        u = latents[0].new_zeros(batch, cfg.hidden_channels, cfg.image_size, cfg.image_size)
+        u = self.generation_cores[0].initial_canvas(latents[0], batch)
         for layer in range(cfg.num_layers):
             i = self._core_index(layer)
             z = latents[layer].repeat_interleave(k, dim=0)  # one z per scene, shared by its queries
-            h, c, u = self.generation_cores[i](v_up[i], z, u, (h, c))
-        return torch.sigmoid(self.eta_g(u))
+            h, c, u = self.generation_cores[i](prepared[i], z, u, (h, c))
+        return torch.sigmoid(self.eta_g(self.generation_cores[-1].render_canvas(u)))
 
     def loss(self, episode: Episode, step: int = 0) -> LossOutput:
         x, _ = flatten_queries(episode)
