@@ -72,11 +72,20 @@ class BenchSettings:
                 for dtype in ("fp32", "bf16", "fp16")
                 for compiled in (False, True)
             ]
-        return [
+        cases = [
             StepSpec(model, self.preset, mode=mode, dtype=dtype, compiled=compiled, device=self.device)
             for model in self.models
             for mode, dtype, compiled in combos
         ]
+        if not self.quick:
+            # The authors' formulation beside the folded default: what fold_linear_ops saves.
+            unfolded = (("model.fold_linear_ops", False),)
+            cases += [
+                StepSpec(model, self.preset, mode="train", dtype=dtype, device=self.device, overrides=unfolded)
+                for model in self.models
+                for dtype in ("fp32", "bf16")
+            ]
+        return cases
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -6,7 +6,9 @@ On CUDA the target synchronises before it returns, so the timer sees the GPU wor
 the launch. A compiled case runs its first (compiling) call before the timed rounds and
 records it as ``compile_s``, apart from the step time. ``group`` is
 ``<mode>-<model>-<preset>-b<batch>`` so eager/compiled and fp32/bf16 of one step sit side
-by side in the table; ``extra_info`` carries the costs (keys below).
+by side in the table; ``extra_info`` carries the costs (keys below). The full matrix also
+times the training step in the authors' formulation (``fold_linear_ops=False``, labelled
+``unfolded``) next to the folded default, the benchmark behind the speed-up it claims.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _cpu_peak_rss(spec: StepSpec) -> int | None:
     """Fresh-process peak RSS of one eager step (compiled steps would compile again there: not measured)."""
     if spec.compiled:
         return None
-    key = (spec.model, spec.preset, spec.mode, spec.batch, spec.dtype)
+    key = (spec.model, spec.preset, spec.mode, spec.batch, spec.dtype, spec.overrides)
     if key not in _memory_cache:
         from gqnbench.harness.memory import measure_cpu_step_fresh_process
 
@@ -93,6 +95,8 @@ def test_step(benchmark, request, step_case: StepSpec, bench_settings):
             "compiled": spec.compiled,
             "channels_last": spec.channels_last,
             "flush_denormal": spec.flush_denormal,
+            "fold_linear_ops": step.model.config.fold_linear_ops,
+            "overrides": dict(spec.overrides),
             "device": str(device),
             "params": sum(p.numel() for p in step.model.parameters()),
             "flop_per_step": flop,

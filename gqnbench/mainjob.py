@@ -166,6 +166,7 @@ class MainJob:
             b.target_nll,
             b.ttt_seeds,
             budget_steps=b.ttt_budget_steps,
+            stop_at_target=b.ttt_stop_at_target,
             out_dir=self.results / "time_to_target",
             overrides=self.overrides(),
             cache_root=self.cache_root,

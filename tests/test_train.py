@@ -199,6 +199,25 @@ def test_time_to_target_unreachable_is_not_reached(preset, data, tmp_path: Path)
     )
     run = read_result(easy, "time_to_target")["runs"][0]
     assert run["reached"] is True and run["steps"] == 0 and run["wall_s"] == 0.0
+    # Training past the target keeps the first reach as the time to target but the whole curve.
+    past = run_time_to_target(
+        preset,
+        ["gqn"],
+        target_nll=1e9,
+        seeds=1,
+        budget_steps=10,
+        out_dir=tmp_path / "past",
+        data=data,
+        isolate=False,
+        progress=False,
+        stop_at_target=False,
+    )
+    doc = read_result(past, "time_to_target")
+    run = doc["runs"][0]
+    assert doc["stop_at_target"] is False
+    assert run["reached"] is True and run["steps"] == 0 and run["wall_s"] == 0.0
+    curve = read_result(tmp_path / "past" / run["run_file"], "training_run")["eval_curve"]
+    assert curve[-1]["step"] == 10
 
 
 def test_first_reach_and_median_with_misses() -> None:

@@ -144,6 +144,10 @@ class StepSpec:
             flags.append("channels_last")
         if not self.flush_denormal:
             flags.append("denormals")
+        for key, value in self.overrides:
+            # fold_linear_ops=False is the common one; give it a short name.
+            off = str(value).lower() in ("false", "0", "no", "off")
+            flags.append("unfolded" if key.endswith("fold_linear_ops") and off else f"{key}={value}")
         return f"{self.mode}-{self.model}-{self.preset}-b{self.resolved_batch()}-{'-'.join(flags)}"
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gqnbench.models.folding import CallTimeWeightConv, in_autocast_dtype
@@ -28,6 +29,27 @@ class PreparedGates(NamedTuple):
 
     static_gates: torch.Tensor  # conv(static inputs) + bias, [B, 4*hidden, s, s]
     step_weight: torch.Tensor  # the gate weight's columns for [h, dynamic inputs]
+
+
+class _StaticSplit(nn.Module):
+    """Splits the gate weight into its static and per-step columns and convolves the static inputs.
+
+    One ``torch.split`` (not two slices) so the backward assembles the weight gradient with
+    a single concatenation instead of zero-filling the full weight twice. A module, owning no
+    parameters, so FLOP attribution credits the work to its cell, and so the split happens
+    inside a module call (a parameter view made under no_grad and passed into a module
+    call trips torch's module tracker, which FlopCounterMode uses).
+    """
+
+    def __init__(self, hidden: int, static: tuple[int, int], in_channels: int, padding: int) -> None:
+        super().__init__()
+        self.sizes = (hidden + static[0], static[1] - static[0], in_channels - static[1])
+        self.padding = padding
+
+    def forward(self, static_x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> PreparedGates:
+        before, static_w, after = torch.split(weight, self.sizes, dim=1)
+        static_gates = F.conv2d(static_x, static_w, bias, padding=self.padding)
+        return PreparedGates(static_gates, in_autocast_dtype(torch.cat((before, after), dim=1)))
 
 
 class ConvLSTMCell(nn.Module):
@@ -55,17 +77,15 @@ class ConvLSTMCell(nn.Module):
         if static is not None and not 0 <= static[0] < static[1] <= in_channels:
             raise ValueError(f"static channel range {static} outside the {in_channels} input channels")
         self.static = static
-        self.static_conv = CallTimeWeightConv(kernel_size // 2)
+        if static is not None:
+            self.split_static = _StaticSplit(hidden_channels, static, in_channels, kernel_size // 2)
         self.step_conv = CallTimeWeightConv(kernel_size // 2)
 
     def prepare(self, static_x: torch.Tensor) -> PreparedGates:
         """The static channels' share of the gates (bias included), computed once per forward."""
         if self.static is None:
             raise RuntimeError("this ConvLSTMCell was built without a static channel range")
-        start, stop = (self.hidden_channels + i for i in self.static)
-        w = self.gates.weight
-        static_gates = self.static_conv(static_x, w, self.gates.bias, (start, stop))
-        return PreparedGates(static_gates, in_autocast_dtype(torch.cat((w[:, :start], w[:, stop:]), dim=1)))
+        return self.split_static(static_x, self.gates.weight, self.gates.bias)
 
     def forward(
         self,

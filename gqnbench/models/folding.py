@@ -30,18 +30,8 @@ class CallTimeWeightConv(nn.Module):
         super().__init__()
         self.padding = padding
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None = None,
-        in_channels: tuple[int, int] | None = None,
-    ) -> torch.Tensor:
-        # The input-channel slice is taken in here: a view of a parameter made under no_grad
-        # and passed as a module input breaks torch's module tracker (FlopCounterMode).
-        if in_channels is not None:
-            weight = weight[:, in_channels[0] : in_channels[1]]
-        return F.conv2d(x, weight, bias, padding=self.padding)
+    def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, weight, padding=self.padding)
 
 
 class ComposeBlockConvs(nn.Module):

@@ -43,6 +43,7 @@ def run_suite_training(
         budget.target_nll,
         budget.ttt_seeds,
         budget_steps=budget.ttt_budget_steps,
+        stop_at_target=budget.ttt_stop_at_target,
         out_dir=out_dir,
         threads=budget.threads,
         overrides=overrides,

@@ -74,7 +74,7 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
         resume=job["resume"],
         data=job["data"],
         cache_root=job["cache_root"],
-        target_nll=job["target_nll"],
+        target_nll=job["target_nll"] if job["stop_at_target"] else None,
         max_seconds=job["budget_seconds"],
         progress=job["progress"],
     )
@@ -111,6 +111,7 @@ def run_time_to_target(
     cache_root: str | Path | None = None,
     progress: bool = True,
     file_name: str = "time_to_target.json",
+    stop_at_target: bool = True,
 ) -> Path:
     """Train every model x seed to ``target_nll`` (None: the preset's default) and write the summary.
 
@@ -121,6 +122,8 @@ def run_time_to_target(
     :mod:`gqnbench.training.runner`) with ``threads`` torch threads (default: all cores):
     timings do not depend on what this process did before.
     Runs go one at a time: concurrent runs would share the cores and distort each other's clock.
+    ``stop_at_target=False`` trains every run to the end of its budget (the time to target is
+    still the first evaluation at the target), so all seeds give full curves to one step.
     """
     if isinstance(preset, str):
         preset = get_preset(preset, overrides)
@@ -148,6 +151,7 @@ def run_time_to_target(
             "cache_root": cache_root,
             "progress": progress,
             "data": given,
+            "stop_at_target": stop_at_target,
         }
         for model in models
         for seed in _seed_list(seeds)
@@ -172,6 +176,7 @@ def run_time_to_target(
             "nll_constant": data.baseline.constant,
             "eval_every": preset.train.eval_every,
             "budget": {"steps": budget_steps if budget_steps < 10**9 else None, "seconds": budget_seconds},
+            "stop_at_target": stop_at_target,
             "runs": runs,
             "summary": summary,
         },
