@@ -3,19 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from gqnbench.harness.flops import flop_report, step_flops
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and OpenMP barriers stall ~100x when another
-    # process holds a core; one thread keeps these tests fast and their cost predictable.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,6 @@ from gqnbench.harness.common import StepSpec
 from gqnbench.harness.memory import measure_memory, nvml_snapshot
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and OpenMP barriers stall ~100x when another
-    # process holds a core; one thread keeps these tests fast and their cost predictable.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU driver")
 def test_nvml_is_null_without_a_driver():
     assert nvml_snapshot() is None

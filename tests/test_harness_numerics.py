@@ -8,16 +8,6 @@ import torch
 from gqnbench.harness.numerics import _fp32_randn_like, check_numerics, perturb_weights, same_noise_across_dtypes
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and OpenMP barriers stall ~100x when another
-    # process holds a core; one thread keeps these tests fast and their cost predictable.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("model", ["gqn", "metagqn"])
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_correct_fast_paths_pass(model, dtype):

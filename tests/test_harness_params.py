@@ -5,21 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 
 from gqnbench.harness.common import make_episode
 from gqnbench.harness.params import count_parameters, parameter_report
 from gqnbench.models import build_model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and OpenMP barriers stall ~100x when another
-    # process holds a core; one thread keeps these tests fast and their cost predictable.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.mark.parametrize("model", ["gqn", "metagqn"])

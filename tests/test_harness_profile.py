@@ -4,21 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
-
 from gqnbench.harness.common import StepSpec
 from gqnbench.harness.profile import profile_step
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and OpenMP barriers stall ~100x when another
-    # process holds a core; one thread keeps these tests fast and their cost predictable.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_profile_writes_a_trace(tmp_path):

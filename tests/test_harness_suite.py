@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
-
 from gqnbench.cli import main
 from gqnbench.harness.suite import measure_costs
 from gqnbench.results import read_result
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and OpenMP barriers stall ~100x when another
-    # process holds a core; one thread keeps these tests fast and their cost predictable.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_measure_costs_writes_and_resumes(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from gqnbench.harness.common import StepSpec, Timing, UnsupportedCase, prepare_step, time_calls
 from gqnbench.harness.flops import step_flops
@@ -13,16 +12,6 @@ from gqnbench.harness.throughput import matmul_peak, measure_interleaved, measur
 @pytest.fixture(scope="module")
 def peaks():
     return matmul_peak("cpu", ("fp32", "bf16"), n=256, rounds=3)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and OpenMP barriers stall ~100x when another
-    # process holds a core; one thread keeps these tests fast and their cost predictable.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_matmul_peak_is_positive(peaks):

@@ -25,16 +25,6 @@ from gqnbench.training.samples import write_samples
 from gqnbench.training.time_to_target import first_reach, median_with_misses, run_time_to_target
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and on a busy 2-core machine two
-    # spinning threads per process make a step ~10x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("train-data") / "root"

@@ -7,19 +7,10 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from gqnbench.data.generate import generate_dataset
 from gqnbench.results import read_result
 from gqnbench.training.sweep import LEARNED_MSE_FRACTION, run_sweep
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ matmul peak of the same dtype measured on the same device in the same run
 ``costs.json`` fields::
 
     matmul_peak = {"fp32_flop_per_s", "bf16_flop_per_s", ("fp16_flop_per_s" on CUDA), "n", "device"}
-    throughput  = [{"model", "preset", "mode", "batch", "dtype", "compiled", "channels_last", "device",
+    throughput  = [{"model", "preset", "mode", "batch", "dtype", "compiled", "channels_last", "fold_linear_ops", "device",
                     "median_s", "iqr_s", "q1_s", "q3_s", "rel_iqr", "rounds", "warmup",
                     "images_per_s", "flop_per_step", "flop_per_s", "mfu", "authors_flop_per_step",
                     "authors_flop_rate_of_peak", "peak_memory_bytes",
@@ -143,6 +143,7 @@ class _Case:
             "compile_backend": spec.compile_backend if spec.compiled else None,
             "channels_last": spec.channels_last,
             "flush_denormal": spec.flush_denormal,
+            "fold_linear_ops": self.step.model.config.fold_linear_ops,
             "device": str(self.device),
             "median_s": timing.median_s,
             "iqr_s": timing.iqr_s,

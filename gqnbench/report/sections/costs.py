@@ -43,6 +43,7 @@ THROUGHPUT_COLUMNS = [
     "batch",
     "dtype",
     "compiled",
+    "formulation",
     "device",
     "median_s",
     "iqr_s",
@@ -60,6 +61,13 @@ def norm_dtype(value: Any) -> str:
     return _DTYPES.get(str(value), str(value))
 
 
+def _formulation(fold_linear_ops: Any) -> str:
+    """``fold_linear_ops`` of a throughput row as a label; files from before the flag say "default"."""
+    if fold_linear_ops is None:
+        return "default"
+    return "folded" if fold_linear_ops else "unfolded"
+
+
 def throughput_frame(results: ResultSet) -> pd.DataFrame:
     """Step-time rows from costs files (source 'harness') and pytest-benchmark JSON (source 'pytest-benchmark')."""
     rows: list[dict[str, Any]] = []
@@ -70,6 +78,7 @@ def throughput_frame(results: ResultSet) -> pd.DataFrame:
                     "source": "harness",
                     "benchmark": None,
                     **{k: row.get(k) for k in THROUGHPUT_COLUMNS if k not in ("source", "benchmark", "file")},
+                    "formulation": _formulation(row.get("fold_linear_ops")),
                     "device": row.get("device", costs.doc.get("device")),
                     "file": costs.path,
                 }
@@ -90,6 +99,7 @@ def throughput_frame(results: ResultSet) -> pd.DataFrame:
                     "batch": info.get("batch"),
                     "dtype": info.get("dtype"),
                     "compiled": info.get("compiled"),
+                    "formulation": _formulation(info.get("fold_linear_ops")),
                     "device": info.get("device"),
                     "median_s": median,
                     "iqr_s": as_float(stats.get("iqr")),
@@ -111,6 +121,10 @@ def throughput_frame(results: ResultSet) -> pd.DataFrame:
     return frame
 
 
+# What must match for two throughput rows to be a like-for-like pair.
+_PAIR_KEYS = ("source", "model", "preset", "mode", "batch", "dtype", "compiled", "formulation", "device")
+
+
 def pair_frame(throughput: pd.DataFrame, column: str, base: Any) -> pd.DataFrame:
     """Median step time side by side across ``column`` (e.g. compiled, dtype), with speed-up over ``base``.
 
@@ -118,17 +132,24 @@ def pair_frame(throughput: pd.DataFrame, column: str, base: Any) -> pd.DataFrame
     without the ``base`` value or without any other value are dropped. Column values become strings
     (``"False"``/``"True"`` for ``compiled``).
     """
-    keys = [k for k in ("source", "model", "preset", "mode", "batch", "dtype", "compiled", "device") if k != column]
+    keys = [k for k in _PAIR_KEYS if k != column]
     if throughput.empty:
         return pd.DataFrame()
     frame = throughput.copy()
+    # A batch column holding a None somewhere turns float; keep "16", not "16.0".
+    frame["batch"] = frame["batch"].map(lambda b: str(int(b)) if pd.notna(b) else "nan")
     frame[[*keys, column]] = frame[[*keys, column]].astype(str)
     wide = frame.pivot_table(index=keys, columns=column, values="median_s", aggfunc="median")
     base = str(base)
+    if base not in wide.columns:
+        return pd.DataFrame()
     others = [c for c in wide.columns if c != base]
-    if base not in wide.columns or not others:
+    if not others:
         return pd.DataFrame()
     wide = wide[wide[base].notna() & wide[others].notna().any(axis=1)]
+    # Values that only appeared in rows without a pair (e.g. "default") leave empty columns.
+    wide = wide.dropna(axis=1, how="all")
+    others = [c for c in wide.columns if c != base]
     out = wide.reset_index()
     out.columns = [str(c) for c in out.columns]
     for other in others:
@@ -223,7 +244,7 @@ def _throughput_display(frame: pd.DataFrame) -> pd.DataFrame:
 def _pair_display(pairs: pd.DataFrame, column: str, base: str, names: dict[str, str]) -> pd.DataFrame:
     keys = [
         k
-        for k in ("source", "model", "preset", "mode", "batch", "dtype", "compiled", "device")
+        for k in _PAIR_KEYS
         if k != column and k in pairs
     ]
     out = pairs[keys].copy()
@@ -375,6 +396,19 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
                     "fp32 vs bf16/fp16 autocast (median step)",
                     files,
                     display=_pair_display(dtypes, "dtype", "fp32", {}),
+                )
+            )
+        folding = pair_frame(throughput, "formulation", "unfolded")
+        if len(folding):
+            section.blocks.append(
+                ctx.table(
+                    "folded_vs_unfolded",
+                    folding,
+                    "Folded cores vs the authors' step-by-step formulation (median step; same parameters and function)",
+                    files,
+                    display=_pair_display(
+                        folding, "formulation", "unfolded", {"unfolded": "authors' formulation", "folded": "folded"}
+                    ),
                 )
             )
         if not len(compiled) and not len(dtypes):
