@@ -40,6 +40,7 @@ def measure_targets(
     bf16_variants: Sequence[tuple[bool, bool]] = ((False, False), (True, False)),
     numerics_batch: int = 2,
     device: str = "cpu",
+    matmul_n: int = 4096,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Measure the targets; ``bf16_variants`` are (compiled, channels_last) pairs, the best one is judged.
@@ -53,7 +54,7 @@ def measure_targets(
         StepSpec(model, preset, "train", batch, "bf16", compiled=c, channels_last=cl, device=device)
         for c, cl in bf16_variants
     ]
-    rows, peaks = measure_interleaved(specs, rounds, warmup, matmul_n=4096, progress=note)
+    rows, peaks = measure_interleaved(specs, rounds, warmup, matmul_n=matmul_n, progress=note)
     fp32, bf16_rows = rows[0], rows[1:]
     best = min(bf16_rows, key=lambda r: r["median_s"])
     note("bf16 numerics vs fp64")
@@ -131,6 +132,6 @@ def format_targets(result: dict) -> str:
     machine = result.get("machine")
     if machine is not None:
         state = "quiet" if machine["quiet"] else "NOT quiet: step spreads above 5% may be the machine's"
-        lines.append(f"machine: the 4096^2 matmul's own IQR/median was {machine['matmul_rel_iqr']:.1%} ({state})")
+        lines.append(f"machine: the {p['n']}^2 matmul's own IQR/median was {machine['matmul_rel_iqr']:.1%} ({state})")
     lines.append(f"(1-min load average after the run: {result.get('load_avg_1m_after')}; rounds were interleaved)")
     return "\n".join(lines)
