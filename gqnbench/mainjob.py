@@ -24,7 +24,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from gqnbench.presets import MODEL_NAMES, get_preset
-from gqnbench.results import atomic_write_text
+from gqnbench.results import write_result
 from gqnbench.training.budgets import SuiteBudget, suite_budget
 
 STAGES = ("data", "costs", "benchmarks", "time_to_target", "sweep", "samples", "report")
@@ -89,8 +89,13 @@ class MainJob:
         path = self._state_path()
         if not path.exists():
             return {"stages": {}}
-        state = json.loads(path.read_text())
-        if state.get("plan") != self._plan_key():
+        try:
+            state = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RuntimeError(
+                f"{path}: the main job's state file is not valid JSON ({exc}); delete it to start over"
+            ) from exc
+        if state.get("plan") != self._plan_key() or not isinstance(state.get("stages"), dict):
             # A different preset/quick/data request: earlier stages do not describe this run.
             return {"stages": {}}
         return state
@@ -109,8 +114,8 @@ class MainJob:
         }
 
     def _save_state(self, state: dict[str, Any]) -> None:
-        state["plan"] = self._plan_key()
-        atomic_write_text(self._state_path(), json.dumps(state, indent=2, default=str) + "\n")
+        # A results file of kind "main_job" (atomic), so the report can show what each stage cost.
+        write_result(self._state_path(), "main_job", {"plan": self._plan_key(), "stages": state["stages"]})
 
     # -- stages -------------------------------------------------------------------------------
 

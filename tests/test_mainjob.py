@@ -34,6 +34,9 @@ def test_tiny_main_job_writes_report_and_resumes(tmp_path, monkeypatch):
     assert done == set(STAGES) - {"benchmarks"}
     md = (out / "report.md").read_text()
     assert "Table 1" in md and "49,469,343" in md and "17,074,179" in md
+    # The state file is a results file the report reads: stage times, nothing ignored.
+    assert state["kind"] == "main_job" and "environment" in state
+    assert "What the main job's stages took" in md and "Ignored while scanning" not in md
     assert (out / "report.html").stat().st_size > 10_000
     ttt = json.loads((out / "results" / "time_to_target" / "time_to_target.json").read_text())
     assert {r["model"] for r in ttt["runs"]} == {"gqn", "metagqn"}

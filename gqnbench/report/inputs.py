@@ -19,7 +19,7 @@ from typing import Any
 
 from gqnbench.results import ResultsError, read_result
 
-KNOWN_KINDS = ("training_run", "time_to_target", "sweep", "samples", "costs")
+KNOWN_KINDS = ("training_run", "time_to_target", "sweep", "samples", "costs", "main_job")
 PYTEST_BENCHMARK = "pytest_benchmark"
 
 # Required top-level fields (and their JSON type) per kind; nested lists are checked below.
@@ -29,6 +29,7 @@ _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "sweep": {"field": str, "runs": list},
     "samples": {"scenes": list},
     "costs": {},
+    "main_job": {"stages": dict},
 }
 # Required fields of each item of a list field.
 _REQUIRED_ITEMS: dict[str, tuple[str, tuple[str, ...]]] = {

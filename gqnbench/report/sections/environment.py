@@ -64,6 +64,20 @@ def environment_frame(results: ResultSet, ctx: ReportContext) -> pd.DataFrame:
     return frame.dropna(axis=1, how="all") if len(frame) else frame
 
 
+def stage_frame(doc: dict[str, Any]) -> pd.DataFrame:
+    """The main job's stages in run order with their wall time, plus a total row."""
+    rows = [
+        {"stage": name, "status": info.get("status"), "wall_s": info.get("wall_s"), "detail": info.get("detail")}
+        for name, info in (doc.get("stages") or {}).items()
+        if isinstance(info, dict)
+    ]
+    if not rows:
+        return pd.DataFrame()
+    total = sum(float(r["wall_s"] or 0.0) for r in rows)
+    rows.append({"stage": "total", "status": None, "wall_s": round(total, 2), "detail": None})
+    return pd.DataFrame(rows)
+
+
 def transposed(frame: pd.DataFrame) -> pd.DataFrame:
     """Fields as rows, one column per environment: a wide environment table reads better on its side."""
     shown = display_generic(frame)
@@ -94,6 +108,20 @@ def build(results: ResultSet, ctx: ReportContext, report_info: dict[str, Any]) -
         )
     else:
         section.blocks.append(Note("No results files, so no measurement environment to show."))
+    for job in results.of_kind("main_job"):
+        stages = stage_frame(job.doc)
+        if len(stages):
+            plan = job.doc.get("plan") or {}
+            section.blocks.append(
+                ctx.table(
+                    "main_job_stages",
+                    stages,
+                    f"What the main job's stages took (preset {plan.get('preset')}"
+                    f"{', quick' if plan.get('quick') else ''}; wall clock, seconds)",
+                    [job.path],
+                    display=display_generic(stages),
+                )
+            )
     if results.ignored:
         names = ", ".join(f"`{ctx.rel(p)}`" for p in results.ignored[:10])
         section.blocks.append(
