@@ -40,3 +40,19 @@ def test_format_names_every_check(result: dict) -> None:
     for name in result["checks"]:
         assert name in text
     assert "256^2 matmul's own IQR/median" in text
+
+
+def test_report_shows_the_targets_as_measured(result: dict, tmp_path) -> None:
+    from gqnbench.report.build import build_report
+    from gqnbench.report.inputs import load_results
+    from gqnbench.results import write_result
+
+    write_result(tmp_path / "results" / "perf_targets.json", "costs", {"preset": "tiny", "perf_targets": result})
+    out = build_report(load_results([tmp_path / "results"]), tmp_path / "report", strict=True)
+    md = out.markdown.read_text()
+    assert "## Performance targets" in md
+    speedup = result["checks"]["bf16_speedup"]["value"]
+    assert f"| best bf16 variant: speed-up over fp32 eager | {speedup:.2f}x | >= 3.50x |" in md
+    assert f"{result['fp32']['median_s']:.3f}" in md
+    csv = (tmp_path / "report" / "tables" / "perf_targets_checks_1.csv").read_text()
+    assert csv.splitlines()[0] == "check,value,target,met"

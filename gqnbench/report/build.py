@@ -18,7 +18,17 @@ from gqnbench import __version__
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Document, Note, Paragraph, Section, render_html, render_markdown, sources_line
 from gqnbench.report.inputs import ReportInputError, ResultSet
-from gqnbench.report.sections import comparison, costs, curves, environment, robustness, samples, table1, targets
+from gqnbench.report.sections import (
+    comparison,
+    costs,
+    curves,
+    environment,
+    perf_targets,
+    robustness,
+    samples,
+    table1,
+    targets,
+)
 from gqnbench.results import atomic_write_text, git_commit
 
 
@@ -40,6 +50,7 @@ SECTIONS: list[tuple[str, SectionBuilder]] = [
     ("time-to-target", targets.build),
     ("robustness", robustness.build),
     ("costs", costs.build),
+    ("perf-targets", perf_targets.build),
     ("scaling", costs.build_scaling),
     ("samples", samples.build),
 ]

@@ -242,11 +242,7 @@ def _throughput_display(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _pair_display(pairs: pd.DataFrame, column: str, base: str, names: dict[str, str]) -> pd.DataFrame:
-    keys = [
-        k
-        for k in _PAIR_KEYS
-        if k != column and k in pairs
-    ]
+    keys = [k for k in _PAIR_KEYS if k != column and k in pairs]
     out = pairs[keys].copy()
     out["model"] = out["model"].map(model_label)
     if "compiled" in out:

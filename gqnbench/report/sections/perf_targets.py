@@ -1,0 +1,154 @@
+"""Issue 5's performance targets, from ``costs`` files written by ``gqnbench perf-targets --out``.
+
+Each such file holds one interleaved measurement (fp32 eager, bf16 variants and the matmul
+peaks timed in the same rounds); this section shows its checks and its rows as measured,
+plus the spread of the matmul itself, which says how quiet the machine was.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from gqnbench.report import formatting as F
+from gqnbench.report.context import ReportContext
+from gqnbench.report.document import Note, Paragraph, Section
+from gqnbench.report.inputs import ResultSet
+from gqnbench.report.study import model_label
+
+# check name -> (what it is, how its value is shown, the target's key and direction)
+_CHECKS: dict[str, tuple[str, str, str | None, str]] = {
+    "fp32_mfu": ("fp32 eager: share of the fp32 matmul peak", "pct", "fp32_mfu_min", ">="),
+    "bf16_speedup": ("best bf16 variant: speed-up over fp32 eager", "x", "bf16_speedup_min", ">="),
+    "bf16_mfu": ("best bf16 variant: share of the bf16 matmul peak", "pct", "bf16_mfu_min", ">="),
+    "bf16_numerics": ("bf16 gradients vs fp64 (TorchBench rule)", "sci", None, ""),
+    "timer_overhead": ("harness timer overhead / step", "sci", "timer_overhead_max", "<"),
+    "rel_iqr": ("spread (IQR/median) of the judged rows", "pct", "rel_iqr_max", "<"),
+}
+
+
+def _fmt(value: Any, how: str) -> str:
+    if how == "pct":
+        return F.fmt_pct(value)
+    if how == "x":
+        return F.MISSING if value is None else f"{float(value):.2f}x"
+    return F.fmt_sci(value, 2)
+
+
+def _variant(row: dict[str, Any]) -> str:
+    name = f"{row.get('dtype')} {'compiled' if row.get('compiled') else 'eager'}"
+    return name + (" channels_last" if row.get("channels_last") else "")
+
+
+def checks_frame(doc: dict[str, Any]) -> pd.DataFrame:
+    targets = doc.get("targets") or {}
+    rows = []
+    for name, check in (doc.get("checks") or {}).items():
+        label, how, key, direction = _CHECKS.get(name, (name, "sci", None, ""))
+        rows.append(
+            {
+                "check": label,
+                "value": check.get("value"),
+                "shown": _fmt(check.get("value"), how),
+                "target": f"{direction} {_fmt(targets[key], how)}" if key in targets else "passes",
+                "met": bool(check.get("met")),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def rows_frame(doc: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for row in [doc.get("fp32") or {}, *(doc.get("bf16") or [])]:
+        if not row:
+            continue
+        rows.append(
+            {
+                "variant": _variant(row),
+                "median_s": row.get("median_s"),
+                "min_s": row.get("min_s"),
+                "rel_iqr": row.get("rel_iqr"),
+                "flop_per_s": row.get("flop_per_s"),
+                "mfu": row.get("mfu"),
+                "authors_flop_rate_of_peak": row.get("authors_flop_rate_of_peak"),
+                "compile_s": row.get("compile_s"),
+                "graph_breaks": row.get("graph_breaks"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def build(results: ResultSet, ctx: ReportContext) -> Section:
+    section = Section("Performance targets", "perf-targets")
+    files = [f for f in results.of_kind("costs") if isinstance(f.doc.get("perf_targets"), dict)]
+    if not files:
+        section.blocks.append(
+            Note(
+                "No performance-target measurement among the inputs. `gqnbench perf-targets --out "
+                "results/perf_targets.json` measures one (paper-size GQN step, about 3 minutes on 2 cores)."
+            )
+        )
+        return section
+    for i, f in enumerate(files):
+        doc = f.doc["perf_targets"]
+        peak = doc.get("matmul_peak") or {}
+        machine = doc.get("machine") or {}
+        quiet = machine.get("quiet")
+        spread = F.fmt_pct(machine.get("matmul_rel_iqr")) if machine else "not recorded"
+        section.blocks.append(
+            Paragraph(
+                f"{model_label(str(doc.get('model')))}, `{doc.get('preset')}` preset, training step at batch "
+                f"{doc.get('batch')}; rounds interleaved with a {peak.get('n')}² matmul that gives the peaks "
+                f"(fp32 {F.fmt_float(as_giga(peak.get('fp32_flop_per_s')), 0)} GFLOP/s, bf16 "
+                f"{F.fmt_float(as_giga(peak.get('bf16_flop_per_s')), 0)} GFLOP/s). The matmul's own IQR/median "
+                f"was {spread}{'' if quiet is None else (' (quiet machine)' if quiet else ' (machine not quiet)')}. "
+                "MFU counts the FLOPs this implementation executes; the authors' column divides the FLOPs of "
+                "their step-by-step formulation (the SPEC's 272 GFLOP/scene at paper size) by the same time."
+            )
+        )
+        checks = checks_frame(doc)
+        if len(checks):
+            section.blocks.append(
+                ctx.table(
+                    f"perf_targets_checks_{i + 1}",
+                    checks.drop(columns=["shown"]),
+                    "Targets",
+                    [f.path],
+                    display=pd.DataFrame(
+                        {
+                            "target": checks["check"],
+                            "measured": checks["shown"],
+                            "required": checks["target"],
+                            "met": checks["met"].map(lambda m: F.fmt_bool(m, "met", "NOT met")),
+                        }
+                    ),
+                )
+            )
+        rows = rows_frame(doc)
+        if len(rows):
+            section.blocks.append(
+                ctx.table(
+                    f"perf_targets_rows_{i + 1}",
+                    rows,
+                    "The measured variants (median of the interleaved rounds)",
+                    [f.path],
+                    display=pd.DataFrame(
+                        {
+                            "variant": rows["variant"],
+                            "median (s)": rows["median_s"].map(lambda v: F.fmt_float(v, 3)),
+                            "min (s)": rows["min_s"].map(lambda v: F.fmt_float(v, 3)),
+                            "IQR/median": rows["rel_iqr"].map(F.fmt_pct),
+                            "GFLOP/s": rows["flop_per_s"].map(lambda v: F.fmt_float(as_giga(v), 0)),
+                            "MFU": rows["mfu"].map(F.fmt_pct),
+                            "authors' FLOPs / peak": rows["authors_flop_rate_of_peak"].map(F.fmt_pct),
+                            "compile (s)": rows["compile_s"].map(lambda v: F.fmt_float(v, 1)),
+                        }
+                    ),
+                )
+            )
+    return section
+
+
+def as_giga(value: Any) -> float | None:
+    return None if value is None else float(value) / 1e9
