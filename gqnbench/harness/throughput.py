@@ -11,7 +11,8 @@ matmul peak of the same dtype measured on the same device in the same run
 
 ``costs.json`` fields::
 
-    matmul_peak = {"fp32_flop_per_s", "bf16_flop_per_s", ("fp16_flop_per_s" on CUDA), "n", "device"}
+    matmul_peak = {"fp32_flop_per_s", "bf16_flop_per_s", ("fp16_flop_per_s" on CUDA), "n", "device",
+                   "<dtype>_flop_per_s_median", "<dtype>_rel_iqr"}   # peak = fastest call
     throughput  = [{"model", "preset", "mode", "batch", "dtype", "compiled", "channels_last", "fold_linear_ops", "device",
                     "median_s", "iqr_s", "q1_s", "q3_s", "rel_iqr", "rounds", "warmup",
                     "images_per_s", "flop_per_step", "flop_per_s", "mfu", "authors_flop_per_step",
@@ -65,9 +66,19 @@ def matmul_peak(
         a = torch.randn(n, n, generator=gen).to(dev, DTYPES[name])
         b = torch.randn(n, n, generator=gen).to(dev, DTYPES[name])
         timing = time_calls(lambda a=a, b=b: torch.mm(a, b), dev, rounds=rounds, warmup=2)
-        result[f"{name}_flop_per_s"] = 2.0 * n**3 / timing.median_s
-        result[f"{name}_rel_iqr"] = timing.rel_iqr
+        result.update(_peak_fields(name, n, timing))
     return result
+
+
+def _peak_fields(name: str, n: int, timing: Timing) -> dict:
+    # The peak is the best rate the device showed (fastest call), not the median: on a noisy
+    # host the median understates the peak and pushes MFU above what the hardware allows.
+    # Steps are still judged on their median, so MFU errs low.
+    return {
+        f"{name}_flop_per_s": 2.0 * n**3 / timing.min_s,
+        f"{name}_flop_per_s_median": 2.0 * n**3 / timing.median_s,
+        f"{name}_rel_iqr": timing.rel_iqr,
+    }
 
 
 def peak_for(dtype: str, peaks: dict | None) -> float | None:
@@ -260,9 +271,7 @@ def measure_interleaved(
     if mm_fns:
         peaks = {"n": matmul_n, "device": str(cases[0].device if cases else "cpu"), "unit": "FLOP/s"}
         for name, ts in mm_times.items():
-            t = Timing.from_times(ts)
-            peaks[f"{name}_flop_per_s"] = 2.0 * matmul_n**3 / t.median_s
-            peaks[f"{name}_rel_iqr"] = t.rel_iqr
+            peaks.update(_peak_fields(name, matmul_n, Timing.from_times(ts)))
     rows = [case.row(Timing.from_times(ts), warmup, peaks, None, load_avg) for case, ts in zip(cases, times)]
     return rows, peaks
 

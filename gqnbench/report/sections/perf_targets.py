@@ -79,6 +79,39 @@ def rows_frame(doc: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def machine_spread(doc: dict[str, Any]) -> dict[str, Any]:
+    """The matmul's own spread; files written before it was stored carry it in the peaks."""
+    if isinstance(doc.get("machine"), dict):
+        return doc["machine"]
+    peak = doc.get("matmul_peak") or {}
+    spreads = [peak[k] for k in ("fp32_rel_iqr", "bf16_rel_iqr") if isinstance(peak.get(k), (int, float))]
+    if not spreads:
+        return {}
+    limit = (doc.get("targets") or {}).get("rel_iqr_max", 0.05)
+    return {"matmul_rel_iqr": max(spreads), "quiet": max(spreads) < limit}
+
+
+def runs_frame(files: list) -> pd.DataFrame:
+    """One row per measurement: how the targets moved from run to run on the same code."""
+    rows = []
+    for f in files:
+        doc = f.doc["perf_targets"]
+        checks = doc.get("checks") or {}
+        rows.append(
+            {
+                "created": f.doc.get("created"),
+                "commit": (f.doc.get("environment") or {}).get("commit"),
+                "fp32_mfu": (checks.get("fp32_mfu") or {}).get("value"),
+                "bf16_speedup": (checks.get("bf16_speedup") or {}).get("value"),
+                "bf16_mfu": (checks.get("bf16_mfu") or {}).get("value"),
+                "rel_iqr": (checks.get("rel_iqr") or {}).get("value"),
+                "matmul_rel_iqr": machine_spread(doc).get("matmul_rel_iqr"),
+                "all_met": all(bool(c.get("met")) for c in checks.values()) if checks else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def build(results: ResultSet, ctx: ReportContext) -> Section:
     section = Section("Performance targets", "perf-targets")
     files = [f for f in results.of_kind("costs") if isinstance(f.doc.get("perf_targets"), dict)]
@@ -90,10 +123,32 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
             )
         )
         return section
+    if len(files) > 1:
+        runs = runs_frame(files)
+        section.blocks.append(
+            ctx.table(
+                "perf_targets_runs",
+                runs,
+                f"{len(files)} measurements, one per file (details of each below)",
+                [f.path for f in files],
+                display=pd.DataFrame(
+                    {
+                        "measured at": runs["created"].astype(str),
+                        "commit": runs["commit"].astype(str),
+                        "fp32 MFU": runs["fp32_mfu"].map(F.fmt_pct),
+                        "bf16 speed-up": runs["bf16_speedup"].map(lambda v: _fmt(v, "x")),
+                        "bf16 MFU": runs["bf16_mfu"].map(F.fmt_pct),
+                        "step spread": runs["rel_iqr"].map(F.fmt_pct),
+                        "matmul spread (machine)": runs["matmul_rel_iqr"].map(F.fmt_pct),
+                        "all met": runs["all_met"].map(lambda m: F.fmt_bool(m, "yes", "no")),
+                    }
+                ),
+            )
+        )
     for i, f in enumerate(files):
         doc = f.doc["perf_targets"]
         peak = doc.get("matmul_peak") or {}
-        machine = doc.get("machine") or {}
+        machine = machine_spread(doc)
         quiet = machine.get("quiet")
         spread = F.fmt_pct(machine.get("matmul_rel_iqr")) if machine else "not recorded"
         section.blocks.append(
