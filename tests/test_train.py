@@ -176,32 +176,12 @@ def test_time_to_target_unreachable_is_not_reached(preset, data, tmp_path: Path)
     for s in raw["summary"].values():
         assert s["median_wall_s"] == "inf" and s["reached"] == 0 and s["total"] == 2
     # A target every model meets before training is reached at step 0, at 0 s.
-    easy = run_time_to_target(
-        preset,
-        ["gqn"],
-        target_nll=1e9,
-        seeds=1,
-        budget_steps=10,
-        out_dir=tmp_path / "easy",
-        data=data,
-        isolate=False,
-        progress=False,
-    )
+    reachable = {"target_nll": 1e9, "seeds": 1, "budget_steps": 10, "data": data, "isolate": False, "progress": False}
+    easy = run_time_to_target(preset, ["gqn"], out_dir=tmp_path / "easy", **reachable)
     run = read_result(easy, "time_to_target")["runs"][0]
     assert run["reached"] is True and run["steps"] == 0 and run["wall_s"] == 0.0
     # Training past the target keeps the first reach as the time to target but the whole curve.
-    past = run_time_to_target(
-        preset,
-        ["gqn"],
-        target_nll=1e9,
-        seeds=1,
-        budget_steps=10,
-        out_dir=tmp_path / "past",
-        data=data,
-        isolate=False,
-        progress=False,
-        stop_at_target=False,
-    )
+    past = run_time_to_target(preset, ["gqn"], out_dir=tmp_path / "past", stop_at_target=False, **reachable)
     doc = read_result(past, "time_to_target")
     run = doc["runs"][0]
     assert doc["stop_at_target"] is False

@@ -144,10 +144,11 @@ class StepSpec:
             flags.append("channels_last")
         if not self.flush_denormal:
             flags.append("denormals")
-        for key, value in self.overrides:
-            # fold_linear_ops=False is the common one; give it a short name.
-            off = str(value).lower() in ("false", "0", "no", "off")
-            flags.append("unfolded" if key.endswith("fold_linear_ops") and off else f"{key}={value}")
+        # The authors' formulation gets a short name, read from the resolved config so "false",
+        # "off" or False from --set all say the same.
+        flags += [f"{key}={value}" for key, value in self.overrides if not key.endswith("fold_linear_ops")]
+        if not self.resolved_preset().model_config(self.model).fold_linear_ops:
+            flags.append("unfolded")
         return f"{self.mode}-{self.model}-{self.preset}-b{self.resolved_batch()}-{'-'.join(flags)}"
 
 

@@ -61,9 +61,8 @@ class PointUpsample(nn.ConvTranspose2d):
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if x.shape[-2:] != (1, 1) or output_size is not None:
             return super().forward(x, output_size)
-        device = x.device.type
-        if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
-            with torch.autocast(device, enabled=False):
+        if active_autocast_dtype(x) is not None:
+            with torch.autocast(x.device.type, enabled=False):
                 out = torch.mm(x.flatten(1).to(self.weight.dtype), self.weight.flatten(1))
         else:
             out = torch.mm(x.flatten(1), self.weight.flatten(1))
@@ -76,7 +75,13 @@ def in_autocast_dtype(weight: torch.Tensor) -> torch.Tensor:
     Autocast caches casts of parameters only; a weight derived from one (a slice, a
     product) would otherwise be cast again at every step, forward and backward.
     """
-    device = weight.device.type
+    dtype = active_autocast_dtype(weight)
+    return weight if dtype is None else weight.to(dtype)
+
+
+def active_autocast_dtype(tensor: torch.Tensor) -> torch.dtype | None:
+    """The autocast dtype in force for ``tensor``'s device, or None (meta tensors never autocast)."""
+    device = tensor.device.type
     if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
-        return weight.to(torch.get_autocast_dtype(device))
-    return weight
+        return torch.get_autocast_dtype(device)
+    return None

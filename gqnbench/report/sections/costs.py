@@ -125,6 +125,26 @@ def throughput_frame(results: ResultSet) -> pd.DataFrame:
 _PAIR_KEYS = ("source", "model", "preset", "mode", "batch", "dtype", "compiled", "formulation", "device")
 
 
+# The like-for-like pair tables: (table name, column that differs, base value, caption, display names).
+_PAIR_TABLES: tuple[tuple[str, str, Any, str, dict[str, str]], ...] = (
+    (
+        "eager_vs_compiled",
+        "compiled",
+        False,
+        "Eager vs torch.compile (median step)",
+        {"False": "eager", "True": "compiled"},
+    ),
+    ("fp32_vs_lowp", "dtype", "fp32", "fp32 vs bf16/fp16 autocast (median step)", {}),
+    (
+        "folded_vs_unfolded",
+        "formulation",
+        "unfolded",
+        "Folded cores vs the authors' step-by-step formulation (median step; same parameters and function)",
+        {"unfolded": "authors' formulation", "folded": "folded"},
+    ),
+)
+
+
 def pair_frame(throughput: pd.DataFrame, column: str, base: Any) -> pd.DataFrame:
     """Median step time side by side across ``column`` (e.g. compiled, dtype), with speed-up over ``base``.
 
@@ -372,42 +392,20 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
                 display=_throughput_display(throughput),
             )
         )
-        compiled = pair_frame(throughput, "compiled", False)
-        if len(compiled):
-            section.blocks.append(
-                ctx.table(
-                    "eager_vs_compiled",
-                    compiled,
-                    "Eager vs torch.compile (median step)",
-                    files,
-                    display=_pair_display(compiled, "compiled", "False", {"False": "eager", "True": "compiled"}),
+        pairs = {}
+        for name, column, base, caption, names in _PAIR_TABLES:
+            pairs[column] = pair_frame(throughput, column, base)
+            if len(pairs[column]):
+                section.blocks.append(
+                    ctx.table(
+                        name,
+                        pairs[column],
+                        caption,
+                        files,
+                        display=_pair_display(pairs[column], column, str(base), names),
+                    )
                 )
-            )
-        dtypes = pair_frame(throughput, "dtype", "fp32")
-        if len(dtypes):
-            section.blocks.append(
-                ctx.table(
-                    "fp32_vs_lowp",
-                    dtypes,
-                    "fp32 vs bf16/fp16 autocast (median step)",
-                    files,
-                    display=_pair_display(dtypes, "dtype", "fp32", {}),
-                )
-            )
-        folding = pair_frame(throughput, "formulation", "unfolded")
-        if len(folding):
-            section.blocks.append(
-                ctx.table(
-                    "folded_vs_unfolded",
-                    folding,
-                    "Folded cores vs the authors' step-by-step formulation (median step; same parameters and function)",
-                    files,
-                    display=_pair_display(
-                        folding, "formulation", "unfolded", {"unfolded": "authors' formulation", "folded": "folded"}
-                    ),
-                )
-            )
-        if not len(compiled) and not len(dtypes):
+        if not len(pairs["compiled"]) and not len(pairs["dtype"]):
             section.blocks.append(Note("No like-for-like eager/compiled or fp32/bf16 pairs among the throughput rows."))
 
     numerics = generic_frame(results, "numerics", ["model", "path"])
