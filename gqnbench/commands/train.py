@@ -9,6 +9,7 @@ Examples::
     gqnbench time-to-target --models gqn metagqn --seeds 3 --budget 300s   # seconds budget, default target
     gqnbench sweep --models gqn metagqn --z-channels 3 32 128 --steps 300 --processes 2
     gqnbench sweep --models gqn --field train.lr_start --values 1e-4 5e-4 2e-3
+    gqnbench sweep --preset paper --z-channels 3 32 128 --executor slurm --partition gpu --gpus-per-run 1
     gqnbench samples results/runs/gqn-cpu-seed0.pt results/runs/metagqn-cpu-seed0.pt --out results/samples.json
 """
 
@@ -18,6 +19,7 @@ import argparse
 import re
 
 from gqnbench.commands.common import add_preset_arguments, preset_from_args
+from gqnbench.training.executors import RunsUnfinished, add_executor_arguments, executor_from_args
 
 
 def parse_budget(text: str) -> tuple[int | None, float | None]:
@@ -111,33 +113,56 @@ def _train(args: argparse.Namespace) -> int:
     return 0 if result.doc["status"] in ("completed", "diverged") else 1
 
 
+def _print_unfinished(doc: dict) -> None:
+    for r in doc.get("unfinished_runs", []):
+        what = " ".join(f"{k} {r[k]}" for k in ("value", "seed") if k in r)
+        error = f": {r['error']}" if r.get("error") else ""
+        print(f"  {r['model']} {what}: {r['state']} (job {r['job_id']}){error}")
+
+
+def _finish(path, unfinished: RunsUnfinished | None) -> int:  # noqa: ANN001
+    print(f"-> {path}")
+    if unfinished is None:
+        return 0
+    print(f"not finished yet: {unfinished}")
+    return 3
+
+
 def _time_to_target(args: argparse.Namespace) -> int:
     from gqnbench.results import read_result
     from gqnbench.training.time_to_target import run_time_to_target
 
     _overrides(args)
     preset = preset_from_args(args)
+    executor = executor_from_args(args)
     steps, seconds = parse_budget(args.budget) if args.budget else (None, None)
-    path = run_time_to_target(
-        preset,
-        args.models,
-        args.target,
-        args.seeds,
-        budget_steps=steps,
-        budget_seconds=seconds,
-        out_dir=args.out,
-        resume=not args.no_resume,
-        cache_root=args.data_cache,
-        progress=not args.no_progress,
-    )
+    unfinished = None
+    try:
+        path = run_time_to_target(
+            preset,
+            args.models,
+            args.target,
+            args.seeds,
+            budget_steps=steps,
+            budget_seconds=seconds,
+            out_dir=args.out,
+            resume=not args.no_resume,
+            cache_root=args.data_cache,
+            progress=not args.no_progress,
+            executor=executor,
+        )
+    except RunsUnfinished as exc:
+        path, unfinished = exc.path, exc
     doc = read_result(path, "time_to_target")
     print(f"time to val NLL <= {doc['target_nll']:.1f} nats/image ({doc['preset']}, budget {doc['budget']}):")
     for model, s in doc["summary"].items():
+        left = f"; {s['unfinished']} not finished" if s.get("unfinished") else ""
         print(
-            f"  {model}: median {s['median_wall_s']} s, {s['median_steps']} steps; reached {s['reached']}/{s['total']}"
+            f"  {model}: median {s['median_wall_s']} s, {s['median_steps']} steps; "
+            f"reached {s['reached']}/{s['total']}{left}"
         )
-    print(f"-> {path}")
-    return 0
+    _print_unfinished(doc)
+    return _finish(path, unfinished)
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -155,21 +180,27 @@ def _sweep(args: argparse.Namespace) -> int:
         raise ValueError("say what to sweep: --z-channels 3 32 128, or --field train.lr_start --values 1e-4 5e-4")
     from gqnbench.config import parse_override_strings
 
-    path = run_sweep(
-        args.preset,
-        args.models,
-        field,
-        values,
-        args.seeds,
-        out_dir=args.out,
-        steps=args.steps,
-        target_nll=args.target,
-        processes=args.processes,
-        resume=not args.no_resume,
-        overrides=parse_override_strings(args.overrides),
-        cache_root=args.data_cache,
-        progress=not args.no_progress,
-    )
+    executor = executor_from_args(args)
+    unfinished = None
+    try:
+        path = run_sweep(
+            args.preset,
+            args.models,
+            field,
+            values,
+            args.seeds,
+            out_dir=args.out,
+            steps=args.steps,
+            target_nll=args.target,
+            processes=args.processes,
+            resume=not args.no_resume,
+            overrides=parse_override_strings(args.overrides),
+            cache_root=args.data_cache,
+            progress=not args.no_progress,
+            executor=executor,
+        )
+    except RunsUnfinished as exc:
+        path, unfinished = exc.path, exc
     doc = read_result(path, "sweep")
     print(f"sweep of {doc['field']} over {doc['values']} ({doc['preset']}, {doc['steps']} steps):")
     for r in doc["runs"]:
@@ -179,13 +210,14 @@ def _sweep(args: argparse.Namespace) -> int:
             f"  {r['model']} {r['value']} seed {r['seed']}: final val NLL {_num(r['final_val_nll'])}, "
             f"learned {r['learned']}, improved {r.get('improved')}{extra}"
         )
+    _print_unfinished(doc)
     for model, s in doc["summary"].items():
+        left = f"; {s['unfinished']} not finished" if s.get("unfinished") else ""
         print(
             f"  {model}: final NLL spread {_num(s['final_nll_spread'])}, median {_num(s['final_nll_median'])}, "
-            f"learned {_num(s['fraction_learned'], 2)}, improved {_num(s.get('fraction_improved'), 2)}"
+            f"learned {_num(s['fraction_learned'], 2)}, improved {_num(s.get('fraction_improved'), 2)}{left}"
         )
-    print(f"-> {path}")
-    return 0
+    return _finish(path, unfinished)
 
 
 def _samples(args: argparse.Namespace) -> int:
@@ -217,6 +249,7 @@ def register(subparsers) -> None:  # noqa: ANN001
     g.add_argument("--budget", default=None, help="steps (500) or wall time (300s, 5m) per run (default: preset steps)")
     g.add_argument("--no-resume", action="store_true", help="retrain runs that already finished")
     _common(g)
+    add_executor_arguments(g)
     g.set_defaults(func=_time_to_target)
 
     s = subparsers.add_parser("sweep", help="robustness sweep over one config field")
@@ -230,6 +263,7 @@ def register(subparsers) -> None:  # noqa: ANN001
     s.add_argument("--processes", type=int, default=1, help="runs in parallel, threads split between them")
     s.add_argument("--no-resume", action="store_true", help="retrain runs that already finished")
     _common(s)
+    add_executor_arguments(s)
     s.set_defaults(func=_sweep)
 
     p = subparsers.add_parser("samples", help="prediction grids from trained weights (for the report)")

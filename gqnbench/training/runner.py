@@ -13,6 +13,10 @@ entry point with ``if __name__ == "__main__":`` (the workers re-import the main 
 Ctrl-C: the workers finish their current step, checkpoint and stop; queued jobs are
 cancelled and ``KeyboardInterrupt`` reaches the caller. Re-running continues from the
 checkpoints.
+
+``executor``: a :class:`gqnbench.training.executors.ClusterExecutor` runs each job as its own
+cluster job (Slurm through submitit) instead, recorded under ``out_dir``; jobs that have not
+finished come back as ``{"unfinished": True, "state": ...}`` entries (see that module).
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
 from gqnbench.training.numerics import flush_denormals_for_process
+
+if TYPE_CHECKING:
+    from gqnbench.training.executors import ClusterExecutor
 
 
 def available_cores() -> int:
@@ -47,11 +55,19 @@ def run_jobs(
     progress: bool = True,
     desc: str = "runs",
     threads: int | None = None,
+    executor: ClusterExecutor | None = None,
+    out_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """``[fn(job) for job in jobs]``, possibly in worker processes; ``fn`` must be importable (picklable).
 
     ``threads``: torch threads per worker (default: this process's cores / workers).
+    ``executor`` (with ``out_dir``, where job ids are recorded): one cluster job per job instead;
+    entries of unfinished jobs are ``{"unfinished": True, ...}``.
     """
+    if executor is not None:
+        if out_dir is None:
+            raise ValueError("a cluster executor needs out_dir (where the job ids are recorded)")
+        return executor.run(fn, jobs, out_dir, desc=desc, progress=progress)
     results: dict[int, dict[str, Any]] = {}
     bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress, leave=False)
     try:

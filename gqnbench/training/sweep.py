@@ -39,6 +39,7 @@ import numpy as np
 from gqnbench.presets import get_preset
 from gqnbench.results import as_float, write_result
 from gqnbench.training.data_source import load_training_data
+from gqnbench.training.executors import ClusterExecutor, raise_if_unfinished, unfinished_runs
 from gqnbench.training.loop import train
 from gqnbench.training.runner import run_jobs
 
@@ -123,7 +124,13 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
         }
 
 
-def _summary(runs: list[dict[str, Any]], models: Sequence[str], target_nll: float | None) -> dict[str, Any]:
+def _summary(
+    runs: list[dict[str, Any]],
+    models: Sequence[str],
+    target_nll: float | None,
+    unfinished: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """Per-model summary of the finished ``runs``; ``unfinished`` (cluster jobs not done) are only counted."""
     out: dict[str, Any] = {}
     for model in models:
         mine = [r for r in runs if r["model"] == model]
@@ -140,6 +147,7 @@ def _summary(runs: list[dict[str, Any]], models: Sequence[str], target_nll: floa
             "diverged": sum(bool(r["diverged"]) for r in mine),
             "failed": sum(r["status"] == "failed" for r in mine),
             "runs": len(mine),
+            "unfinished": sum(u["model"] == model for u in unfinished),
         }
         if target_nll is not None:
             entry["fraction_reached_target"] = (
@@ -167,12 +175,16 @@ def run_sweep(
     cache_root: str | Path | None = None,
     progress: bool = True,
     file_name: str | None = None,
+    executor: ClusterExecutor | None = None,
 ) -> Path:
     """Train ``models`` x ``values`` of ``field`` x ``seeds`` and write the ``sweep`` results file.
 
     ``processes`` runs in parallel; ``isolate`` (default) runs them in fresh worker processes
     even when ``processes`` is 1 (see :mod:`gqnbench.training.runner`) with ``threads`` torch
-    threads each (default: cores / processes).
+    threads each (default: cores / processes). ``executor``: one cluster job per run instead
+    (:mod:`gqnbench.training.executors`); the file then summarises the runs that finished, lists
+    the others under ``unfinished_runs`` and :class:`~gqnbench.training.executors.RunsUnfinished`
+    is raised after writing it.
     """
     if "." not in field:
         raise ValueError(f"sweep field {field!r} needs a section, e.g. model.z_channels or train.lr_start")
@@ -205,16 +217,27 @@ def run_sweep(
         load_training_data(data_cfg, cache_root)
 
     results = run_jobs(
-        _job, jobs, processes=processes, isolate=isolate, progress=progress, desc=f"sweep {field}", threads=threads
+        _job,
+        jobs,
+        processes=processes,
+        isolate=isolate,
+        progress=progress,
+        desc=f"sweep {field}",
+        threads=threads,
+        executor=executor,
+        out_dir=out_dir,
     )
     runs = []
     for job, r in zip(jobs, results):
+        if r.get("unfinished"):
+            continue
         row = {"model": job["model"], "value": job["value"], "seed": job["seed"], **r}
         if target_nll is not None:
             row["reached_target"] = math.isfinite(r["final_val_nll"]) and r["final_val_nll"] <= target_nll
         runs.append(row)
+    unfinished = unfinished_runs(jobs, results)
     safe = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", field)
-    return write_result(
+    path = write_result(
         out_dir / (file_name or f"sweep_{safe}.json"),
         "sweep",
         {
@@ -230,6 +253,9 @@ def run_sweep(
             ),
             "improved_criterion": f"not diverged and final val MSE <= {IMPROVED_MSE_FRACTION} x the step-0 val MSE",
             "runs": runs,
-            "summary": _summary(runs, models, target_nll),
+            "unfinished_runs": unfinished,
+            "summary": _summary(runs, models, target_nll, unfinished),
         },
     )
+    raise_if_unfinished(path, results, out_dir)
+    return path

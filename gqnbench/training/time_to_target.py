@@ -29,6 +29,7 @@ from gqnbench.presets import Preset, get_preset
 from gqnbench.results import as_float, write_result
 from gqnbench.training.budgets import default_target
 from gqnbench.training.data_source import TrainingData, load_training_data
+from gqnbench.training.executors import ClusterExecutor, raise_if_unfinished, unfinished_runs
 from gqnbench.training.loop import train
 from gqnbench.training.runner import run_jobs
 
@@ -56,6 +57,23 @@ def median_with_misses(values: Sequence[float]) -> float:
     if not values:
         return math.inf
     return float(np.median(np.asarray(values, dtype=np.float64)))
+
+
+def summarize(
+    runs: Sequence[Mapping[str, Any]], models: Sequence[str], unfinished: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, dict[str, Any]]:
+    """Per-model medians over the finished ``runs``; ``unfinished`` (cluster jobs not done) are only counted."""
+    summary = {}
+    for model in models:
+        mine = [r for r in runs if r["model"] == model]
+        summary[model] = {
+            "median_wall_s": median_with_misses([r["wall_s"] for r in mine]),
+            "median_steps": median_with_misses([r["steps"] if r["reached"] else math.inf for r in mine]),
+            "reached": sum(r["reached"] for r in mine),
+            "total": len(mine),
+            "unfinished": sum(u["model"] == model for u in unfinished),
+        }
+    return summary
 
 
 def _seed_list(seeds: int | Sequence[int]) -> list[int]:
@@ -112,6 +130,7 @@ def run_time_to_target(
     progress: bool = True,
     file_name: str = "time_to_target.json",
     stop_at_target: bool = True,
+    executor: ClusterExecutor | None = None,
 ) -> Path:
     """Train every model x seed to ``target_nll`` (None: the preset's default) and write the summary.
 
@@ -124,6 +143,9 @@ def run_time_to_target(
     Runs go one at a time: concurrent runs would share the cores and distort each other's clock.
     ``stop_at_target=False`` trains every run to the end of its budget (the time to target is
     still the first evaluation at the target), so all seeds give full curves to one step.
+    ``executor``: one cluster job per run, concurrently (:mod:`gqnbench.training.executors`);
+    the file then summarises the runs that finished, lists the others under ``unfinished_runs``
+    and :class:`~gqnbench.training.executors.RunsUnfinished` is raised after writing it.
     """
     if isinstance(preset, str):
         preset = get_preset(preset, overrides)
@@ -156,17 +178,20 @@ def run_time_to_target(
         for model in models
         for seed in _seed_list(seeds)
     ]
-    runs = run_jobs(_job, jobs, processes=1, isolate=isolate, progress=progress, desc="time to target", threads=threads)
-    summary = {}
-    for model in models:
-        mine = [r for r in runs if r["model"] == model]
-        summary[model] = {
-            "median_wall_s": median_with_misses([r["wall_s"] for r in mine]),
-            "median_steps": median_with_misses([r["steps"] if r["reached"] else math.inf for r in mine]),
-            "reached": sum(r["reached"] for r in mine),
-            "total": len(mine),
-        }
-    return write_result(
+    results = run_jobs(
+        _job,
+        jobs,
+        processes=1,
+        isolate=isolate,
+        progress=progress,
+        desc="time to target",
+        threads=threads,
+        executor=executor,
+        out_dir=out_dir,
+    )
+    runs = [r for r in results if not r.get("unfinished")]
+    unfinished = unfinished_runs(jobs, results)
+    path = write_result(
         out_dir / file_name,
         "time_to_target",
         {
@@ -178,6 +203,9 @@ def run_time_to_target(
             "budget": {"steps": budget_steps if budget_steps < 10**9 else None, "seconds": budget_seconds},
             "stop_at_target": stop_at_target,
             "runs": runs,
-            "summary": summary,
+            "unfinished_runs": unfinished,
+            "summary": summarize(runs, models, unfinished),
         },
     )
+    raise_if_unfinished(path, results, out_dir)
+    return path
