@@ -6,6 +6,11 @@ it) and is recorded in ``<out>/results/mainjob.json`` when it finishes, so re-ru
 command after an interrupt skips finished stages; the training stages also skip finished
 runs and continue unfinished ones from their checkpoints. The report stage reads only the
 results folder, so the same report can be rebuilt later with ``python -m gqnbench.report``.
+
+With a cluster ``executor`` (:mod:`gqnbench.training.executors`) the training stages submit
+their runs as jobs (both stages' jobs at once); while some have not finished, the job stops
+before the samples stage with :class:`~gqnbench.training.executors.RunsUnfinished`, and
+running the same command later collects them and carries on.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from tqdm.auto import tqdm
 from gqnbench.presets import MODEL_NAMES, get_preset
 from gqnbench.results import write_result
 from gqnbench.training.budgets import SuiteBudget, suite_budget
+from gqnbench.training.executors import ClusterExecutor, RunsUnfinished
 
 STAGES = ("data", "costs", "benchmarks", "time_to_target", "sweep", "samples", "report")
 STATE_FILE = "mainjob.json"
@@ -59,6 +65,7 @@ class MainJob:
     cache_root: Path | None = None
     skip: tuple[str, ...] = ()
     command: str = ""
+    executor: ClusterExecutor | None = None  # where the training runs go (None: this machine)
     budget: SuiteBudget = field(init=False)
 
     def __post_init__(self) -> None:
@@ -175,6 +182,7 @@ class MainJob:
             out_dir=self.results / "time_to_target",
             overrides=self.overrides(),
             cache_root=self.cache_root,
+            executor=self.executor,
         )
         return str(path)
 
@@ -194,6 +202,7 @@ class MainJob:
             processes=b.processes,
             overrides=self.overrides(),
             cache_root=self.cache_root,
+            executor=self.executor,
         )
         return str(path)
 
@@ -236,7 +245,10 @@ class MainJob:
             position=0,
             leave=True,
         )
+        unfinished: list[RunsUnfinished] = []  # training stages whose cluster jobs are still out
         for stage in bar:
+            if unfinished and stage not in ("time_to_target", "sweep"):
+                break  # later stages need every run
             done = state["stages"].get(stage, {})
             if done.get("status") == "done" and stage != "report":
                 bar.write(f"[{stage}] already done ({done.get('wall_s', 0):.0f} s): {done.get('detail', '')}")
@@ -244,11 +256,19 @@ class MainJob:
             bar.set_postfix_str(stage)
             bar.write(f"[{stage}] starting")
             start = time.perf_counter()
-            detail = getattr(self, f"_stage_{stage}")()
+            try:
+                detail = getattr(self, f"_stage_{stage}")()
+            except RunsUnfinished as exc:
+                unfinished.append(exc)
+                bar.write(f"[{stage}] not finished: {exc}")
+                continue
             wall = time.perf_counter() - start
             state["stages"][stage] = {"status": "done", "wall_s": round(wall, 2), "detail": detail}
             self._save_state(state)
             bar.write(f"[{stage}] done in {wall:.0f} s: {detail}")
+        bar.close()
+        if unfinished:
+            raise unfinished[0]
         total = sum(s.get("wall_s", 0) for s in state["stages"].values())
         log(f"report: {self.out / 'report.md'} and {self.out / 'report.html'} (stages took {total:.0f} s in all)")
         return self.out / "report.md"

@@ -242,3 +242,36 @@ def test_without_submitit_the_slurm_executor_says_how_to_install(monkeypatch: py
     args = build_parser().parse_args(["sweep", "--z-channels", "3", "--executor", "slurm"])
     with pytest.raises(ValueError, match=r'pip install "gqnbench\[cluster\]"'):
         executor_from_args(args)
+
+
+def test_two_rank_run_inside_one_job_uses_ddp(base: dict, sweeps: dict, tmp_path: Path) -> None:
+    """tasks_per_run=2 (what gpus_per_run=2 gives on Slurm): the run trains with DDP (gloo here) in one job."""
+    jobs = ClusterExecutor(**{**LOCAL_JOBS, "tasks_per_run": 2}, wait=True)
+    doc = read_result(
+        run_sweep("tiny", ["metagqn"], "model.z_channels", [2], out_dir=tmp_path, executor=jobs, **sweeps["kw"]),
+        "sweep",
+    )
+    (row,) = doc["runs"]
+    run_doc = read_result(tmp_path / row["run_file"], "training_run")
+    assert run_doc["status"] == "completed" and run_doc["world_size"] == 2
+    assert run_doc["environment"]["distributed_backend"] == "gloo"
+    # Two ranks x half the batch train on the same scenes as one process: the same curve up to float sums.
+    assert row["final_val_nll"] == pytest.approx(sweeps["local"]["runs"][0]["final_val_nll"], rel=1e-4)
+
+
+def test_main_job_submits_both_training_stages_then_collects_them(base: dict, tmp_path: Path) -> None:
+    from gqnbench.mainjob import MainJob
+
+    cache = tmp_path / "cache"
+    kw = {"preset": "tiny", "out": tmp_path / "report", "quick": True, "cache_root": cache}
+    kw["skip"] = ("costs", "benchmarks", "samples", "report")
+    with pytest.raises(RunsUnfinished):
+        MainJob(**kw, executor=ClusterExecutor(**LOCAL_JOBS)).run(log=lambda _: None)
+    results = tmp_path / "report" / "results"
+    # Both training stages submitted before the job stopped to wait for them.
+    assert (results / "time_to_target" / REGISTRY_FILE).is_file() and (results / "sweep" / REGISTRY_FILE).is_file()
+    MainJob(**kw, executor=ClusterExecutor(**LOCAL_JOBS, wait=True)).run(log=lambda _: None)
+    stages = json.loads((results / "mainjob.json").read_text())["stages"]
+    assert {k for k, v in stages.items() if v["status"] == "done"} == {"data", "time_to_target", "sweep"}
+    ttt = read_result(results / "time_to_target" / "time_to_target.json", "time_to_target")
+    assert {r["model"] for r in ttt["runs"]} == {"gqn", "metagqn"} and ttt["unfinished_runs"] == []

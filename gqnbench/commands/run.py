@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gqnbench.mainjob import STAGES, MainJob
 from gqnbench.presets import MODEL_NAMES
+from gqnbench.training.executors import RunsUnfinished, add_executor_arguments, executor_from_args
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -22,8 +23,13 @@ def _run(args: argparse.Namespace) -> int:
         cache_root=Path(args.cache) if args.cache else None,
         skip=tuple(args.skip),
         command=shlex.join(["gqnbench", *sys.argv[1:]]),
+        executor=executor_from_args(args),
     )
-    job.run()
+    try:
+        job.run()
+    except RunsUnfinished as exc:
+        print(f"training jobs not finished yet ({exc.counts}); run the same command again later to continue")
+        return 3
     return 0
 
 
@@ -48,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--benchmarks", default="benchmarks", help="the pytest-benchmark suite folder")
     p.add_argument("--cache", default=None, help="where the generated data set is cached (default ~/.cache/gqnbench)")
     p.add_argument("--skip", nargs="*", default=[], choices=list(STAGES), help="stages to leave out")
+    add_executor_arguments(p)
     p.set_defaults(func=_run)
 
     r = subparsers.add_parser("report", help="same as python -m gqnbench.report", add_help=False)

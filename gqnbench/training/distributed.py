@@ -38,6 +38,16 @@ class DistContext:
 
 
 SINGLE = DistContext()
+_ACTIVE: DistContext | None = None  # the group init_distributed joined in this process, until shutdown
+
+
+def active_context() -> DistContext:
+    """The context :func:`init_distributed` joined in this process, else :data:`SINGLE`.
+
+    ``train`` uses it when no ``dist_ctx`` is passed, so code that calls ``train`` without
+    knowing about DDP (a sweep's run inside a multi-GPU cluster job) trains on every rank.
+    """
+    return _ACTIVE or SINGLE
 
 
 def env_world_size() -> int:
@@ -60,6 +70,7 @@ def resolve_device(preference: str, ctx: DistContext = SINGLE) -> torch.device:
 
 def init_distributed(device_preference: str = "auto", init_method: str | None = None) -> DistContext:
     """Join the process group described by torchrun's environment; a no-op for one process."""
+    global _ACTIVE
     world = env_world_size()
     if world <= 1:
         return SINGLE
@@ -75,12 +86,16 @@ def init_distributed(device_preference: str = "auto", init_method: str | None = 
             world_size=world,
             timeout=datetime.timedelta(minutes=30),
         )
-    return DistContext(rank=rank, world_size=world, local_rank=local_rank, backend=backend)
+    _ACTIVE = DistContext(rank=rank, world_size=world, local_rank=local_rank, backend=backend)
+    return _ACTIVE
 
 
 def shutdown(ctx: DistContext) -> None:
+    global _ACTIVE
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
+    if ctx == _ACTIVE:
+        _ACTIVE = None
 
 
 def all_reduce_sum(values: Sequence[float], ctx: DistContext, device: torch.device) -> list[float]:

@@ -242,9 +242,10 @@ def train(
     the first evaluation with validation NLL <= target), ``max_seconds`` (stop once the wall
     clock passes it; both give status ``completed`` with ``stop_reason`` ``target`` /
     ``time_budget``), ``progress`` (tqdm bar), ``callback(step, record)`` (after every update;
-    may raise ``KeyboardInterrupt``), ``dist_ctx`` (from :func:`distributed.init_distributed`).
+    may raise ``KeyboardInterrupt``), ``dist_ctx`` (from :func:`distributed.init_distributed`; default:
+    the group this process joined, if any).
     """
-    ctx = dist_ctx or D.SINGLE
+    ctx = dist_ctx or D.active_context()
     overrides = {k: v for k, v in (("seed", seed), ("steps", steps)) if v is not None}
     cfg = dataclasses.replace(preset.train, **overrides)
     preset = dataclasses.replace(preset, train=cfg)
