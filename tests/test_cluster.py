@@ -202,6 +202,7 @@ def test_sbatch_script_of_a_two_gpu_run() -> None:
         "#SBATCH --qos=high",
         "#SBATCH --constraint=h100",
         "#SBATCH --signal=USR2@120",  # the checkpoint-and-requeue signal, 2 minutes before the end
+        "#SBATCH --requeue",
         "#SBATCH --job-name=gqnbench-gqn-ttt-seed0",
         "#SBATCH --output=/shared/out/submitit/%j/%j_0_log.out",
         "module load cuda/12.4",
@@ -259,6 +260,7 @@ def test_two_rank_run_inside_one_job_uses_ddp(base: dict, sweeps: dict, tmp_path
     assert row["final_val_nll"] == pytest.approx(sweeps["local"]["runs"][0]["final_val_nll"], rel=1e-4)
 
 
+@pytest.mark.slow  # six jobs sharing two cores
 def test_main_job_submits_both_training_stages_then_collects_them(base: dict, tmp_path: Path) -> None:
     from gqnbench.mainjob import MainJob
 
@@ -275,3 +277,21 @@ def test_main_job_submits_both_training_stages_then_collects_them(base: dict, tm
     assert {k for k, v in stages.items() if v["status"] == "done"} == {"data", "time_to_target", "sweep"}
     ttt = read_result(results / "time_to_target" / "time_to_target.json", "time_to_target")
     assert {r["model"] for r in ttt["runs"]} == {"gqn", "metagqn"} and ttt["unfinished_runs"] == []
+
+
+def test_sweep_command_submits_exits_and_collects_when_run_again(
+    base: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from gqnbench.cli import main
+
+    argv = ["sweep", "--preset", "tiny", "--models", "metagqn", "--z-channels", "2", "--steps", "10"]
+    argv += [f"--set={k}={v}" for k, v in base.items()] + ["--out", str(tmp_path), "--no-progress"]
+    argv += ["--executor", "submitit-local"]
+    assert main(argv) == 3  # submitted; the command does not wait unless asked
+    first = capsys.readouterr().out
+    assert "submitted 1 submitit-local job(s)" in first and "not finished yet" in first
+    assert "metagqn value 2 seed 0: " in first  # the unfinished run, with its job state
+    assert main([*argv, "--wait"]) == 0
+    out = capsys.readouterr().out
+    assert "submitted" not in out and "1 submitit-local job(s): 1 finished" in out
+    assert "metagqn 2 seed 0: final val NLL" in out

@@ -289,9 +289,9 @@ class ClusterExecutor:
             params["mem"] = _convert_mem(self.mem_gb)
         if self.setup:
             params["setup"] = list(self.setup)
-        extra = dict(_sbatch_flag(f) for f in self.sbatch_flags)
-        if extra:
-            params["additional_parameters"] = extra
+        # Requeueable: submitit's checkpoint hook requeues with `scontrol requeue`, and a preempted
+        # job comes back by itself where the cluster requeues preempted jobs.
+        params["additional_parameters"] = {"requeue": True, **dict(_sbatch_flag(f) for f in self.sbatch_flags)}
         return params
 
     def sbatch_script(self, folder: str | Path, job_name: str = "gqnbench", python: str | None = None) -> str:
