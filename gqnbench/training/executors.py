@@ -161,6 +161,19 @@ def _pid_is_submitit_controller(pid: int) -> bool:
     return b"submitit" in cmdline  # a zombie has an empty cmdline; a reused pid another one
 
 
+def _device_preference(job: Mapping[str, Any]) -> str:
+    """The run's ``train.device`` (picks the process-group backend: nccl for CUDA, gloo otherwise)."""
+    from gqnbench.presets import Preset, get_preset
+
+    preset = job.get("preset")
+    try:
+        if not isinstance(preset, Preset):
+            preset = get_preset(str(preset), job.get("overrides"))
+        return preset.train.device
+    except Exception:  # noqa: BLE001 - a job without a preset: let CUDA's presence decide
+        return "auto"
+
+
 class ClusterRun:
     """One run as a submitit job: ``fn(job)`` with this job's threads, DDP and preemption bridge.
 
@@ -192,7 +205,7 @@ class ClusterRun:
         ctx = D.SINGLE
         if env.num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-            ctx = D.init_distributed("auto")
+            ctx = D.init_distributed(_device_preference(self.job))
         # submitit's handler (checkpoint + requeue + exit) would stop training mid-step. Ask the
         # training loop for its clean stop instead (the first Ctrl-C: finish the step, write a
         # checkpoint, raise KeyboardInterrupt), then hand the signal on to submitit.
@@ -403,6 +416,7 @@ class ClusterExecutor:
                 registry.record(keys[i], label, str(submitted.job_id), self.cluster, str(folder), desc)
                 states[keys[i]] = (PENDING, None)
             self.log(f"{desc}: submitted {len(to_submit)} {self.name} job(s) (ids in {registry.path})")
+        shown: dict[str, int] | None = None
         while True:
             for key in keys:
                 if states[key][0] in (PENDING, RUNNING):
@@ -410,6 +424,9 @@ class ClusterExecutor:
             counts = {s: sum(states[k][0] == s for k in keys) for s in (PENDING, RUNNING, FINISHED, FAILED)}
             if not self.wait or counts[PENDING] + counts[RUNNING] == 0:
                 break
+            if progress and counts != shown:
+                self.log(f"{desc}: waiting: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+                shown = counts
             time.sleep(self.poll_s)
         self.log(f"{desc}: {len(keys)} {self.name} job(s): " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
         results = []
