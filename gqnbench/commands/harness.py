@@ -9,7 +9,7 @@ Examples::
     gqnbench throughput --models gqn metagqn --preset cpu --dtypes fp32 bf16 --compile both
     gqnbench numerics --model gqn --preset tiny --dtype bf16 [--compile]
     gqnbench scaling --models gqn --preset cpu --axis L --values 2 4 8
-    gqnbench profile --model gqn --preset cpu --out results/profile
+    gqnbench profile --model gqn --preset cpu --out results/profile   # phase table + trace + profile.json
     gqnbench perf-targets                           # issue 5's targets, paper GQN at batch 8 (minutes)
 """
 
@@ -274,8 +274,10 @@ def _run_scaling(args: argparse.Namespace) -> int:
 
 
 def _run_profile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from gqnbench.harness.common import StepSpec
-    from gqnbench.harness.profile import profile_step
+    from gqnbench.harness.profile import format_phase_table, profile_phases, profile_step, write_profile
 
     spec = StepSpec(
         args.model,
@@ -287,11 +289,35 @@ def _run_profile(args: argparse.Namespace) -> int:
         device=args.device,
         overrides=_overrides(args),
     )
-    result = profile_step(spec, args.out, warmup=args.warmup, active=args.steps, top_k=args.top_k)
-    print(result.table)
-    print(f"trace: {result.trace_path}  (tensorboard --logdir {result.out_dir}; or open in https://ui.perfetto.dev)")
-    if result.memory_snapshot:
-        print(f"CUDA memory snapshot: {result.memory_snapshot}  (open in https://pytorch.org/memory_viz)")
+    if args.compile or args.no_phases:
+        # Phase labels hook module calls, which a compiled step does not make: a plain trace instead.
+        result = profile_step(spec, args.out, warmup=args.warmup, active=args.steps, top_k=args.top_k)
+        print(result.table)
+        print(
+            f"trace: {result.trace_path}  (tensorboard --logdir {result.out_dir}; or open in https://ui.perfetto.dev)"
+        )
+        if result.memory_snapshot:
+            print(f"CUDA memory snapshot: {result.memory_snapshot}  (open in https://pytorch.org/memory_viz)")
+        return 0
+    from gqnbench.harness.throughput import matmul_peak
+
+    peaks = None if args.no_peak else matmul_peak(args.device, (args.dtype,), n=args.matmul_n)
+    case = profile_phases(
+        spec,
+        args.out,
+        warmup=args.warmup,
+        active=args.steps,
+        plain_rounds=args.plain_rounds,
+        top_k=args.top_k,
+        peaks=peaks,
+    )
+    print(format_phase_table(case))
+    print(f"  top operators by self time ({'CUDA' if case['phase_time'] == 'cuda kernel' else 'CPU'}):")
+    for op in case["top_operators"][: min(args.top_k, 10)]:
+        print(f"    {op['name'][:48]:<48} {op['self_s'] * 1e3:>9.2f} ms/step {op['share']:>7.1%}")
+    results = Path(args.results) if args.results else Path(args.out) / "profile.json"
+    print(f"trace: {case['trace_file']}  (tensorboard --logdir {args.out}; or open in https://ui.perfetto.dev)")
+    print(f"wrote {write_profile(results, [case], args.preset, args.device, peaks)}")
     return 0
 
 
@@ -453,7 +479,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _out_arg(p)
     p.set_defaults(func=_run_scaling)
 
-    p = subparsers.add_parser("profile", help="torch.profiler trace (TensorBoard/Perfetto) and top ops by self time")
+    p = subparsers.add_parser(
+        "profile", help="phase times, FLOP/s and share of peak per phase; trace for TensorBoard/Perfetto"
+    )
     add_preset_arguments(p)
     _model_arg(p)
     _device_arg(p)
@@ -461,10 +489,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _batch_arg(p)
     _dtype_arg(p)
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--warmup", type=int, default=1, help="unprofiled steps first (default 1)")
-    p.add_argument("--steps", type=int, default=2, help="profiled steps (default 2)")
+    p.add_argument("--warmup", type=int, default=2, help="unprofiled steps first (default 2)")
+    p.add_argument("--steps", type=int, default=3, help="profiled steps (default 3)")
     p.add_argument("--top-k", type=int, default=20)
     p.add_argument("--out", default="results/profile", help="trace folder (default results/profile)")
+    p.add_argument("--results", default=None, help="'profile' results file (default OUT/profile.json)")
+    p.add_argument("--plain-rounds", type=int, default=3, help="unprofiled steps timed before and after (default 3)")
+    p.add_argument("--matmul-n", type=int, default=None, help="size of the peak-measuring matmul (default 4096)")
+    p.add_argument("--no-peak", action="store_true", help="skip the matmul peak (no share of peak)")
+    p.add_argument("--no-phases", action="store_true", help="a plain trace and op table, without phase labels")
     p.set_defaults(func=_run_profile)
 
     p = subparsers.add_parser("perf-targets", help="issue 5's performance targets (paper GQN, batch 8; minutes)")

@@ -1,24 +1,87 @@
-"""Where the time goes: a torch.profiler trace of a few steps, a top-k op table, and a CUDA memory snapshot.
+"""Where the time goes: phase-labelled torch.profiler traces, per-phase time, FLOP/s and share of peak.
 
-The trace is written by ``torch.profiler.tensorboard_trace_handler`` as
+Two entry points:
+
+- :func:`profile_step` writes a plain trace of a few steps and a top-k op table (any step,
+  compiled ones included).
+- :func:`profile_phases` labels the phases of one eager training step with
+  ``torch.profiler.record_function`` (``gqnbench::representation``, ``::inference_core``,
+  ``::generation_core``, ``::heads``, ``::loss``, ``::backward``, ``::optimizer``), profiles
+  several steps after warm-up, and returns one *case* of a ``profile`` results file: the
+  time of each phase per step, its share of the step, its FLOPs (from
+  :mod:`gqnbench.harness.flops`, the same module groups), achieved FLOP/s and share of the
+  measured matmul peak, the top operators by self time, the profiler's overhead (plain,
+  labelled and profiled step times measured in the same run) and, on CUDA, the memory
+  timeline's peak by category. :func:`write_profile` writes cases as a ``profile`` results file.
+
+Labels come from the model interface, not from the model code: forward pre/post hooks on
+every submodule of ``model.module_groups()`` switch the open label when execution enters
+or leaves a group (so a plugin model is labelled too). At any moment exactly one phase
+label is open, so the phases never nest or overlap and their times add up to the step
+(minus the small gaps between them); the L-step cores open one range per step and the
+phase time is their sum. Forward work outside every group (sampling, the KL, the NLL,
+the model's own glue code) is the ``loss`` phase. Groups ending in ``_head`` are the
+``heads`` phase; other group names (a plugin's) become phases of their own.
+
+Phase time: on CPU the label's wall time; on CUDA the kernel time of the operators
+launched while the label was open (from any thread: backward runs on the autograd
+device threads). The trace is written by ``torch.profiler.tensorboard_trace_handler`` as
 ``<out>/<worker>.<timestamp>.pt.trace.json``: it opens in TensorBoard's profiler plugin
-(``tensorboard --logdir <out>``; the torch-tb-profiler plugin is no longer maintained
-upstream but still reads it) and in Perfetto (ui.perfetto.dev) or chrome://tracing.
-The table ranks ops by self time (CPU, and CUDA on a GPU). On CUDA, a memory snapshot
-(``torch.cuda.memory._record_memory_history`` / ``_dump_snapshot``) is written as
-``<out>/memory_snapshot.pickle``; drop it on https://pytorch.org/memory_viz to see
-every allocation over time.
+(``pip install torch-tb-profiler``, then ``tensorboard --logdir <out>``; the plugin is no
+longer maintained upstream but still reads it) and in Perfetto (ui.perfetto.dev) or
+chrome://tracing. On CUDA, a memory snapshot (``torch.cuda.memory._record_memory_history``
+/ ``_dump_snapshot``) is written as ``<out>/memory_snapshot.pickle``; drop it on
+https://pytorch.org/memory_viz to see every allocation over time.
+
+``profile`` results file::
+
+    {"kind": "profile", "preset", "device", "matmul_peak": {...} | null,
+     "cases": [{"label", "model", "preset", "mode", "batch", "dtype", "formulation": folded|authors,
+                "fold_linear_ops", "overrides", "warmup", "steps", "trace_file",
+                "phases": [{"phase", "label", "time_s" (per step), "share" (of the profiled step),
+                            "calls_per_step" (label ranges opened), "flop" (per step, whole batch; null if not counted),
+                            "flop_per_s", "share_of_peak"}],
+                "phase_sum_s", "profiled_step_s" (trace: mean ProfilerStep), "unlabelled_s",
+                "phase_time": "cpu wall" | "cuda kernel", "peak_flop_per_s",
+                "timing": {"plain" | "labelled" | "profiled": {median_s, q1_s, q3_s, min_s, max_s, times_s}},
+                "overhead": {"profiled_over_plain", "labelled_over_plain"},
+                "top_operators": [{"name", "self_s" (per step), "calls_per_step", "share"}],
+                "memory": null | {"peak_allocated_bytes", "timeline_peak_bytes", "at_peak": {category: bytes}}}]}
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
+import json
+import os
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
+from torch import nn
+from torch.profiler import ProfilerActivity, profile, record_function, schedule, tensorboard_trace_handler
 
-from gqnbench.harness.common import StepSpec, prepare_step, synchronize
+from gqnbench.harness.common import (
+    StepSpec,
+    Timing,
+    UnsupportedCase,
+    autocast,
+    make_episode,
+    model_config,
+    prepare_step,
+    synchronize,
+)
+
+LABEL_PREFIX = "gqnbench::"
+# Reading order of the phases of one training step; plugin groups go before "loss".
+PHASES = ("representation", "inference_core", "generation_core", "heads", "loss", "backward", "optimizer")
+FORWARD_BASE = {"train": "loss", "infer": "other"}
 
 
 @dataclass
@@ -27,6 +90,16 @@ class ProfileResult:
     table: str
     memory_snapshot: Path | None
     out_dir: Path
+
+
+TRACE_GLOB = "*.pt.trace.json*"  # .pt.trace.json or, gzipped, .pt.trace.json.gz
+
+
+def _new_traces(out_dir: Path, before: set[Path]) -> list[Path]:
+    new = sorted(set(out_dir.glob(TRACE_GLOB)) - before, key=lambda p: p.stat().st_mtime)
+    if not new:
+        raise RuntimeError(f"torch.profiler wrote no trace file into {out_dir}")
+    return new
 
 
 def profile_step(
@@ -46,7 +119,7 @@ def profile_step(
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
-    before = set(out_dir.glob("*.pt.trace.json"))
+    before = set(out_dir.glob(TRACE_GLOB))
     worker = spec.label().replace("/", "_")
     snapshot_path = None
     record_memory = memory_snapshot and device.type == "cuda"
@@ -70,9 +143,458 @@ def profile_step(
     finally:
         if record_memory:
             torch.cuda.memory._record_memory_history(enabled=None)
-    new = sorted(set(out_dir.glob("*.pt.trace.json")) - before, key=lambda p: p.stat().st_mtime)
-    if not new:
-        raise RuntimeError(f"torch.profiler wrote no trace file into {out_dir}")
+    new = _new_traces(out_dir, before)
     sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=sort_by, row_limit=top_k, max_name_column_width=48)
     return ProfileResult(trace_path=new[-1], table=table, memory_snapshot=snapshot_path, out_dir=out_dir)
+
+
+# --- phase labels --------------------------------------------------------------------------------------------
+
+
+def phase_of_group(group: str, base: str = "loss") -> str:
+    """The phase a module group's time goes to: ``*_head`` groups are ``heads``; ``other`` is the base phase."""
+    if group == "other":
+        return base
+    if group == "heads" or group.endswith("_head"):
+        return "heads"
+    return group
+
+
+def phase_label(phase: str) -> str:
+    return LABEL_PREFIX + phase
+
+
+def ordered_phases(phases: list[str] | set[str]) -> list[str]:
+    """Known phases in reading order, a plugin's own groups before ``loss``."""
+    known = [p for p in PHASES if p in phases]
+    extra = sorted(p for p in phases if p not in PHASES)
+    at = known.index("loss") if "loss" in known else len(known)
+    return known[:at] + extra + known[at:]
+
+
+class PhaseLabels:
+    """Keeps exactly one ``record_function`` phase label open while a step runs.
+
+    :meth:`forward` registers pre/post hooks on every submodule of ``model.module_groups()``
+    (a submodule shared by two groups belongs to the first, as in the FLOP attribution);
+    entering a group's module switches the open label to the group's phase, leaving it
+    switches back. :meth:`phase` labels code the step itself runs (backward, optimizer).
+    """
+
+    def __init__(self, model: nn.Module, base: str = "loss") -> None:
+        self.model = model
+        self.base = base
+        self.phase_of: dict[int, str] = {}
+        self.modules: list[nn.Module] = []
+        for group, modules in model.module_groups().items():
+            for module in modules:
+                for sub in module.modules():
+                    if id(sub) not in self.phase_of:
+                        self.phase_of[id(sub)] = phase_of_group(group, base)
+                        self.modules.append(sub)
+        self.phases = ordered_phases({*self.phase_of.values(), base, "backward", "optimizer"})
+        self.stack: list[str] = []
+        self.current: str | None = None
+        self._open: Any = None
+
+    def _switch(self, phase: str | None) -> None:
+        if phase == self.current:
+            return
+        if self._open is not None:
+            self._open.__exit__(None, None, None)
+            self._open = None
+        self.current = phase
+        if phase is not None:
+            self._open = record_function(phase_label(phase))
+            self._open.__enter__()
+
+    def _pre(self, module: nn.Module, args: object) -> None:
+        self.stack.append(self.phase_of[id(module)])
+        self._switch(self.stack[-1])
+
+    def _post(self, module: nn.Module, args: object, output: object) -> None:
+        self.stack.pop()
+        self._switch(self.stack[-1] if self.stack else None)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self._switch(name)
+        try:
+            yield
+        finally:
+            self._switch(None)
+
+    @contextlib.contextmanager
+    def forward(self) -> Iterator[None]:
+        """Label a forward pass: module groups by their phase, everything else by the base phase."""
+        handles = []
+        for module in self.modules:
+            handles.append(module.register_forward_pre_hook(self._pre))
+            handles.append(module.register_forward_hook(self._post))
+        self.stack = [self.base]
+        self._switch(self.base)
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.stack = []
+            self._switch(None)
+
+
+def labelled_step(step, labels: PhaseLabels) -> Callable[[], object]:
+    """The same work as ``step.run`` (a prepared eager step) with every phase labelled."""
+    spec, model, episode, optimizer = step.spec, step.model, step.episode, step.optimizer
+    amp = lambda: autocast(step.device, spec.dtype)  # noqa: E731
+    if spec.mode == "infer":
+
+        def run_infer() -> torch.Tensor:
+            with torch.no_grad(), amp(), labels.forward():
+                return model.predict(episode)
+
+        return run_infer
+    scaler = torch.amp.GradScaler(step.device.type) if spec.dtype == "fp16" else None
+
+    def run() -> torch.Tensor:
+        with labels.phase("optimizer"):
+            optimizer.zero_grad(set_to_none=True)
+        with amp(), labels.forward():
+            loss = model(episode)
+        with labels.phase("backward"):
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        with labels.phase("optimizer"):
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+        return loss
+
+    return run
+
+
+# --- measuring -----------------------------------------------------------------------------------------------
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def _timing_dict(times: list[float]) -> dict[str, Any]:
+    t = Timing.from_times(times)
+    return {
+        "median_s": t.median_s,
+        "q1_s": t.q1_s,
+        "q3_s": t.q3_s,
+        "min_s": t.min_s,
+        "max_s": t.max_s,
+        "rel_iqr": t.rel_iqr,
+        "times_s": list(t.times_s),
+    }
+
+
+def phase_flops(spec: StepSpec) -> dict[str, float] | None:
+    """FLOP of each phase of one training step of ``spec`` (whole batch), from the FLOP harness's module groups.
+
+    Forward FLOPs per group (mapped to phases), all backward FLOPs to ``backward``; the
+    optimizer's elementwise work is not counted (0). None for inference steps.
+    """
+    if spec.mode != "train":
+        return None
+    from gqnbench.harness.flops import OTHER, count_flops
+    from gqnbench.models import build_model
+
+    cfg = model_config(spec.model, spec.resolved_preset())
+    with torch.device("meta"):
+        net = build_model(spec.model, cfg)
+    episode = make_episode(cfg, spec.resolved_batch(), spec.num_context, spec.num_queries, device="meta")
+    counts = count_flops(net, episode)
+    out: dict[str, float] = defaultdict(float)
+    for group, v in counts["per_module"].items():
+        out[phase_of_group(group if group != OTHER else "other", FORWARD_BASE["train"])] += v["forward"]
+    out["backward"] = float(counts["train"] - counts["forward"])
+    out["optimizer"] = 0.0
+    return dict(out)
+
+
+def _phase_times(events, phases: list[str], device: torch.device) -> tuple[dict[str, float], dict[str, int], list]:
+    """Total time (s) and number of ranges of each phase label over all profiled steps."""
+    names = {phase_label(p): p for p in phases}
+    windows = []  # (start_us, end_us, phase)
+    counts: dict[str, int] = defaultdict(int)
+    cpu_total: dict[str, float] = defaultdict(float)
+    for ev in events:
+        phase = names.get(ev.name)
+        if phase is None:
+            continue
+        counts[phase] += 1
+        cpu_total[phase] += ev.time_range.elapsed_us() / 1e6
+        windows.append((ev.time_range.start, ev.time_range.end, phase))
+    if device.type != "cuda":
+        return dict(cpu_total), dict(counts), windows
+    # CUDA: kernel time of every op launched inside a phase's window, whichever thread launched it.
+    windows.sort()
+    starts = [w[0] for w in windows]
+    gpu: dict[str, float] = defaultdict(float)
+    for ev in events:
+        kernels = getattr(ev, "kernels", None)
+        if not kernels or ev.name in names:
+            continue
+        i = bisect.bisect_right(starts, ev.time_range.start) - 1
+        if i >= 0 and ev.time_range.start < windows[i][1]:
+            gpu[windows[i][2]] += sum(k.duration for k in kernels) / 1e6
+    return dict(gpu), dict(counts), windows
+
+
+def _top_operators(prof, device: torch.device, steps: int, step_s: float, top_k: int) -> list[dict[str, Any]]:
+    cuda = device.type == "cuda"
+    rows = []
+    for avg in prof.key_averages():
+        if avg.key.startswith(LABEL_PREFIX) or avg.key.startswith("ProfilerStep"):
+            continue
+        self_us = (getattr(avg, "self_device_time_total", 0) or 0) if cuda else avg.self_cpu_time_total
+        rows.append({"name": avg.key, "self_s": self_us / 1e6 / steps, "calls_per_step": avg.count / steps})
+    rows.sort(key=lambda r: -r["self_s"])
+    for r in rows:
+        r["share"] = r["self_s"] / step_s if step_s > 0 else None
+    return rows[:top_k]
+
+
+MEMORY_CATEGORIES = (
+    "parameter", "optimizer_state", "input", "temporary", "activation", "gradient", "autograd_detail", "unknown",
+)  # fmt: skip
+
+
+def memory_at_peak(run: Callable[[], object], device: torch.device, out_dir: Path) -> dict[str, Any] | None:
+    """One extra profiled step with the memory timeline: its peak and what holds it (bytes by category).
+
+    Uses ``export_memory_timeline`` (deprecated in torch, kept for its categories); None if it fails.
+    """
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    try:
+        with profile(activities=activities, record_shapes=True, profile_memory=True, with_stack=True) as prof:
+            run()
+            synchronize(device)
+        path = out_dir / "memory_timeline.json"
+        dev = f"{device.type}:{device.index or 0}" if device.type == "cuda" else "cpu"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecated in favour of the CUDA-only snapshot
+            prof.export_memory_timeline(str(path), dev)
+        times, sizes = json.loads(path.read_text())
+    except Exception as exc:  # noqa: BLE001 - a private, deprecated API: record why, never fail the profile
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    if not sizes:
+        return None
+    totals = [sum(row) for row in sizes]
+    i = max(range(len(totals)), key=totals.__getitem__)
+    at_peak = {name: int(sizes[i][k + 1]) for k, name in enumerate(MEMORY_CATEGORIES) if k + 1 < len(sizes[i])}
+    return {"timeline_peak_bytes": int(totals[i]), "at_peak": at_peak, "timeline_file": path.name}
+
+
+def profile_phases(
+    spec: StepSpec,
+    out_dir: str | Path,
+    warmup: int = 2,
+    active: int = 3,
+    plain_rounds: int = 3,
+    top_k: int = 15,
+    peaks: dict | None = None,
+    count_flops: bool = True,
+    memory: bool | None = None,
+    record_shapes: bool = True,
+    gzip: bool = False,
+) -> dict[str, Any]:
+    """Profile ``active`` labelled steps of ``spec`` (eager) and return one case of a ``profile`` results file.
+
+    In one run: ``warmup`` plain steps; ``plain_rounds`` rounds of one plain and one labelled
+    step (no profiler), timed; under the profiler one warm-up and ``active`` labelled steps
+    (timed, and written as the trace); then ``plain_rounds`` plain/labelled rounds again.
+    The times before and after are pooled, so drift shows as spread, not as overhead.
+    ``gzip`` writes ``.pt.trace.json.gz`` (about a tenth of the size; TensorBoard's plugin
+    and Perfetto read it as it is).
+    ``peaks``: :func:`gqnbench.harness.throughput.matmul_peak` output for the share of peak.
+    ``memory`` (default: on CUDA): one extra step with the memory timeline.
+    """
+    if spec.compiled:
+        raise UnsupportedCase("phase labels need an eager step (module hooks); profile_step traces compiled steps")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    step = prepare_step(spec)
+    device = step.device
+    labels = PhaseLabels(step.model, FORWARD_BASE[spec.mode])
+    run_labelled = labelled_step(step, labels)
+    for _ in range(max(warmup, 1)):
+        step.run()
+    synchronize(device)
+    plain: list[float] = []
+    labelled: list[float] = []
+
+    def side_by_side() -> None:
+        # Plain and labelled steps alternate, so a change in the machine's load hits both alike.
+        for _ in range(plain_rounds):
+            plain.append(_timed(step.run, device))
+            labelled.append(_timed(run_labelled, device))
+
+    side_by_side()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    before = set(out_dir.glob(TRACE_GLOB))
+    worker = spec.label().replace("/", "_")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    profiled = []
+    with profile(
+        activities=activities,
+        schedule=schedule(wait=0, warmup=1, active=active, repeat=1),
+        on_trace_ready=tensorboard_trace_handler(str(out_dir), worker_name=worker, use_gzip=gzip),
+        record_shapes=record_shapes,
+        profile_memory=True,
+    ) as prof:
+        for i in range(1 + active):
+            t = _timed(run_labelled, device)
+            if i >= 1:
+                profiled.append(t)
+            prof.step()
+    peak_allocated = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    trace = _new_traces(out_dir, before)[-1]
+    side_by_side()
+
+    events = prof.events()
+    phase_s, calls, _ = _phase_times(events, labels.phases, device)
+    step_events = [ev for ev in events if ev.name.startswith("ProfilerStep#")]
+    profiled_step_s = (
+        sum(ev.time_range.elapsed_us() for ev in step_events) / 1e6 / len(step_events)
+        if step_events
+        else sum(profiled) / len(profiled)
+    )
+    flops = phase_flops(spec) if count_flops else None
+    peak = (peaks or {}).get(f"{spec.dtype}_flop_per_s") or (
+        (peaks or {}).get("bf16_flop_per_s") if spec.dtype == "fp16" else None
+    )
+    rows = []
+    for phase in labels.phases:
+        t = phase_s.get(phase, 0.0) / active
+        flop = None if flops is None else flops.get(phase, 0.0)
+        # No counted FLOPs (elementwise work only: loss, optimizer): no rate rather than a misleading 0.
+        rate = flop / t if flop and t > 0 else None
+        rows.append(
+            {
+                "phase": phase,
+                "label": phase_label(phase),
+                "time_s": t,
+                "share": t / profiled_step_s if profiled_step_s > 0 else None,
+                "calls_per_step": calls.get(phase, 0) / active,
+                "flop": flop,
+                "flop_per_s": rate,
+                "share_of_peak": rate / peak if rate is not None and peak else None,
+            }
+        )
+    phase_sum = sum(r["time_s"] for r in rows)
+    cfg = model_config(spec.model, spec.resolved_preset())
+    mem = None
+    if memory if memory is not None else device.type == "cuda":
+        mem = memory_at_peak(run_labelled, device, out_dir) or {}
+        mem["peak_allocated_bytes"] = peak_allocated
+        mem["snapshot_hint"] = "gqnbench profile --device cuda writes memory_snapshot.pickle (pytorch.org/memory_viz)"
+    plain_t, labelled_t, profiled_t = (_timing_dict(x) for x in (plain, labelled, profiled))
+    return {
+        "label": spec.label(),
+        "model": spec.model,
+        "preset": spec.preset,
+        "mode": spec.mode,
+        "batch": spec.resolved_batch(),
+        "dtype": spec.dtype,
+        "device": str(device),
+        "fold_linear_ops": cfg.fold_linear_ops,
+        "formulation": "folded" if cfg.fold_linear_ops else "authors",
+        "overrides": {k: v for k, v in spec.overrides},
+        "warmup": warmup,
+        "steps": active,
+        "trace_file": str(trace),
+        "phase_time": "cuda kernel" if device.type == "cuda" else "cpu wall",
+        "phases": rows,
+        "phase_sum_s": phase_sum,
+        "profiled_step_s": profiled_step_s,
+        "unlabelled_s": profiled_step_s - phase_sum,
+        "step_flop": None if flops is None else sum(flops.values()),
+        "peak_flop_per_s": peak,
+        "timing": {"plain": plain_t, "labelled": labelled_t, "profiled": profiled_t},
+        "overhead": {
+            "profiled_over_plain": profiled_t["median_s"] / plain_t["median_s"],
+            "labelled_over_plain": labelled_t["median_s"] / plain_t["median_s"],
+        },
+        "top_operators": _top_operators(prof, device, active, profiled_step_s, top_k),
+        "memory": mem,
+    }
+
+
+def write_profile(
+    path: str | Path,
+    cases: list[dict[str, Any]],
+    preset: str,
+    device: str = "cpu",
+    peaks: dict | None = None,
+) -> Path:
+    """Write ``cases`` as a ``profile`` results file; trace paths are stored relative to its folder when inside it."""
+    from gqnbench.results import capture_environment, write_result
+
+    path = Path(path)
+    stored = []
+    for case in cases:
+        case = dict(case)
+        trace = Path(case["trace_file"]).resolve()
+        case["trace_file"] = Path(os.path.relpath(trace, path.resolve().parent)).as_posix()
+        stored.append(case)
+    return write_result(
+        path, "profile", {"preset": preset, "device": device, "matmul_peak": peaks, "cases": stored},
+        capture_environment(device),
+    )  # fmt: skip
+
+
+def format_phase_table(case: dict[str, Any]) -> str:
+    """The phase table ``gqnbench profile`` prints."""
+    lines = [
+        f"{case['label']}: {case['steps']} profiled steps, phase time = {case['phase_time']}",
+        f"  {'phase':<18} {'ms/step':>9} {'share':>7} {'ranges':>6} {'GFLOP':>8} {'GFLOP/s':>8} {'of peak':>8}",
+    ]
+
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    for r in case["phases"]:
+        lines.append(
+            f"  {r['phase']:<18} {r['time_s'] * 1e3:>9.2f} {num(r['share'], '>7.1%')} {r['calls_per_step']:>6.0f} "
+            f"{num(None if r['flop'] is None else r['flop'] / 1e9, '>8.3f')} "
+            f"{num(None if r['flop_per_s'] is None else r['flop_per_s'] / 1e9, '>8.1f')} {num(r['share_of_peak'], '>8.1%')}"
+        )
+    t = case["timing"]
+    lines += [
+        f"  {'sum of phases':<18} {case['phase_sum_s'] * 1e3:>9.2f} {case['phase_sum_s'] / case['profiled_step_s']:>7.1%}",
+        f"  {'profiled step':<18} {case['profiled_step_s'] * 1e3:>9.2f}  (trace; unlabelled gaps {case['unlabelled_s'] * 1e3:.2f} ms)",
+        f"  step time, median: plain {t['plain']['median_s'] * 1e3:.1f} ms, labelled {t['labelled']['median_s'] * 1e3:.1f} ms, "
+        f"profiled {t['profiled']['median_s'] * 1e3:.1f} ms (profiler overhead "
+        f"{case['overhead']['profiled_over_plain'] - 1:+.1%}, labels alone {case['overhead']['labelled_over_plain'] - 1:+.1%})",
+    ]
+    if case.get("peak_flop_per_s"):
+        lines.append(f"  matmul peak ({case['dtype']}): {case['peak_flop_per_s'] / 1e9:.0f} GFLOP/s")
+    mem = case.get("memory")
+    if mem and mem.get("at_peak"):
+        held = ", ".join(f"{k} {v / 2**20:.0f}" for k, v in sorted(mem["at_peak"].items(), key=lambda kv: -kv[1]) if v)
+        lines.append(f"  memory timeline peak {mem['timeline_peak_bytes'] / 2**20:.0f} MiB: {held} (MiB)")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "LABEL_PREFIX",
+    "PHASES",
+    "PhaseLabels",
+    "ProfileResult",
+    "format_phase_table",
+    "phase_flops",
+    "profile_phases",
+    "profile_step",
+    "write_profile",
+]
