@@ -201,7 +201,9 @@ class ClusterRun:
 
         env = submitit.JobEnvironment()
         local_tasks = max(1, env.num_tasks // max(1, env.num_nodes))
-        _worker_init(self.threads or max(1, available_cores() // local_tasks))
+        # Torch threads: asked for, else Slurm's CPUs per task, else this machine's cores shared by its tasks.
+        slurm_cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
+        _worker_init(self.threads or slurm_cpus or max(1, available_cores() // local_tasks))
         ctx = D.SINGLE
         if env.num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
