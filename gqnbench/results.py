@@ -13,6 +13,9 @@ Kinds (each writer documents its own fields next to the code that writes it):
 - ``sweep``          per model x setting: final NLL, learned?, curve file (gqnbench.training).
 - ``costs``          parameters, FLOPs, memory, throughput, numerics, scaling (gqnbench.harness).
 - ``samples``        prediction grids for the report (gqnbench.training.samples).
+- ``profile``        per model x precision x formulation: time, FLOPs and share of peak of each
+                     phase of a training step, profiler overhead, top operators, the trace
+                     file it came from (gqnbench.harness.profile).
 
 pytest-benchmark's own JSON is read as it is. The report reads only these files, so it
 never needs to import a model. Writes go to a temporary file in the same folder and are

@@ -228,13 +228,14 @@ class PhaseLabels:
     @contextlib.contextmanager
     def forward(self) -> Iterator[None]:
         """Label a forward pass: module groups by their phase, everything else by the base phase."""
-        handles = []
-        for module in self.modules:
-            handles.append(module.register_forward_pre_hook(self._pre))
-            handles.append(module.register_forward_hook(self._post))
+        # The base label is open while the hooks are added and removed, so that work is in a phase too.
         self.stack = [self.base]
         self._switch(self.base)
+        handles = []
         try:
+            for module in self.modules:
+                handles.append(module.register_forward_pre_hook(self._pre))
+                handles.append(module.register_forward_hook(self._post))
             yield
         finally:
             for handle in handles:

@@ -24,6 +24,7 @@ from gqnbench.report.sections import (
     curves,
     environment,
     perf_targets,
+    profile,
     robustness,
     samples,
     table1,
@@ -52,6 +53,7 @@ SECTIONS: list[tuple[str, SectionBuilder]] = [
     ("costs", costs.build),
     ("perf-targets", perf_targets.build),
     ("scaling", costs.build_scaling),
+    ("profile", profile.build),
     ("samples", samples.build),
 ]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from gqnbench.results import ResultsError, read_result
 
-KNOWN_KINDS = ("training_run", "time_to_target", "sweep", "samples", "costs", "main_job")
+KNOWN_KINDS = ("training_run", "time_to_target", "sweep", "samples", "costs", "main_job", "profile")
 PYTEST_BENCHMARK = "pytest_benchmark"
 
 # Required top-level fields (and their JSON type) per kind; nested lists are checked below.
@@ -30,6 +30,7 @@ _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "samples": {"scenes": list},
     "costs": {},
     "main_job": {"stages": dict},
+    "profile": {"cases": list},
 }
 # Required fields of each item of a list field.
 _REQUIRED_ITEMS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -37,7 +38,11 @@ _REQUIRED_ITEMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "time_to_target": ("runs", ("model", "seed", "reached")),
     "sweep": ("runs", ("model", "value")),
     "samples": ("scenes", ("context", "query", "predictions")),
+    "profile": ("cases", ("model", "dtype", "phases")),
 }
+# Files a results folder may hold that are not results: torch.profiler traces and memory timelines
+# (the profile results file names them); never parsed while scanning.
+NOT_RESULTS_SUFFIXES = (".pt.trace.json", "memory_timeline.json")
 
 
 class ReportInputError(ResultsError):
@@ -167,7 +172,11 @@ def _scan(folder: Path, exclude: list[Path]) -> list[Path]:
         dirs[:] = sorted(
             d for d in dirs if not d.startswith(".") or d == ".benchmarks" if (root_path / d).resolve() not in exclude
         )
-        found += [root_path / name for name in sorted(files) if name.endswith(".json")]
+        found += [
+            root_path / name
+            for name in sorted(files)
+            if name.endswith(".json") and not name.endswith(NOT_RESULTS_SUFFIXES)
+        ]
     return found
 
 
