@@ -33,7 +33,7 @@ from gqnbench.results import write_result
 from gqnbench.training.budgets import SuiteBudget, suite_budget
 from gqnbench.training.executors import ClusterExecutor, RunsUnfinished
 
-STAGES = ("data", "costs", "benchmarks", "time_to_target", "sweep", "samples", "report")
+STAGES = ("data", "costs", "benchmarks", "profile", "time_to_target", "sweep", "samples", "report")
 STATE_FILE = "mainjob.json"
 QUICK_COST_SECTIONS = ("params", "flops", "reference", "matmul_peak", "memory", "numerics")
 
@@ -167,6 +167,14 @@ class MainJob:
         if proc.returncode not in (0, 5):
             raise RuntimeError(f"benchmark run failed (exit {proc.returncode}): {shlex.join(cmd)}")
         return str(out)
+
+    def _stage_profile(self) -> str:
+        from gqnbench.harness.profile import profile_suite
+
+        # Both models in fp32 and bf16 (folded), a few labelled steps each: "Where the time goes".
+        out = self.results / "profile.json"
+        path = profile_suite(self.preset, self.models, out, self.quick, overrides=self.overrides())
+        return str(path)
 
     def _stage_time_to_target(self) -> str:
         from gqnbench.training.time_to_target import run_time_to_target

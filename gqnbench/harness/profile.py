@@ -588,6 +588,38 @@ def format_phase_table(case: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def profile_suite(
+    preset: str,
+    models: tuple[str, ...] | list[str],
+    out_path: str | Path,
+    quick: bool = False,
+    dtypes: tuple[str, ...] = ("fp32", "bf16"),
+    device: str = "cpu",
+    overrides: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """The main job's profile stage: every model x dtype at ``preset``, folded, a few steps each; one results file.
+
+    Traces go gzipped to ``<out_path folder>/profile/``. At the cpu preset on 2 cores this takes
+    about half a minute (``quick``: one profiled step per case, a smaller peak matmul).
+    """
+    from gqnbench.harness.throughput import matmul_peak
+
+    out_path = Path(out_path)
+    trace_dir = out_path.parent / "profile"
+    model_overrides = tuple((k, v) for k, v in (overrides or {}).items() if k.startswith("model."))
+    peaks = matmul_peak(device, dtypes, n=1024 if quick else None, rounds=3 if quick else 5)
+    steps = {"warmup": 1, "active": 1, "plain_rounds": 1} if quick else {"warmup": 2, "active": 3, "plain_rounds": 2}
+    cases = []
+    for model in models:
+        for dtype in dtypes:
+            spec = StepSpec(model, preset, dtype=dtype, device=device, overrides=model_overrides)
+            if progress is not None:
+                progress(spec.label())
+            cases.append(profile_phases(spec, trace_dir, peaks=peaks, gzip=True, top_k=10 if quick else 15, **steps))
+    return write_profile(out_path, cases, preset, device, peaks)
+
+
 __all__ = [
     "LABEL_PREFIX",
     "PHASES",
@@ -597,5 +629,6 @@ __all__ = [
     "phase_flops",
     "profile_phases",
     "profile_step",
+    "profile_suite",
     "write_profile",
 ]
