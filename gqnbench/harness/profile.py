@@ -38,10 +38,12 @@ https://pytorch.org/memory_viz to see every allocation over time.
     {"kind": "profile", "preset", "device", "matmul_peak": {...} | null,
      "cases": [{"label", "model", "preset", "mode", "batch", "dtype", "formulation": folded|authors,
                 "fold_linear_ops", "overrides", "warmup", "steps", "trace_file",
-                "phases": [{"phase", "label", "time_s" (per step), "share" (of the profiled step),
+                "phases": [{"phase", "label", "time_s" (median step), "mean_time_s", "share" (of the profiled step),
                             "calls_per_step" (label ranges opened), "flop" (per step, whole batch; null if not counted),
                             "flop_per_s", "share_of_peak"}],
-                "phase_sum_s", "profiled_step_s" (trace: mean ProfilerStep), "unlabelled_s",
+                "phase_sum_s", "profiled_step_s" (the trace's ProfilerStep range of the median profiled
+                step: the phase times are that step's; "mean_time_s" per phase averages all),
+                "profiled_step_times_s", "unlabelled_s",
                 "phase_time": "cpu wall" | "cuda kernel", "peak_flop_per_s",
                 "timing": {"plain" | "labelled" | "profiled": {median_s, q1_s, q3_s, min_s, max_s, times_s}},
                 "overhead": {"profiled_over_plain", "labelled_over_plain"},
@@ -322,33 +324,53 @@ def phase_flops(spec: StepSpec) -> dict[str, float] | None:
     return dict(out)
 
 
-def _phase_times(events, phases: list[str], device: torch.device) -> tuple[dict[str, float], dict[str, int], list]:
-    """Total time (s) and number of ranges of each phase label over all profiled steps."""
+@dataclass
+class StepPhases:
+    """One profiled step: its duration (the trace's ProfilerStep range) and each phase's time and label ranges."""
+
+    duration_s: float
+    time_s: dict[str, float]
+    ranges: dict[str, int]
+
+
+def phases_by_step(events, phases: list[str], device: torch.device) -> list[StepPhases]:
+    """Split the profiled events by ProfilerStep and sum each phase label's time within each step.
+
+    CPU: the labels' wall time. CUDA: the kernel time of every op launched while a label was
+    open, whichever thread launched it (backward runs on the autograd device threads).
+    """
     names = {phase_label(p): p for p in phases}
-    windows = []  # (start_us, end_us, phase)
-    counts: dict[str, int] = defaultdict(int)
-    cpu_total: dict[str, float] = defaultdict(float)
+    steps = sorted((ev.time_range.start, ev.time_range.end) for ev in events if ev.name.startswith("ProfilerStep#"))
+    if not steps:
+        steps = [(min(ev.time_range.start for ev in events), max(ev.time_range.end for ev in events))]
+    step_starts = [start for start, _ in steps]
+    out = [StepPhases((end - start) / 1e6, defaultdict(float), defaultdict(int)) for start, end in steps]
+
+    def step_of(t: float) -> StepPhases | None:
+        i = bisect.bisect_right(step_starts, t) - 1
+        return out[i] if i >= 0 and t < steps[i][1] else None
+
+    windows = []  # (start_us, end_us, phase, step)
     for ev in events:
         phase = names.get(ev.name)
-        if phase is None:
+        step = step_of(ev.time_range.start) if phase is not None else None
+        if step is None:
             continue
-        counts[phase] += 1
-        cpu_total[phase] += ev.time_range.elapsed_us() / 1e6
-        windows.append((ev.time_range.start, ev.time_range.end, phase))
-    if device.type != "cuda":
-        return dict(cpu_total), dict(counts), windows
-    # CUDA: kernel time of every op launched inside a phase's window, whichever thread launched it.
-    windows.sort()
-    starts = [w[0] for w in windows]
-    gpu: dict[str, float] = defaultdict(float)
-    for ev in events:
-        kernels = getattr(ev, "kernels", None)
-        if not kernels or ev.name in names:
-            continue
-        i = bisect.bisect_right(starts, ev.time_range.start) - 1
-        if i >= 0 and ev.time_range.start < windows[i][1]:
-            gpu[windows[i][2]] += sum(k.duration for k in kernels) / 1e6
-    return dict(gpu), dict(counts), windows
+        step.ranges[phase] += 1
+        if device.type != "cuda":
+            step.time_s[phase] += ev.time_range.elapsed_us() / 1e6
+        windows.append((ev.time_range.start, ev.time_range.end, phase, step))
+    if device.type == "cuda":
+        windows.sort(key=lambda w: w[0])
+        starts = [w[0] for w in windows]
+        for ev in events:
+            kernels = getattr(ev, "kernels", None)
+            if not kernels or ev.name in names:
+                continue
+            i = bisect.bisect_right(starts, ev.time_range.start) - 1
+            if i >= 0 and ev.time_range.start < windows[i][1]:
+                windows[i][3].time_s[windows[i][2]] += sum(k.duration for k in kernels) / 1e6
+    return out
 
 
 def _top_operators(prof, device: torch.device, steps: int, step_s: float, top_k: int) -> list[dict[str, Any]]:
@@ -464,20 +486,18 @@ def profile_phases(
     side_by_side()
 
     events = prof.events()
-    phase_s, calls, _ = _phase_times(events, labels.phases, device)
-    step_events = [ev for ev in events if ev.name.startswith("ProfilerStep#")]
-    profiled_step_s = (
-        sum(ev.time_range.elapsed_us() for ev in step_events) / 1e6 / len(step_events)
-        if step_events
-        else sum(profiled) / len(profiled)
-    )
+    # The phases of the median profiled step (by duration): one step slowed by a busy host moves
+    # the mean of every phase, not the median step. Means over all profiled steps are kept beside.
+    per_step = phases_by_step(events, labels.phases, device)
+    median = sorted(per_step, key=lambda st: st.duration_s)[(len(per_step) - 1) // 2]
+    profiled_step_s = median.duration_s
     flops = phase_flops(spec) if count_flops else None
     peak = (peaks or {}).get(f"{spec.dtype}_flop_per_s") or (
         (peaks or {}).get("bf16_flop_per_s") if spec.dtype == "fp16" else None
     )
     rows = []
     for phase in labels.phases:
-        t = phase_s.get(phase, 0.0) / active
+        t = median.time_s.get(phase, 0.0)
         flop = None if flops is None else flops.get(phase, 0.0)
         # No counted FLOPs (elementwise work only: loss, optimizer): no rate rather than a misleading 0.
         rate = flop / t if flop and t > 0 else None
@@ -487,7 +507,8 @@ def profile_phases(
                 "label": phase_label(phase),
                 "time_s": t,
                 "share": t / profiled_step_s if profiled_step_s > 0 else None,
-                "calls_per_step": calls.get(phase, 0) / active,
+                "calls_per_step": median.ranges.get(phase, 0),
+                "mean_time_s": sum(st.time_s.get(phase, 0.0) for st in per_step) / len(per_step),
                 "flop": flop,
                 "flop_per_s": rate,
                 "share_of_peak": rate / peak if rate is not None and peak else None,
@@ -519,6 +540,7 @@ def profile_phases(
         "phases": rows,
         "phase_sum_s": phase_sum,
         "profiled_step_s": profiled_step_s,
+        "profiled_step_times_s": [st.duration_s for st in per_step],
         "unlabelled_s": profiled_step_s - phase_sum,
         "step_flop": None if flops is None else sum(flops.values()),
         "peak_flop_per_s": peak,
@@ -527,7 +549,10 @@ def profile_phases(
             "profiled_over_plain": profiled_t["median_s"] / plain_t["median_s"],
             "labelled_over_plain": labelled_t["median_s"] / plain_t["median_s"],
         },
-        "top_operators": _top_operators(prof, device, active, profiled_step_s, top_k),
+        # Operators: self time averaged over the profiled steps, as a share of the mean step.
+        "top_operators": _top_operators(
+            prof, device, active, sum(st.duration_s for st in per_step) / len(per_step), top_k
+        ),
         "memory": mem,
     }
 
@@ -558,7 +583,7 @@ def write_profile(
 def format_phase_table(case: dict[str, Any]) -> str:
     """The phase table ``gqnbench profile`` prints."""
     lines = [
-        f"{case['label']}: {case['steps']} profiled steps, phase time = {case['phase_time']}",
+        f"{case['label']}: the median of {case['steps']} profiled steps, phase time = {case['phase_time']}",
         f"  {'phase':<18} {'ms/step':>9} {'share':>7} {'ranges':>6} {'GFLOP':>8} {'GFLOP/s':>8} {'of peak':>8}",
     ]
 
