@@ -58,12 +58,17 @@ def test_phase_times_add_up_to_the_profiled_step(tiny_cases, model):
     assert [r["phase"] for r in case["phases"]] == list(PHASES)
     assert all(r["time_s"] > 0 for r in case["phases"])
     assert case["phase_sum_s"] == pytest.approx(case["profiled_step_s"], rel=0.10)
+    # Phases of one step (the median of the three), not of the whole profiled window.
+    assert (
+        len(case["profiled_step_times_s"]) == 3 and sorted(case["profiled_step_times_s"])[1] == case["profiled_step_s"]
+    )
     assert sum(r["share"] for r in case["phases"]) == pytest.approx(1.0, abs=0.10)
     # FLOPs of the phases are the FLOP harness's train step; the cores and backward carry them.
     by = {r["phase"]: r for r in case["phases"]}
     assert by["inference_core"]["flop"] > 0 and by["backward"]["flop"] > by["generation_core"]["flop"]
     assert by["optimizer"]["flop"] == 0 and by["optimizer"]["share_of_peak"] is None
     assert 0 < by["backward"]["share_of_peak"] == pytest.approx(by["backward"]["flop_per_s"] / 1e12)
+    assert by["backward"]["calls_per_step"] == 1 and by["representation"]["calls_per_step"] == 1
     assert by["inference_core"]["calls_per_step"] >= 2  # one label range per core step (L = 2)
     assert case["overhead"]["profiled_over_plain"] > 0 and len(case["timing"]["plain"]["times_s"]) == 4
     assert case["top_operators"] and not any(op["name"].startswith(LABEL_PREFIX) for op in case["top_operators"])

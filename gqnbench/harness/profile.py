@@ -340,7 +340,7 @@ def phases_by_step(events, phases: list[str], device: torch.device) -> list[Step
     open, whichever thread launched it (backward runs on the autograd device threads).
     """
     names = {phase_label(p): p for p in phases}
-    steps = sorted((ev.time_range.start, ev.time_range.end) for ev in events if ev.name.startswith("ProfilerStep#"))
+    steps = sorted((ev.time_range.start, ev.time_range.end) for ev in events if ev.name.startswith("ProfilerStep"))
     if not steps:
         steps = [(min(ev.time_range.start for ev in events), max(ev.time_range.end for ev in events))]
     step_starts = [start for start, _ in steps]
