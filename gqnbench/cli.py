@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "gqnbench.commands.train",
     "gqnbench.commands.harness",
     "gqnbench.commands.run",
+    "gqnbench.commands.study",
 )
 
 

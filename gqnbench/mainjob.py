@@ -36,6 +36,9 @@ from gqnbench.training.executors import ClusterExecutor, RunsUnfinished
 STAGES = ("data", "costs", "benchmarks", "profile", "time_to_target", "sweep", "samples", "report")
 STATE_FILE = "mainjob.json"
 QUICK_COST_SECTIONS = ("params", "flops", "reference", "matmul_peak", "memory", "numerics")
+# The default job measures what the report needs, at the quick sizes (about a minute at cpu); the
+# full matrices stay in ``gqnbench costs`` and ``pytest benchmarks/``.
+DEFAULT_COST_SECTIONS = ("params", "flops", "reference", "matmul_peak", "throughput", "memory", "numerics")
 
 
 def quick_budget(full: SuiteBudget) -> SuiteBudget:
@@ -45,7 +48,7 @@ def quick_budget(full: SuiteBudget) -> SuiteBudget:
         ttt_seeds=1,
         ttt_budget_steps=min(full.ttt_budget_steps, 40),
         sweep_values=tuple(full.sweep_values[::2]) or full.sweep_values,
-        sweep_steps=min(full.sweep_steps, 20),
+        sweep_steps=min(full.sweep_steps, 40),
         eval_every=min(full.eval_every, 10),
         val_scenes=min(full.val_scenes, 16),
         note="--quick: a smoke run of every stage; the numbers are not converged",
@@ -136,10 +139,10 @@ class MainJob:
     def _stage_costs(self) -> str:
         from gqnbench.harness.suite import measure_costs
 
-        # --quick leaves out the throughput matrix and scaling sweep (minutes); the benchmark
-        # stage still times one training step per model.
-        sections = QUICK_COST_SECTIONS if self.quick else None
-        path = measure_costs(self.preset, self.models, self.results / "costs.json", quick=self.quick, sections=sections)
+        # --quick leaves out the throughput matrix too; the benchmark stage still times one
+        # training step per model. Neither runs the scaling sweep (minutes): `gqnbench costs` does.
+        sections = QUICK_COST_SECTIONS if self.quick else DEFAULT_COST_SECTIONS
+        path = measure_costs(self.preset, self.models, self.results / "costs.json", quick=True, sections=sections)
         return str(path)
 
     def _stage_benchmarks(self) -> str:
@@ -160,9 +163,9 @@ class MainJob:
             "--models",
             ",".join(self.models),
         ]
-        if self.quick:
-            # The quick job keeps one fp32 training step per model: the smallest honest timing.
-            cmd += ["--quick", "-k", "throughput and train and fp32"]
+        # The quick matrix (train and inference steps, fp32 and bf16) at the preset's sizes; the
+        # --quick job keeps one fp32 training step per model: the smallest honest timing.
+        cmd += ["--quick"] + (["-k", "throughput and train and fp32"] if self.quick else [])
         proc = subprocess.run(cmd, check=False)
         if proc.returncode not in (0, 5):
             raise RuntimeError(f"benchmark run failed (exit {proc.returncode}): {shlex.join(cmd)}")
@@ -183,8 +186,10 @@ class MainJob:
         path = run_time_to_target(
             self.preset,
             self.models,
-            b.target_nll,
+            b.target,
             b.ttt_seeds,
+            processes=b.processes,
+            threads=b.threads,
             budget_steps=b.ttt_budget_steps,
             stop_at_target=b.ttt_stop_at_target,
             out_dir=self.results / "time_to_target",
@@ -195,9 +200,14 @@ class MainJob:
         return str(path)
 
     def _stage_sweep(self) -> str:
+        from gqnbench.results import read_result
         from gqnbench.training.sweep import run_sweep
 
         b = self.budget
+        ttt_dir = self.results / "time_to_target"
+        ttt_file = ttt_dir / "time_to_target.json"
+        target = read_result(ttt_file, "time_to_target")["target_nll"] if ttt_file.is_file() else None
+        reuse = (ttt_dir, "ttt", (0,)) if b.sweep_reuses_main_runs and b.sweep_steps == b.ttt_budget_steps else None
         path = run_sweep(
             self.preset,
             self.models,
@@ -206,8 +216,10 @@ class MainJob:
             seeds=b.sweep_seeds,
             out_dir=self.results / "sweep",
             steps=b.sweep_steps,
-            target_nll=b.target_nll,
+            target_nll=target,
             processes=b.processes,
+            threads=b.threads,
+            reuse=reuse,
             overrides=self.overrides(),
             cache_root=self.cache_root,
             executor=self.executor,

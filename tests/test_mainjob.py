@@ -14,7 +14,7 @@ def test_quick_budget_is_smaller_everywhere():
     full, quick = suite_budget("cpu"), quick_budget(suite_budget("cpu"))
     assert quick.ttt_seeds == 1 and quick.ttt_budget_steps <= full.ttt_budget_steps
     assert quick.sweep_steps <= full.sweep_steps and len(quick.sweep_values) < len(full.sweep_values)
-    assert quick.target_nll == full.target_nll
+    assert quick.target == full.target
 
 
 def test_unknown_stage_and_preset_are_rejected(tmp_path):

@@ -66,9 +66,9 @@ def test_presets_and_overrides():
         },
     )
     assert p.model_config("gqn").z_channels == 32 and p.model_config("metagqn").z_channels == 32
-    assert p.model_config("metagqn").hidden_channels == 16 and p.model_config("gqn").hidden_channels == 64
+    assert p.model_config("metagqn").hidden_channels == 16 and p.model_config("gqn").hidden_channels == 32
     assert p.train.batch_size == 8 and p.train.grad_clip is None
-    assert get_preset("cpu").train.batch_size == 16  # the registry itself is untouched
+    assert get_preset("cpu").train.batch_size == 32  # the registry itself is untouched
     assert get_preset("tiny", {"train.compile": "true"}).train.compile is True
     with pytest.raises(KeyError, match="unknown preset 'huge'"):
         get_preset("huge")

@@ -10,7 +10,8 @@ import pytest
 
 from gqnbench.data.generate import generate_dataset
 from gqnbench.results import read_result
-from gqnbench.training.sweep import LEARNED_MSE_FRACTION, run_sweep
+from gqnbench.training.judging import LEARNED_CRITERION
+from gqnbench.training.sweep import run_sweep
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,8 @@ def test_z_sweep_in_two_processes_matches_one_process(base: dict, tmp_path: Path
     s = one["summary"]["metagqn"]
     finals = [r["final_val_nll"] for r in one["runs"]]
     assert s["final_nll_spread"] == pytest.approx(max(finals) - min(finals))
-    assert str(LEARNED_MSE_FRACTION) in one["learned_criterion"]
+    assert one["learned_criterion"] == LEARNED_CRITERION
+    assert all(math.isfinite(r["final_mse_ratio"]) and math.isfinite(r["final_fg_ratio"]) for r in one["runs"])
     assert all(math.isfinite(x) for x in finals)
 
 
@@ -76,15 +78,25 @@ def test_suite_training_on_a_tiny_budget(base: dict, tmp_path: Path) -> None:
         suite_budget("tiny"),
         ttt_seeds=1,
         ttt_budget_steps=10,
-        sweep_steps=5,
+        sweep_steps=10,
         threads=1,
         extra_overrides={"data.root": base["data.root"], "train.tensorboard": False},
     )
     paths = run_suite_training("tiny", tmp_path, budget=budget, progress=False)
     ttt = read_result(paths["time_to_target"], "time_to_target")
-    assert ttt["target_nll"] == budget.target_nll and {r["model"] for r in ttt["runs"]} == {"gqn", "metagqn"}
+    assert {r["model"] for r in ttt["runs"]} == {"gqn", "metagqn"}
+    # The target is 1.2x the mean frame's MSE, resolved as an NLL on the validation episode.
+    constant, base_mse = ttt["nll_constant"], ttt["mean_frame"]["val_mse"]
+    assert ttt["target_mse_ratio"] == 1.2
+    assert ttt["target_nll"] == pytest.approx(constant + 0.5 * 3 * 16 * 16 * 1.2 * base_mse)
     sweep = read_result(paths["sweep"], "sweep")
     assert sweep["values"] == list(budget.sweep_values) and len(sweep["runs"]) == 6
     assert all(r["status"] == "completed" for r in sweep["runs"])
+    # Each model's default z (gqn 2, metagqn 4) is its seed-0 time-to-target run, not trained again.
+    reused = {(r["model"], r["value"]) for r in sweep["runs"] if r["reused_main_run"]}
+    assert reused == {("gqn", 2), ("metagqn", 4)}
+    gqn_main = next(r for r in ttt["runs"] if r["model"] == "gqn")
+    gqn_sweep = next(r for r in sweep["runs"] if r["model"] == "gqn" and r["value"] == 2)
+    assert gqn_sweep["run_file"] == "runs/" + gqn_main["run_file"].split("/")[-1]
     samples = read_result(paths["samples"], "samples")
     assert set(samples["scenes"][0]["predictions"]) == {"gqn", "metagqn"}

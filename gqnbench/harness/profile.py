@@ -195,7 +195,8 @@ class PhaseLabels:
                     if id(sub) not in self.phase_of:
                         self.phase_of[id(sub)] = phase_of_group(group, base)
                         self.modules.append(sub)
-        self.phases = ordered_phases({*self.phase_of.values(), base, "backward", "optimizer"})
+        step_phases = {"backward", "optimizer"} if base == FORWARD_BASE["train"] else set()
+        self.phases = ordered_phases({*self.phase_of.values(), base, *step_phases})
         self.stack: list[str] = []
         self.current: str | None = None
         self._open: Any = None

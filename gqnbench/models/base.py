@@ -34,9 +34,38 @@ def gaussian_rsample(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu_q, e^logvar_q) || N(mu_p, e^logvar_p)) summed over all but the batch dimension."""
+    """KL(N(mu_q, e^logvar_q) || N(mu_p, e^logvar_p)) summed over all but the batch dimension.
+
+    Always computed in (at least) fp32: under bf16 autocast the heads return bf16, and the
+    difference of two near-equal bf16 log-variances is rounded so coarsely that the KL of
+    near-equal distributions came out negative.
+    """
+    mu_q, logvar_q, mu_p, logvar_p = (t.to(loss_dtype(t)) for t in (mu_q, logvar_q, mu_p, logvar_p))
     kl = 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) / logvar_p.exp() - 1.0)
     return kl.flatten(1).sum(dim=1)
+
+
+def loss_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype loss terms are computed in: fp32 for half/bf16 tensors, else the tensor's own (fp64 stays)."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+def image_mean(head_output: torch.Tensor, output_head: str) -> torch.Tensor:
+    """The likelihood's mean from the image head: raw (the authors' form) or squashed by a sigmoid."""
+    out = head_output.to(loss_dtype(head_output))
+    return torch.sigmoid(out) if output_head == "sigmoid" else out
+
+
+def as_prediction(mean: torch.Tensor) -> torch.Tensor:
+    """A training mean as a predicted image: clamped to [0, 1] (a no-op after a sigmoid)."""
+    return mean.clamp(0.0, 1.0)
+
+
+def init_logvar_bias(head: nn.Conv2d, bias: float | None) -> None:
+    """Set the log-variance half (the second half of the output channels) of a latent head's bias."""
+    if bias is not None:
+        with torch.no_grad():
+            head.bias[head.out_channels // 2 :].fill_(bias)
 
 
 def flatten_queries(episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,10 +33,20 @@ class ModelConfig:
     # core. Same parameters and function, ~45% fewer FLOPs at the paper size. False computes
     # everything at every step as the authors' code does (their FLOPs, SPEC section 7).
     fold_linear_ops: bool = True
+    # How eta_g's output becomes the predicted mean. "raw" (the authors' torch-gqn / torch-jump
+    # code): the likelihood is trained on the raw head output, clamped to [0, 1] only when
+    # predicting; a zero canvas predicts black, the background. "sigmoid": squashed in training
+    # too (another public GQN); a zero canvas predicts grey 0.5.
+    output_head: str = "raw"
+    # Initial bias of the log-variance half of the latent heads (eta_e, and eta_pi for GQN).
+    # None keeps PyTorch's default init (logvar about 0: z carries unit-variance noise at the start).
+    latent_logvar_bias: float | None = None
 
     def __post_init__(self) -> None:
         if self.image_size % 4 or self.image_size < 8:
             raise ValueError(f"image_size must be a multiple of 4 and >= 8, got {self.image_size}")
+        if self.output_head not in ("raw", "sigmoid"):
+            raise ValueError(f"output_head must be 'raw' or 'sigmoid', got {self.output_head!r}")
         if self.representation not in ("pool", "tower"):
             raise ValueError(f"representation must be 'pool' or 'tower', got {self.representation!r}")
         for name in ("hidden_channels", "r_channels", "z_channels", "num_layers"):

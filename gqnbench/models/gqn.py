@@ -20,9 +20,12 @@ from gqnbench.metrics import gaussian_nll
 from gqnbench.models.base import (
     GQNFamilyModel,
     LossOutput,
+    as_prediction,
     flatten_queries,
     gaussian_kl,
     gaussian_rsample,
+    image_mean,
+    init_logvar_bias,
 )
 from gqnbench.models.canvas import CanvasWriter
 from gqnbench.models.config import ModelConfig, linear_anneal
@@ -127,6 +130,8 @@ class GQN(GQNFamilyModel):
         self.eta_pi = nn.Conv2d(h, 2 * z, 5, padding=2)  # prior head, reads h_g
         self.eta_e = nn.Conv2d(h, 2 * z, 5, padding=2)  # posterior head, reads h_e
         self.eta_g = nn.Conv2d(h, 3, 1)  # image head, reads the canvas u
+        for head in (self.eta_pi, self.eta_e):
+            init_logvar_bias(head, cfg.latent_logvar_bias)
 
     def module_groups(self) -> dict[str, list[nn.Module]]:
         return {
@@ -159,7 +164,7 @@ class GQN(GQNFamilyModel):
         return state_g, state_e, self.generation_cores[0].initial_canvas(reference, batch)
 
     def _image(self, u: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.eta_g(self.generation_cores[-1].render_canvas(u)))
+        return image_mean(self.eta_g(self.generation_cores[-1].render_canvas(u)), self.config.output_head)
 
     def _posterior_pass(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run L steps with z from the posterior: (mean image, KL per image, target images)."""
@@ -196,7 +201,7 @@ class GQN(GQNFamilyModel):
     def reconstruct(self, episode: Episode) -> torch.Tensor:
         """Posterior reconstruction of the queries (z sees x_q): a diagnostic, not a prediction."""
         mean_image, _, _ = self._posterior_pass(episode)
-        return mean_image.view_as(episode.query_images)
+        return as_prediction(mean_image).view_as(episode.query_images)
 
     def predict(self, episode: Episode, use_mean: bool = False) -> torch.Tensor:
         """Query images with z from the prior pi(z | h_g) (sampled, or its mean)."""
@@ -210,4 +215,4 @@ class GQN(GQNFamilyModel):
             mu_pi, logvar_pi = self.eta_pi(h_g).chunk(2, dim=1)
             z = mu_pi if use_mean else gaussian_rsample(mu_pi, logvar_pi)
             h_g, c_g, u = self.generation_cores[i](static_g[i], z, u, (h_g, c_g))
-        return self._image(u).view_as(episode.query_images)
+        return as_prediction(self._image(u)).view_as(episode.query_images)

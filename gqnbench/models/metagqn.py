@@ -15,7 +15,15 @@ from torch import nn
 
 from gqnbench.data.episode import Episode
 from gqnbench.metrics import gaussian_nll
-from gqnbench.models.base import GQNFamilyModel, LossOutput, flatten_queries, gaussian_rsample
+from gqnbench.models.base import (
+    GQNFamilyModel,
+    LossOutput,
+    as_prediction,
+    flatten_queries,
+    gaussian_rsample,
+    image_mean,
+    init_logvar_bias,
+)
 from gqnbench.models.canvas import CanvasWriter
 from gqnbench.models.config import ModelConfig
 from gqnbench.models.convlstm import ConvLSTMCell
@@ -73,6 +81,7 @@ class MetaGQN(GQNFamilyModel):
         self.inference_cores = nn.ModuleList(LatentInferenceCore(cfg) for _ in range(n_cores))
         self.generation_cores = nn.ModuleList(QueryGenerationCore(cfg) for _ in range(n_cores))
         self.eta_e = nn.Conv2d(h, 2 * z, 5, padding=2)
+        init_logvar_bias(self.eta_e, cfg.latent_logvar_bias)
         self.eta_g = nn.Conv2d(h, 3, 1)
         # The authors' code builds a prior head that the proposed objective never calls;
         # it is only here so the study's parameter count can be reproduced.
@@ -118,7 +127,7 @@ class MetaGQN(GQNFamilyModel):
         return latents
 
     def generate(self, latents: list[torch.Tensor], query_viewpoints: torch.Tensor) -> torch.Tensor:
-        """Mean images for [B, K, 7] query viewpoints given per-scene latents -> [B*K, 3, H, W]."""
+        """The likelihood's mean (unclamped with the raw head) for [B, K, 7] query viewpoints given per-scene latents -> [B*K, 3, H, W]."""
         cfg = self.config
         k = query_viewpoints.shape[1]
         v = query_viewpoints.flatten(0, 1)
@@ -131,7 +140,7 @@ class MetaGQN(GQNFamilyModel):
             i = self._core_index(layer)
             z = latents[layer].repeat_interleave(k, dim=0)  # one z per scene, shared by its queries
             h, c, u = self.generation_cores[i](prepared[i], z, u, (h, c))
-        return torch.sigmoid(self.eta_g(self.generation_cores[-1].render_canvas(u)))
+        return image_mean(self.eta_g(self.generation_cores[-1].render_canvas(u)), cfg.output_head)
 
     def loss(self, episode: Episode, step: int = 0) -> LossOutput:
         x, _ = flatten_queries(episode)
@@ -148,4 +157,4 @@ class MetaGQN(GQNFamilyModel):
     def predict(self, episode: Episode, use_mean: bool = False) -> torch.Tensor:
         """Query images with z sampled from q(z | D) (or its mean)."""
         latents = self.infer_latents(episode, use_mean=use_mean)
-        return self.generate(latents, episode.query_viewpoints).view_as(episode.query_images)
+        return as_prediction(self.generate(latents, episode.query_viewpoints)).view_as(episode.query_images)

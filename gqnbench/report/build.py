@@ -19,10 +19,12 @@ from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Document, Note, Paragraph, Section, render_html, render_markdown, sources_line
 from gqnbench.report.inputs import ReportInputError, ResultSet
 from gqnbench.report.sections import (
+    claims,
     comparison,
     costs,
     curves,
     environment,
+    learning_study,
     perf_targets,
     profile,
     robustness,
@@ -45,6 +47,7 @@ class ReportOutput:
 SectionBuilder = Callable[[ResultSet, ReportContext], Section]
 
 SECTIONS: list[tuple[str, SectionBuilder]] = [
+    ("claims", claims.build),
     ("table1", table1.build),
     ("figure6", curves.build_figure6),
     ("figure7", curves.build_figure7),
@@ -55,6 +58,7 @@ SECTIONS: list[tuple[str, SectionBuilder]] = [
     ("scaling", costs.build_scaling),
     ("profile", profile.build),
     ("samples", samples.build),
+    ("learning-study", learning_study.build),
 ]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from gqnbench.results import ResultsError, read_result
 
-KNOWN_KINDS = ("training_run", "time_to_target", "sweep", "samples", "costs", "main_job", "profile")
+KNOWN_KINDS = ("training_run", "time_to_target", "sweep", "samples", "costs", "main_job", "profile", "learning_study")
 PYTEST_BENCHMARK = "pytest_benchmark"
 
 # Required top-level fields (and their JSON type) per kind; nested lists are checked below.
@@ -30,6 +30,7 @@ _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "samples": {"scenes": list},
     "costs": {},
     "main_job": {"stages": dict},
+    "learning_study": {"entries": list},
     "profile": {"cases": list},
 }
 # Required fields of each item of a list field.
@@ -38,6 +39,7 @@ _REQUIRED_ITEMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "time_to_target": ("runs", ("model", "seed", "reached")),
     "sweep": ("runs", ("model", "value")),
     "samples": ("scenes", ("context", "query", "predictions")),
+    "learning_study": ("entries", ("name", "model")),
     "profile": ("cases", ("model", "dtype", "phases")),
 }
 # Files a results folder may hold that are not results: torch.profiler traces and memory timelines

@@ -62,11 +62,24 @@ def run_info(run: ResultFile) -> dict[str, Any]:
     }
 
 
+def reference(run: ResultFile, name: str = "mean_image") -> dict[str, float]:
+    """A reference predictor's validation numbers recorded in a run (``mean_image``, ``nearest_context``)."""
+    ref = _get(run.doc, "baselines", name) or {}
+    return {k: as_float(ref.get(k)) for k in ("val_nll", "val_mse", "val_fg_mse")}
+
+
+def _ratio(value: Any, base: float) -> float:
+    value = as_float(value)
+    return value / base if base and math.isfinite(base) else math.nan
+
+
 def curve_frame(runs: Iterable[ResultFile]) -> pd.DataFrame:
-    """Every eval point of ``runs`` in long form: model, label, seed, step, wall_s, val_nll, val_mse."""
+    """Every eval point of ``runs`` in long form: model, label, seed, step, wall_s, val_nll, val_mse,
+    val_fg_mse and the MSE / foreground MSE relative to the run's mean-frame reference."""
     rows = []
     for run in runs:
         info = run_info(run)
+        base = reference(run)
         for point in run.doc["eval_curve"]:
             rows.append(
                 {
@@ -79,10 +92,16 @@ def curve_frame(runs: Iterable[ResultFile]) -> pd.DataFrame:
                     "wall_s": as_float(point.get("wall_s")),
                     "val_nll": as_float(point["val_nll"]),
                     "val_mse": as_float(point.get("val_mse")),
+                    "val_fg_mse": as_float(point.get("val_fg_mse")),
+                    "mse_ratio": _ratio(point.get("val_mse"), base["val_mse"]),
+                    "fg_ratio": _ratio(point.get("val_fg_mse"), base["val_fg_mse"]),
                     "file": run.path,
                 }
             )
-    columns = ["model", "label", "seed", "z_channels", "preset", "step", "wall_s", "val_nll", "val_mse", "file"]
+    columns = [
+        "model", "label", "seed", "z_channels", "preset", "step", "wall_s",
+        "val_nll", "val_mse", "val_fg_mse", "mse_ratio", "fg_ratio", "file",
+    ]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from gqnbench.data.config import DataConfig
 from gqnbench.data.episode import Episode
 from gqnbench.metrics import NLLResult
-from gqnbench.training.evaluation import mean_image_baseline
+from gqnbench.training.evaluation import reference_results
 
 _CACHE: dict[tuple, TrainingData] = {}
 
@@ -36,10 +36,15 @@ class TrainingData:
 
     train_scenes: Any  # SceneArrays-like: .images uint8 [S, 15, H, W, 3], .viewpoints float32 [S, 15, 7]
     val_episode: Episode
-    baseline: NLLResult  # always predicting the mean training frame
+    references: dict[str, NLLResult]  # reference predictors on val_episode: mean_image, nearest_context
     root: Path | None = None
     # Another sampler class with EpisodeSampler's signature (e.g. in tests); None = the data API's.
     sampler_class: Any = None
+
+    @property
+    def baseline(self) -> NLLResult:
+        """Always predicting the mean training frame: the level a model must beat to have learned."""
+        return self.references["mean_image"]
 
     def sampler(self, batch_size: int, seed: int, data_cfg: DataConfig) -> Any:
         if self.sampler_class is None:
@@ -74,6 +79,6 @@ def load_training_data(
             "generate more scenes (data.generate_scenes) or lower data.val_scenes"
         )
     val = validation_episode(test, data_cfg.val_scenes, num_context=data_cfg.val_context, seed=data_cfg.val_seed)
-    data = TrainingData(train, val, mean_image_baseline(train.images, val), root)
+    data = TrainingData(train, val, reference_results(train.images, val), root)
     _CACHE[key] = data
     return data

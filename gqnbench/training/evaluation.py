@@ -1,9 +1,13 @@
-"""Validation NLL on the fixed validation episode, and the baselines a curve is judged against.
+"""Validation NLL on the fixed validation episode, and the reference predictors a curve is judged against.
 
 The metric is the study's (``gqnbench.metrics.study_nll``: unit variance, nats per image)
-on ``model.predict``. Both models are evaluated the same way: z is **sampled** (GQN from its
-prior pi(z | r, v_q), the proposed model from q(z | D)), as the study does, unless
-``TrainConfig.eval_use_mean`` asks for the mean. The sampling noise is seeded per chunk of
+on ``model.predict``, with the per-pixel MSE and the MSE on foreground pixels beside it.
+Both models are evaluated the same way, twice: z **sampled** (GQN from its prior
+pi(z | r, v_q), the proposed model from q(z | D)), as the study does, and z at the **mean** of
+that distribution; ``TrainConfig.eval_use_mean`` says which of the two the curve's headline
+``val_*`` numbers (and so every table) use. The reference predictors (:func:`reference_results`)
+are the mean training frame (ignores the scene) and the nearest context view (copies the
+context image whose camera is closest to the query camera). The sampling noise is seeded per chunk of
 ``eval_batch_size`` scenes (seed = val_seed + chunk index) inside ``torch.random.fork_rng``,
 so:
 
@@ -50,15 +54,29 @@ class EvalSums:
     sq_err_sum: float  # sum over all pixel values of the squared error
     num_images: int
     values_per_image: int
+    fg_sq_err_sum: float = 0.0  # the same over foreground pixel values only
+    fg_values: int = 0
+
+    def additive(self) -> list[float]:
+        """The summable parts, in the order :meth:`from_additive` takes them."""
+        return [self.nll_sum, self.sq_err_sum, float(self.num_images), self.fg_sq_err_sum, float(self.fg_values)]
+
+    @classmethod
+    def from_additive(cls, parts: list[float], values_per_image: int) -> EvalSums:
+        nll, sq, n, fg_sq, fg_n = parts
+        return cls(nll, sq, int(n), values_per_image, fg_sq, int(fg_n))
 
     def result(self) -> NLLResult:
         if self.num_images == 0:
             raise ValueError("no validation images were evaluated")
+        values = self.num_images * self.values_per_image
         return NLLResult(
             nll=self.nll_sum / self.num_images,
-            mse=self.sq_err_sum / (self.num_images * self.values_per_image),
+            mse=self.sq_err_sum / values,
             constant=nll_constant(self.values_per_image),
             num_images=self.num_images,
+            fg_mse=self.fg_sq_err_sum / self.fg_values if self.fg_values else float("nan"),
+            fg_fraction=self.fg_values / values,
         )
 
 
@@ -88,7 +106,7 @@ def evaluate_sums(
     """Sum of per-image NLL and squared error over the chunks this rank owns (chunk i -> rank i % W)."""
     was_training = model.training
     model.eval()
-    nll_sum, sq_sum, n_img, per_image = 0.0, 0.0, 0, 0
+    nll_sum, sq_sum, n_img, per_image, fg_sq, fg_n = 0.0, 0.0, 0, 0, 0.0, 0
     try:
         for index, (a, b) in enumerate(chunk_bounds(episode.num_scenes, chunk)):
             if index % world_size != rank:
@@ -102,11 +120,23 @@ def evaluate_sums(
             per_image = target[0].numel()
             sq_sum += res.mse * res.num_images * per_image
             n_img += res.num_images
+            values_fg = round(res.fg_fraction * res.num_images * per_image)
+            fg_n += values_fg
+            fg_sq += res.fg_mse * values_fg if values_fg else 0.0
     finally:
         model.train(was_training)
     if per_image == 0:
         per_image = int(episode.query_images[0, 0].numel())
-    return EvalSums(nll_sum, sq_sum, n_img, per_image)
+    return EvalSums(nll_sum, sq_sum, n_img, per_image, fg_sq, fg_n)
+
+
+def mean_frame(train_images: np.ndarray, max_scenes: int = 2000) -> np.ndarray:
+    """The per-pixel mean training frame, float64 [H, W, 3] in [0, 1]; ``train_images`` is uint8 [S, V, H, W, 3]."""
+    n = min(len(train_images), max_scenes)
+    acc = np.zeros(train_images.shape[2:], dtype=np.float64)
+    for a in range(0, n, 256):
+        acc += np.asarray(train_images[a : min(a + 256, n)], dtype=np.float64).sum(axis=(0, 1))
+    return acc / (n * train_images.shape[1] * 255.0)
 
 
 def mean_image_baseline(train_images: np.ndarray, episode: Episode, max_scenes: int = 2000) -> NLLResult:
@@ -115,11 +145,7 @@ def mean_image_baseline(train_images: np.ndarray, episode: Episode, max_scenes: 
     This is the best prediction that ignores context and viewpoint; a model has *learned*
     something about scenes only if it beats it. ``train_images`` is uint8 [S, 15, H, W, 3].
     """
-    n = min(len(train_images), max_scenes)
-    acc = np.zeros(train_images.shape[2:], dtype=np.float64)
-    for a in range(0, n, 256):
-        acc += np.asarray(train_images[a : min(a + 256, n)], dtype=np.float64).sum(axis=(0, 1))
-    mean = acc / (n * train_images.shape[1] * 255.0)  # [H, W, 3]
+    mean = mean_frame(train_images, max_scenes)  # [H, W, 3]
     target = episode.query_images.flatten(0, 1).float().cpu()
     if mean.shape[0] != target.shape[-1]:
         raise ValueError(
@@ -128,3 +154,30 @@ def mean_image_baseline(train_images: np.ndarray, episode: Episode, max_scenes: 
         )
     pred = torch.from_numpy(mean).permute(2, 0, 1).float().expand_as(target)
     return study_nll(target, pred)
+
+
+def nearest_context_prediction(episode: Episode) -> torch.Tensor:
+    """[B, K, 3, H, W]: for every query, the scene's context image whose camera position is closest.
+
+    Knows the scene but nothing of 3-D: the reference that a model using its context must beat
+    once it has learned more than colours (with 3 views it is worse than the mean frame).
+    """
+    out = torch.empty_like(episode.query_images)
+    positions = episode.context_viewpoints[:, :3]
+    for b in range(episode.num_scenes):
+        index = torch.nonzero(episode.context_scene == b).flatten()
+        if index.numel() == 0:
+            raise ValueError(f"scene {b} of the episode has no context view")
+        dist = torch.cdist(episode.query_viewpoints[b, :, :3].double(), positions[index].double())  # [K, M]
+        out[b] = episode.context_images[index[dist.argmin(dim=1)]]
+    return out
+
+
+def reference_results(train_images: np.ndarray, episode: Episode) -> dict[str, NLLResult]:
+    """The reference predictors on ``episode``: ``mean_image`` and ``nearest_context`` (see the module docstring)."""
+    target = episode.query_images.flatten(0, 1).float().cpu()
+    nearest = nearest_context_prediction(episode.to("cpu")).flatten(0, 1).float()
+    return {
+        "mean_image": mean_image_baseline(train_images, episode),
+        "nearest_context": study_nll(target, nearest),
+    }

@@ -68,6 +68,11 @@ from gqnbench.training.evaluation import EvalSums, evaluate_sums
 from gqnbench.training.numerics import flush_denormals
 
 FINISHED = ("completed", "diverged")
+# Which evaluation the headline val_nll / val_mse / val_fg_mse of a curve point (and every table) use.
+PRIMARY_EVAL = {
+    False: "z sampled (GQN: prior; metagqn: q(z|D); seeded, the same noise at every eval)",
+    True: "z at the mean (GQN: prior mean; metagqn: mean of q(z|D))",
+}
 
 _TrainFn = TypeVar("_TrainFn", bound=Callable[..., "TrainResult"])
 
@@ -306,22 +311,26 @@ def train(
 
         writer = SummaryWriter(log_dir=str(paths.tensorboard), purge_step=st.step if resumed_from is not None else None)
 
-    def evaluate() -> tuple[float, float, float]:
+    def evaluate() -> tuple[dict[str, dict[str, float]], float]:
+        """Validation metrics with z sampled and at its mean, and the seconds they took."""
         t0 = time.perf_counter()
-        sums = evaluate_sums(
-            model,
-            data.val_episode,
-            seed=preset.data.val_seed,
-            chunk=cfg.eval_batch_size,
-            device=device,
-            autocast=autocast,
-            use_mean=cfg.eval_use_mean,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-        )
-        total = D.all_reduce_sum([sums.nll_sum, sums.sq_err_sum, float(sums.num_images)], ctx, device)
-        res = EvalSums(total[0], total[1], int(total[2]), sums.values_per_image).result()
-        return res.nll, res.mse, time.perf_counter() - t0
+        metrics = {}
+        for mode, use_mean in (("z_sampled", False), ("z_mean", True)):
+            sums = evaluate_sums(
+                model,
+                data.val_episode,
+                seed=preset.data.val_seed,
+                chunk=cfg.eval_batch_size,
+                device=device,
+                autocast=autocast,
+                use_mean=use_mean,
+                rank=ctx.rank,
+                world_size=ctx.world_size,
+            )
+            total = D.all_reduce_sum(sums.additive(), ctx, device)
+            res = EvalSums.from_additive(total, sums.values_per_image).result()
+            metrics[mode] = {"val_nll": res.nll, "val_mse": res.mse, "val_fg_mse": res.fg_mse}
+        return metrics, time.perf_counter() - t0
 
     def payload() -> dict[str, Any]:
         last = st.eval_curve[-1] if st.eval_curve else {}
@@ -342,10 +351,15 @@ def train(
                 "step": last.get("step"),
                 "val_nll": last.get("val_nll", math.nan),
                 "val_mse": last.get("val_mse", math.nan),
+                "val_fg_mse": last.get("val_fg_mse", math.nan),
                 "nll_constant": data.baseline.constant,
             },
-            "baselines": {"mean_image": {"val_nll": data.baseline.nll, "val_mse": data.baseline.mse}},
-            "eval_uses": "mean z" if cfg.eval_use_mean else "sampled z (seeded, the same noise at every eval)",
+            "baselines": {
+                name: {"val_nll": ref.nll, "val_mse": ref.mse, "val_fg_mse": ref.fg_mse}
+                for name, ref in data.references.items()
+            },
+            "foreground_fraction": data.baseline.fg_fraction,
+            "eval_uses": PRIMARY_EVAL[cfg.eval_use_mean],
             "steps_per_s": (st.step / st.train_s) if st.train_s > 0 else None,
             "first_step_s": st.first_step_s,
             "total_wall_s": st.wall_s,
@@ -400,12 +414,15 @@ def train(
             )
 
     def record_eval(wall: float) -> None:
-        nll, mse, spent = evaluate()
+        metrics, spent = evaluate()
         st.eval_wall_s += spent
-        st.eval_curve.append({"step": st.step, "wall_s": wall + spent, "val_nll": nll, "val_mse": mse})
+        primary = metrics["z_mean" if cfg.eval_use_mean else "z_sampled"]
+        st.eval_curve.append({"step": st.step, "wall_s": wall + spent, **primary, **metrics})
+        nll = primary["val_nll"]
         if writer is not None:
-            writer.add_scalar("val/nll", nll, st.step)
-            writer.add_scalar("val/mse", mse, st.step)
+            for mode, values in metrics.items():
+                for key, value in values.items():
+                    writer.add_scalar(f"val_{mode}/{key[4:]}", value, st.step)
         if not math.isfinite(nll) or nll > cfg.nll_blowup:
             st.status, st.stop_reason = "diverged", "diverged"
             st.diverged_step = st.step

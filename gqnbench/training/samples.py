@@ -3,7 +3,8 @@
 Loads trained weights (``runs/<name>.pt``, written by the training loop at the end of a
 run; a ``training_run`` JSON file is accepted too and its weights file is found next to
 it), predicts the first ``num_scenes`` validation scenes (z sampled from the prior / q(z|D)
-with a fixed seed, as in evaluation) and writes a ``samples`` results file with every image
+with a fixed seed, as in evaluation), adds the two reference predictors (the mean training
+frame and the nearest context view) and writes a ``samples`` results file with every image
 as a base64 PNG, so the report can draw the figure without importing a model.
 """
 
@@ -26,7 +27,7 @@ from gqnbench.presets import Preset, get_preset
 from gqnbench.results import read_result, write_result
 from gqnbench.training.checkpoint import CheckpointError, load_torch
 from gqnbench.training.data_source import load_training_data
-from gqnbench.training.evaluation import slice_episode
+from gqnbench.training.evaluation import mean_frame, nearest_context_prediction, slice_episode
 
 
 def png_base64(image: torch.Tensor | np.ndarray) -> str:
@@ -80,9 +81,12 @@ def write_samples(
     """
     if isinstance(preset, str):
         preset = get_preset(preset)
+    data = load_training_data(preset.data, cache_root)
     if episode is None:
-        episode = load_training_data(preset.data, cache_root).val_episode
+        episode = data.val_episode
     episode = slice_episode(episode, 0, min(num_scenes, episode.num_scenes))
+    mean_image = torch.from_numpy(mean_frame(data.train_scenes.images)).permute(2, 0, 1).float()
+    nearest = nearest_context_prediction(episode)
     items = list(runs.items()) if isinstance(runs, Mapping) else [(None, r) for r in runs]
     predictions: dict[str, torch.Tensor] = {}
     steps: dict[str, int] = {}
@@ -107,6 +111,10 @@ def write_samples(
                 "context": [png_base64(img) for img in ctx],
                 "query": png_base64(episode.query_images[b, 0]),
                 "predictions": {label: png_base64(pred[b, 0]) for label, pred in predictions.items()},
+                "references": {
+                    "mean frame": png_base64(mean_image),
+                    "nearest context view": png_base64(nearest[b, 0]),
+                },
             }
         )
     return write_result(

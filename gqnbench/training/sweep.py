@@ -4,16 +4,14 @@ Any preset field can be swept (``model.z_channels`` for the study's 3 / 32 / 128
 channels, ``train.lr_start``, ``gqn.num_layers``, ...). Each setting x seed is one
 ``training_run`` (tag ``sweep-<field>=<value>``) with its full curve.
 
-**Learned** (the criterion, one for every model): the run did not diverge and its final
-validation MSE is at most ``LEARNED_MSE_FRACTION`` (90%) of the MSE of the *mean-frame
-baseline*, the per-pixel mean training frame predicted for every query. That baseline is the
-best prediction that ignores the context and the viewpoint, so beating it by a clear margin
-means the model used the scene; every model starts far above it (an untrained model paints
-grey, MSE about 20x the baseline). A weaker **improved** flag (not diverged, final val MSE at
-most half the step-0 model's) separates a short run that is on its way from one that failed
-or blew up; short budgets (the suite's few hundred cpu steps) reach "improved" long before
-"learned". With ``target_nll`` a run also reports ``reached_target``
-(its final validation NLL <= target).
+**Learned** is :func:`gqnbench.training.judging.learned`, one criterion for every model: not
+diverged, and the final validation MSE and foreground MSE both at most 0.9x the mean training
+frame's (the reference predictor that ignores the scene). A weaker **improved** flag (not
+diverged, final val MSE at most half the step-0 model's) separates a run that is on its way
+from one that failed or blew up. With ``target_nll`` a run also reports ``reached_target``
+(its final validation NLL <= target). ``reuse`` names the folder and tag of runs that already
+exist for a model's default setting (the main job's seed-0 main runs): such a setting is not
+trained again but read from there (same config and step count, so ``train`` finds it finished).
 
 Summary per model: ``final_nll_spread`` (max - min of the final validation NLL over the
 settings that did not diverge; the median over seeds of a setting is used), ``final_nll_median``,
@@ -28,6 +26,7 @@ Writes a ``sweep`` results file (``sweep_<field>.json`` by default).
 from __future__ import annotations
 
 import math
+import os
 import re
 import traceback
 from collections.abc import Mapping, Sequence
@@ -40,10 +39,10 @@ from gqnbench.presets import get_preset
 from gqnbench.results import as_float, write_result
 from gqnbench.training.data_source import load_training_data
 from gqnbench.training.executors import ClusterExecutor, raise_if_unfinished, unfinished_runs
+from gqnbench.training.judging import LEARNED_CRITERION, final_ratios, learned
 from gqnbench.training.loop import train
 from gqnbench.training.runner import run_jobs
 
-LEARNED_MSE_FRACTION = 0.9
 IMPROVED_MSE_FRACTION = 0.5
 
 
@@ -54,15 +53,6 @@ def field_value(preset_name: str, overrides: Mapping[str, Any], field: str, mode
     if section in ("model", "gqn", "metagqn"):
         return getattr(preset.model_config(model), name)
     return getattr(getattr(preset, section), name)
-
-
-def learned(doc: Mapping[str, Any]) -> bool:
-    """The sweep's "learned" criterion for one ``training_run`` document (see the module docstring)."""
-    if doc.get("status") == "diverged":
-        return False
-    mse = as_float(doc["final"]["val_mse"])
-    base = as_float(doc["baselines"]["mean_image"]["val_mse"])
-    return math.isfinite(mse) and mse <= LEARNED_MSE_FRACTION * base
 
 
 def improved(doc: Mapping[str, Any]) -> bool:
@@ -81,7 +71,7 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
         result = train(
             preset,
             job["model"],
-            job["out_dir"],
+            job.get("run_dir", job["out_dir"]),
             tag=job["tag"],
             seed=job["seed"],
             steps=job["steps"],
@@ -96,6 +86,7 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
             "status": doc["status"],
             "final_val_nll": final,
             "final_val_mse": as_float(doc["final"]["val_mse"]),
+            **{f"final_{k}": v for k, v in final_ratios(doc).items() if k != "val_nll"},
             "best_val_nll": float(np.nanmin(curve)) if curve else math.nan,
             "learned": learned(doc),
             "improved": improved(doc),
@@ -105,7 +96,8 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
             "total_wall_s": doc.get("total_wall_s"),
             "steps_per_s": doc.get("steps_per_s"),
             "skipped": result.skipped,
-            "run_file": str(Path(result.run_file).relative_to(job["out_dir"])),
+            "run_file": os.path.relpath(result.run_file, job["out_dir"]),
+            "reused_main_run": "run_dir" in job,
         }
     except KeyboardInterrupt:
         raise
@@ -176,6 +168,7 @@ def run_sweep(
     progress: bool = True,
     file_name: str | None = None,
     executor: ClusterExecutor | None = None,
+    reuse: tuple[str | Path, str, Sequence[int]] | None = None,
 ) -> Path:
     """Train ``models`` x ``values`` of ``field`` x ``seeds`` and write the ``sweep`` results file.
 
@@ -184,7 +177,8 @@ def run_sweep(
     threads each (default: cores / processes). ``executor``: one cluster job per run instead
     (:mod:`gqnbench.training.executors`); the file then summarises the runs that finished, lists
     the others under ``unfinished_runs`` and :class:`~gqnbench.training.executors.RunsUnfinished`
-    is raised after writing it.
+    is raised after writing it. ``reuse=(folder, tag, seeds)``: a model's default setting, for those
+    seeds, is the existing run ``<folder>/runs/<model>-<tag>-seed<k>`` (trained there if missing).
     """
     if "." not in field:
         raise ValueError(f"sweep field {field!r} needs a section, e.g. model.z_channels or train.lr_start")
@@ -196,7 +190,11 @@ def run_sweep(
         for value in values:
             settings = {**base, field: value}
             typed = field_value(preset, settings, field, model)  # also validates the field name early
+            is_default = typed == field_value(preset, base, field, model)
             for seed in seed_list:
+                where = {}
+                if reuse is not None and is_default and seed in reuse[2]:
+                    where = {"run_dir": Path(reuse[0]), "tag": reuse[1]}
                 jobs.append(
                     {
                         "preset": preset,
@@ -210,6 +208,7 @@ def run_sweep(
                         "out_dir": out_dir,
                         "cache_root": cache_root,
                         "progress": progress and processes <= 1,
+                        **where,
                     }
                 )
     # Generate/open each distinct data set once, here, so worker processes never race to create it.
@@ -248,9 +247,7 @@ def run_sweep(
             "steps": steps if steps is not None else get_preset(preset, base).train.steps,
             "overrides": base,
             "target_nll": target_nll,
-            "learned_criterion": (
-                f"not diverged and final val MSE <= {LEARNED_MSE_FRACTION} x the mean-frame baseline's val MSE"
-            ),
+            "learned_criterion": LEARNED_CRITERION,
             "improved_criterion": f"not diverged and final val MSE <= {IMPROVED_MSE_FRACTION} x the step-0 val MSE",
             "runs": runs,
             "unfinished_runs": unfinished,

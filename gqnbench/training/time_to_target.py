@@ -27,7 +27,7 @@ import numpy as np
 
 from gqnbench.presets import Preset, get_preset
 from gqnbench.results import as_float, write_result
-from gqnbench.training.budgets import default_target
+from gqnbench.training.budgets import MseRatioTarget, Target, default_target, resolve_target
 from gqnbench.training.data_source import TrainingData, load_training_data
 from gqnbench.training.executors import ClusterExecutor, raise_if_unfinished, unfinished_runs
 from gqnbench.training.loop import train
@@ -115,9 +115,10 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
 def run_time_to_target(
     preset: str | Preset,
     models: Sequence[str],
-    target_nll: float | None = None,
+    target_nll: Target | None = None,
     seeds: int | Sequence[int] = 3,
     *,
+    processes: int = 1,
     budget_steps: int | None = None,
     budget_seconds: float | None = None,
     out_dir: str | Path,
@@ -134,13 +135,17 @@ def run_time_to_target(
 ) -> Path:
     """Train every model x seed to ``target_nll`` (None: the preset's default) and write the summary.
 
+    ``target_nll``: an NLL, or a :class:`~gqnbench.training.budgets.MseRatioTarget` resolved on the
+    validation episode (recorded as ``target_mse_ratio``). ``processes`` > 1 trains that many runs
+    side by side, each in its own process with ``threads`` threads (each run's clock is its own).
+
     ``seeds``: a count (0..n-1) or explicit seeds. ``budget_steps`` defaults to the preset's
     ``train.steps`` when no budget is given; ``budget_seconds`` stops a run once its wall clock
     passes it. With ``resume`` a finished run with the same request is reused and a killed one
     continues from its checkpoint. ``isolate`` (default) trains in a fresh worker process (see
     :mod:`gqnbench.training.runner`) with ``threads`` torch threads (default: all cores):
     timings do not depend on what this process did before.
-    Runs go one at a time: concurrent runs would share the cores and distort each other's clock.
+    By default runs go one at a time (``processes=1``).
     ``stop_at_target=False`` trains every run to the end of its budget (the time to target is
     still the first evaluation at the target), so all seeds give full curves to one step.
     ``executor``: one cluster job per run, concurrently (:mod:`gqnbench.training.executors`);
@@ -154,12 +159,19 @@ def run_time_to_target(
     target_source = "given"
     if target_nll is None:
         target_nll, target_source = default_target(preset.name), "preset default (gqnbench.training.budgets)"
+    target_spec = target_nll
     if budget_steps is None:
         # A seconds budget alone still needs a step cap; a large one lets the clock decide.
         budget_steps = preset.train.steps if budget_seconds is None else 10**9
     out_dir = Path(out_dir)
     given = data  # handed to the jobs as is (pickled into the worker when isolated)
     data = data or load_training_data(preset.data, cache_root)  # generates the data set once, here
+    target_nll = resolve_target(target_spec, data.baseline.constant, data.baseline.mse, preset.data.image_size)
+    target_mse_ratio = (
+        target_spec.ratio
+        if isinstance(target_spec, MseRatioTarget)
+        else (target_nll - data.baseline.constant) / (0.5 * 3 * preset.data.image_size**2) / data.baseline.mse
+    )
     jobs = [
         {
             "preset": preset,
@@ -181,7 +193,7 @@ def run_time_to_target(
     results = run_jobs(
         _job,
         jobs,
-        processes=1,
+        processes=processes,
         isolate=isolate,
         progress=progress,
         desc="time to target",
@@ -197,7 +209,10 @@ def run_time_to_target(
         {
             "preset": preset.name,
             "target_nll": target_nll,
-            "target_source": target_source,
+            "target_mse_ratio": target_mse_ratio,
+            "target_source": target_source
+            + (f" ({target_spec.describe()})" if isinstance(target_spec, MseRatioTarget) else ""),
+            "mean_frame": {"val_nll": data.baseline.nll, "val_mse": data.baseline.mse},
             "nll_constant": data.baseline.constant,
             "eval_every": preset.train.eval_every,
             "budget": {"steps": budget_steps if budget_steps < 10**9 else None, "seconds": budget_seconds},

@@ -14,78 +14,89 @@ from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
 from gqnbench.report.inputs import ResultFile, ResultSet
 from gqnbench.report.plotting import palette_for, plt, sns
-from gqnbench.report.runs import curve_frame, main_runs
+from gqnbench.report.runs import curve_frame, main_runs, reference
 from gqnbench.report.study import model_label
 from gqnbench.results import as_float
 
 BAND = ("pi", 100)  # min-max over seeds
+LEARNED_FRACTION = 0.9  # gqnbench.training.judging.LEARNED_FRACTION
 
 
 def median_curves(curves: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Median, min and max val NLL per step and group (the numbers behind a figure), as a table."""
-    grouped = curves.groupby([*by, "step"])["val_nll"]
-    out = grouped.agg(val_nll_median="median", val_nll_min="min", val_nll_max="max", seeds="count").reset_index()
-    return out
+    """Median, min and max val NLL, and median MSE ratios, per step and group (the numbers behind a figure)."""
+    grouped = curves.groupby([*by, "step"])
+    out = grouped["val_nll"].agg(val_nll_median="median", val_nll_min="min", val_nll_max="max", seeds="count")
+    ratios = grouped[["mse_ratio", "fg_ratio"]].median().add_suffix("_median")
+    return out.join(ratios).reset_index()
 
 
-def _target(results: ResultSet) -> float | None:
+def _target_ratio(results: ResultSet) -> float | None:
     for ttt in results.of_kind("time_to_target"):
-        if ttt.doc.get("target_nll") is not None:
-            return as_float(ttt.doc["target_nll"])
+        if ttt.doc.get("target_mse_ratio") is not None:
+            return as_float(ttt.doc["target_mse_ratio"])
     return None
+
+
+def _nearest_ratio(runs: list[ResultFile], key: str) -> float | None:
+    values = {
+        round(reference(r, "nearest_context")[key] / reference(r)[key], 4)
+        for r in runs
+        if reference(r)[key] and np.isfinite(reference(r, "nearest_context")[key])
+    }
+    return values.pop() if len(values) == 1 else None
+
+
+def _ratio_axis(ax, curves: pd.DataFrame, column: str, hue: str, palette, order=None) -> None:
+    """One panel of errors relative to the mean frame, its y-axis set by the trained part of the curves."""
+    sns.lineplot(
+        data=curves, x="step", y=column, hue=hue, hue_order=order, estimator="median", errorbar=BAND,
+        palette=palette, ax=ax,
+    )  # fmt: skip
+    trained = curves.loc[curves["step"] > 0, column].dropna()
+    if len(trained):
+        # The untrained first point (about 2x) would squash the learning into a flat line at the bottom.
+        ax.set_ylim(max(0.0, trained.min() - 0.05), max(1.15, min(trained.quantile(0.98), 1.6)))
+    ax.axhline(1.0, color="#777", lw=1, ls="--")
+    ax.annotate("mean frame", (0.99, 1.0), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8)
+    ax.axhline(LEARNED_FRACTION, color="#bbb", lw=0.8, ls="-.")
+    ax.set_xlabel("training step")
 
 
 def figure6(results: ResultSet, ctx: ReportContext) -> list:
     runs, how = main_runs(results)
     curves = curve_frame(runs)
     if curves.empty:
-        return [Note("No training runs: Figure 6 (validation NLL curves of both models) is omitted.")]
+        return [Note("No training runs: Figure 6 (validation curves of both models) is omitted.")]
     labels = list(dict.fromkeys(curves["label"]))
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    sns.lineplot(
-        data=curves,
-        x="step",
-        y="val_nll",
-        hue="label",
-        estimator="median",
-        errorbar=BAND,
-        palette=palette_for(labels),
-        ax=ax,
-    )
-    baselines = {
-        round(as_float(((r.doc.get("baselines") or {}).get("mean_image") or {}).get("val_nll")), 3) for r in runs
-    }
-    if len(baselines) == 1 and np.isfinite(base := baselines.pop()):
-        # The mean-frame prediction ignores the scene: a model must end well below it.
-        ax.axhline(base, color="#777", lw=1, ls="--")
-        ax.annotate(
-            f"mean-image baseline {base:,.1f}",
-            (0.01, base),  # left, so it never sits on the target's label at the right
-            xycoords=("axes fraction", "data"),
-            ha="left",
-            va="bottom",
-            fontsize=8,
-            color="#555",
-        )
-    target = _target(results)
-    if target is not None:
-        ax.axhline(target, color="#2a9d8f", lw=1, ls=":")
-        ax.annotate(
-            f"target {target:,.1f}",
-            (0.99, target),
-            xycoords=("axes fraction", "data"),
-            ha="right",
-            va="bottom",
-            fontsize=8,
-            color="#2a9d8f",
-        )
-    ax.set_xlabel("training step")
-    ax.set_ylabel("validation NLL (nats / image)")
-    ax.legend(title=None)
+    has_fg = curves["fg_ratio"].notna().any()
+    fig, axes = plt.subplots(1, 2 if has_fg else 1, figsize=(11 if has_fg else 6.5, 4.2), squeeze=False)
+    panels = [("mse_ratio", "val_mse", "validation MSE / mean frame's")]
+    if has_fg:
+        panels.append(("fg_ratio", "val_fg_mse", "foreground MSE / mean frame's"))
+    target = _target_ratio(results)
+    for ax, (column, key, ylabel) in zip(axes[0], panels):
+        _ratio_axis(ax, curves, column, "label", palette_for(labels))
+        nearest = _nearest_ratio(runs, key)
+        if nearest is not None and nearest < ax.get_ylim()[1]:
+            ax.axhline(nearest, color="#e76f51", lw=1, ls=":")
+            ax.annotate(
+                f"nearest context view {nearest:.2f}", (0.01, nearest), xycoords=("axes fraction", "data"),
+                ha="left", va="bottom", fontsize=8, color="#e76f51",
+            )  # fmt: skip
+        if target is not None and column == "mse_ratio":
+            ax.axhline(target, color="#2a9d8f", lw=1, ls=":")
+            ax.annotate(
+                f"time-to-target {target:.2f}", (0.99, target), xycoords=("axes fraction", "data"),
+                ha="right", va="top", fontsize=8, color="#2a9d8f",
+            )  # fmt: skip
+        ax.set_ylabel(ylabel)
+        ax.legend(title=None)
     seeds = curves.groupby("model")["seed"].nunique()
     caption = (
-        "Figure 6 equivalent: validation NLL of both models over training steps; line = median over seeds "
-        f"({', '.join(f'{model_label(m)}: {n}' for m, n in seeds.items())}), band = min–max over seeds."
+        "Figure 6 equivalent: validation errors of both models over training steps, relative to the mean training "
+        "frame (dashed, 1.0; dash-dot = the 'learned' margin); line = median over seeds "
+        f"({', '.join(f'{model_label(m)}: {n}' for m, n in seeds.items())}), band = min–max over seeds; the y-axis "
+        "starts where training has left the untrained start (about 2x). The NLL per step is in the table."
     )
     fig_block = ctx.figure("figure6_val_nll", fig, caption, [r.path for r in runs])
     table = median_curves(curves, ["model"])
@@ -101,6 +112,8 @@ def figure6(results: ResultSet, ctx: ReportContext) -> list:
                 "median NLL": table["val_nll_median"].map(F.fmt_float),
                 "min": table["val_nll_min"].map(F.fmt_float),
                 "max": table["val_nll_max"].map(F.fmt_float),
+                "MSE / mean frame": table["mse_ratio_median"].map(lambda v: F.fmt_sig(v, 3)),
+                "fg MSE / mean frame": table["fg_ratio_median"].map(lambda v: F.fmt_sig(v, 3)),
                 "seeds": table["seeds"].map(F.fmt_int),
             }
         )
@@ -153,35 +166,19 @@ def figure7(results: ResultSet, ctx: ReportContext) -> list:
         colours = dict(zip(order, sns.color_palette("Dark2", len(order)).as_hex()))
         for ax, model in zip(axes[0], models):
             sub = curves[curves["model"] == model]
-            sns.lineplot(
-                data=sub,
-                x="step",
-                y="val_nll",
-                hue="setting",
-                hue_order=order,
-                estimator="median",
-                errorbar=BAND,
-                palette=colours,
-                ax=ax,
-            )
+            _ratio_axis(ax, sub, "mse_ratio", "setting", colours, order)
             # A diverged run's last finite point, so its early end reads as a failure, not a short run.
             ends = sub[sub["diverged"]].sort_values("step").groupby("file").tail(1)
             if len(ends):
-                ax.scatter(ends["step"], ends["val_nll"], marker="x", color="black", s=40, zorder=5, label="diverged")
+                ax.scatter(ends["step"], ends["mse_ratio"], marker="x", color="black", s=40, zorder=5, label="diverged")
             ax.set_title(model_label(model))
-            ax.set_xlabel("training step")
-            ax.set_ylabel("validation NLL (nats / image)")
+            ax.set_ylabel("validation MSE / mean frame's")
             ax.legend(title=None, fontsize=8)
-        target = sweep.doc.get("target_nll")
-        if target is not None:
-            for ax in axes[0]:
-                ax.axhline(as_float(target), color="#2a9d8f", lw=1, ls=":")
         name = "figure7_sweep" if len(sweeps) == 1 else f"figure7_sweep_{i}"
         caption = (
-            f"Figure 7 equivalent: validation NLL per `{field}` setting and model; median over seeds, band = "
-            "min–max; × marks the last evaluation of a diverged run"
-            + (f"; dotted line = target {as_float(target):,.1f}" if target is not None else "")
-            + "."
+            f"Figure 7 equivalent: validation MSE relative to the mean training frame per `{field}` setting and "
+            "model; median over seeds, band = min–max; dashed = mean frame, dash-dot = the 'learned' margin; "
+            "× marks the last evaluation of a diverged run."
         )
         sources = [sweep.path, *dict.fromkeys(curves["file"])]
         blocks.append(ctx.figure(name, fig, caption, sources))

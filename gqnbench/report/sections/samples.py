@@ -36,7 +36,14 @@ def decode_scenes(samples: ResultFile) -> list[dict]:
                 "index": scene.get("index", i),
                 "context": [decode_png(c, f"{where}.context[{j}]") for j, c in enumerate(scene["context"])],
                 "query": decode_png(scene["query"], f"{where}.query"),
-                "predictions": {m: decode_png(p, f"{where}.predictions.{m}") for m, p in scene["predictions"].items()},
+                "predictions": {
+                    **{m: decode_png(p, f"{where}.predictions.{m}") for m, p in scene["predictions"].items()},
+                    # The reference predictors, drawn beside the models (older files have none).
+                    **{
+                        f"{name} (reference)": decode_png(p, f"{where}.references.{name}")
+                        for name, p in (scene.get("references") or {}).items()
+                    },
+                },
             }
         )
     return scenes
@@ -94,9 +101,11 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
         mse = prediction_mse(scenes)
         step = samples.doc.get("step")
         caption = (
-            "Validation scenes: context views, the true query view and each model's prediction"
+            "Validation scenes: context views, the true query view, each model's prediction"
             + (f" after {F.fmt_int(step)} training steps" if step is not None else "")
-            + " (MSE of the shown 8-bit image)."
+            + f" ({samples.doc.get('z', 'z sampled')}) and the two reference predictors (the mean training frame, "
+            "which ignores the scene, and the context view whose camera is nearest the query's); MSE of the "
+            "shown 8-bit image."
         )
         name = "samples" if len(files) == 1 else f"samples_{i}"
         section.blocks.append(ctx.figure(name, _grid(scenes, mse), caption, [samples.path]))
