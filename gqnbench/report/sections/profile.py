@@ -215,6 +215,15 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
                 Paragraph(f"{model_label(model)}, the phase furthest below the matmul peak: " + "; ".join(lows) + ".")
             )
 
+    above = frame[frame["share_of_peak"].fillna(0) > 1.0]
+    if len(above):
+        section.blocks.append(
+            Note(
+                f"{len(above)} phase(s) above 100% of the matmul peak: the peak was measured while the machine was "
+                "busier than during those steps (a shared host). Re-run on a quiet machine for shares of peak."
+            )
+        )
+
     over = pd.DataFrame(
         [
             {
