@@ -139,3 +139,16 @@ def test_tensorboard_plugin_loader_reads_the_trace(tiny_cases, tmp_path):
     assert "ProfilerStep#" in result["tree"] and "aten::convolution" in result["tree"]
     for phase in PHASES:
         assert LABEL_PREFIX + phase in result["served"]
+
+
+def test_profile_command_prints_the_phase_table_and_writes_both_files(tmp_path, capsys):
+    from gqnbench.cli import main
+
+    out = tmp_path / "prof"
+    argv = ["profile", "--model", "gqn", "--preset", "tiny", "--batch", "2", "--steps", "2", "--warmup", "1"]
+    assert main([*argv, "--plain-rounds", "1", "--matmul-n", "256", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "sum of phases" in printed and "inference_core" in printed and "profiler overhead" in printed
+    doc = read_result(out / "profile.json", "profile")
+    (case,) = doc["cases"]
+    assert case["peak_flop_per_s"] > 0 and (out / case["trace_file"]).is_file()
