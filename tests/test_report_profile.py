@@ -70,3 +70,12 @@ def test_no_profile_is_a_note_and_traces_are_not_scanned(tmp_path):
     assert not results.files and not results.ignored
     md = build_report(results, tmp_path / "out", strict=True).markdown.read_text()
     assert "No profile results among the inputs" in md
+
+
+def test_a_busy_host_is_flagged(tmp_path):
+    doc = json.loads((FIXTURE / "profile.json").read_text())
+    case = doc["cases"][0]
+    case["overhead"]["profiled_over_plain"] = 10.9  # a profiled step slowed by another job
+    (tmp_path / "profile.json").write_text(json.dumps(dict(doc, cases=[case])))
+    md = build_report(load_results([tmp_path]), tmp_path / "out", strict=True).markdown.read_text()
+    assert "the host was not quiet" in md

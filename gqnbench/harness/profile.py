@@ -611,6 +611,19 @@ def write_profile(
     )  # fmt: skip
 
 
+NOISY_NOTE = (
+    "profiled and plain steps differ by more than half, or a plain step's spread is above 25%: "
+    "the host was not quiet during this measurement; re-run it before trusting the phase times"
+)
+
+
+def noisy(case: dict[str, Any]) -> bool:
+    """True when the side-by-side timings show a busy host rather than the profiler's cost."""
+    ratio = (case.get("overhead") or {}).get("profiled_over_plain")
+    spread = ((case.get("timing") or {}).get("plain") or {}).get("rel_iqr")
+    return (ratio is not None and not 0.5 <= ratio <= 1.5) or (spread is not None and spread > 0.25)
+
+
 def format_phase_table(case: dict[str, Any]) -> str:
     """The phase table ``gqnbench profile`` prints."""
     lines = [
@@ -635,6 +648,8 @@ def format_phase_table(case: dict[str, Any]) -> str:
         f"profiled {t['profiled']['median_s'] * 1e3:.1f} ms (profiler overhead "
         f"{case['overhead']['profiled_over_plain'] - 1:+.1%}, labels alone {case['overhead']['labelled_over_plain'] - 1:+.1%})",
     ]
+    if noisy(case):
+        lines.append(f"  NOTE: {NOISY_NOTE}")
     if case.get("peak_flop_per_s"):
         lines.append(f"  matmul peak ({case['dtype']}): {case['peak_flop_per_s'] / 1e9:.0f} GFLOP/s")
     mem = case.get("memory")

@@ -66,6 +66,19 @@ def collect_cases(files: list[ResultFile]) -> tuple[list[tuple[ResultFile, dict[
     return cases, total - len(cases)
 
 
+# The harness's rule (gqnbench.harness.profile.noisy), restated here: the report never imports torch.
+NOISY_NOTE = (
+    "profiled and plain steps differ by more than half, or a plain step's spread is above 25%: "
+    "the host was not quiet during this measurement; re-run it before trusting the phase times"
+)
+
+
+def noisy(case: dict[str, Any]) -> bool:
+    ratio = (case.get("overhead") or {}).get("profiled_over_plain")
+    spread = ((case.get("timing") or {}).get("plain") or {}).get("rel_iqr")
+    return (ratio is not None and not 0.5 <= ratio <= 1.5) or (spread is not None and spread > 0.25)
+
+
 def variant(case: dict[str, Any]) -> str:
     return f"{case.get('dtype')} {case.get('formulation', 'folded')}"
 
@@ -223,6 +236,10 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
                 "busier than during those steps (a shared host). Re-run on a quiet machine for shares of peak."
             )
         )
+
+    loud = [f"{model_label(str(c.get('model')))} {variant(c)}" for _, c in cases if noisy(c)]
+    if loud:
+        section.blocks.append(Note(f"{', '.join(loud)}: {NOISY_NOTE}."))
 
     over = pd.DataFrame(
         [
