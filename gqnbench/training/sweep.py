@@ -64,6 +64,11 @@ def improved(doc: Mapping[str, Any]) -> bool:
     return math.isfinite(mse) and mse <= IMPROVED_MSE_FRACTION * start
 
 
+def _size(value: Any) -> float:
+    """A swept value as a number for ordering the runs (0 for non-numbers)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
 def _job(job: dict[str, Any]) -> dict[str, Any]:
     """One training run of the sweep; never raises (errors are recorded)."""
     try:
@@ -215,9 +220,11 @@ def run_sweep(
     for data_cfg in {get_preset(preset, j["overrides"]).data for j in jobs}:
         load_training_data(data_cfg, cache_root)
 
-    results = run_jobs(
+    # Largest values first (z = 128 is the slowest run), so parallel workers finish together.
+    order = sorted(range(len(jobs)), key=lambda i: -_size(jobs[i]["value"]))
+    results_in_order = run_jobs(
         _job,
-        jobs,
+        [jobs[i] for i in order],
         processes=processes,
         isolate=isolate,
         progress=progress,
@@ -226,6 +233,9 @@ def run_sweep(
         executor=executor,
         out_dir=out_dir,
     )
+    results = [None] * len(jobs)
+    for i, r in zip(order, results_in_order):
+        results[i] = r
     runs = []
     for job, r in zip(jobs, results):
         if r.get("unfinished"):

@@ -113,7 +113,7 @@ def _sweep_rows(results: ResultSet) -> dict[tuple[str, int], list[bool]]:
     return out
 
 
-def _sweep_claim(results: ResultSet) -> tuple[str, str]:
+def sweep_claim(results: ResultSet) -> tuple[str, str]:
     rows = _sweep_rows(results)
     if not rows:
         return "no latent-size sweep in these results", UNKNOWN
@@ -177,7 +177,7 @@ def claims_frame(results: ResultSet) -> pd.DataFrame:
             "verdict": judged(_compare(per_run, "rise_nats")) if not per_run.empty else UNKNOWN,
         }
     )
-    shown, verdict = _sweep_claim(results)
+    shown, verdict = sweep_claim(results)
     rows.append(
         {
             "claim": "3. It learns at z = 3, 32 and 128; GQN fails at 128",

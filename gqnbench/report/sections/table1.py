@@ -12,7 +12,7 @@ from gqnbench.report import formatting as F
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
 from gqnbench.report.inputs import ResultFile, ResultSet
-from gqnbench.report.runs import curve_frame, main_runs, run_info
+from gqnbench.report.runs import curve_frame, main_runs, reference, run_info
 from gqnbench.report.study import (
     METAGQN_UNUSED_PRIOR_HEAD,
     METAGQN_USED_BY_OBJECTIVE,
@@ -144,10 +144,46 @@ def nll_frame(runs: list[ResultFile]) -> tuple[pd.DataFrame, int | None]:
                 "val_nll_min": float(group["val_nll"].min()),
                 "val_nll_max": float(group["val_nll"].max()),
                 "val_mse_median": float(np.median(group["val_mse"])),
+                "mse_ratio_median": float(np.median(group["mse_ratio"])),
+                "fg_ratio_median": float(np.median(group["fg_ratio"])),
                 "nll_constant": constants.pop() if len(constants) == 1 else math.nan,
             }
         )
+    rows += _reference_rows(runs, step)
     return pd.DataFrame(rows), step
+
+
+def _reference_rows(runs: list[ResultFile], step: int) -> list[dict[str, Any]]:
+    """The two reference predictors on the same validation episode, as rows beside the models."""
+    if not runs:
+        return []
+    info = run_info(runs[0])
+    base = reference(runs[0])
+    rows = []
+    for name, label in (("mean_image", "mean training frame"), ("nearest_context", "nearest context view")):
+        ref = reference(runs[0], name)
+        if not math.isfinite(ref["val_mse"]):
+            continue
+        rows.append(
+            {
+                "source": "reference",
+                "model": label,
+                "step": step,
+                "preset": info["preset"],
+                "image_size": info["image_size"],
+                "batch_size": info["batch_size"],
+                "context_views": info["val_context"],
+                "seeds": math.nan,
+                "val_nll_median": ref["val_nll"],
+                "val_nll_min": math.nan,
+                "val_nll_max": math.nan,
+                "val_mse_median": ref["val_mse"],
+                "mse_ratio_median": ref["val_mse"] / base["val_mse"],
+                "fg_ratio_median": ref["val_fg_mse"] / base["val_fg_mse"] if base["val_fg_mse"] else math.nan,
+                "nll_constant": info["nll_constant"],
+            }
+        )
+    return rows
 
 
 def _params_display(frame: pd.DataFrame) -> pd.DataFrame:
@@ -186,6 +222,12 @@ def _nll_display(frame: pd.DataFrame) -> pd.DataFrame:
             "val NLL (nats/image), median": frame["val_nll_median"].map(F.fmt_float),
             "min – max over seeds": frame.apply(spread, axis=1),
             "per-pixel MSE": frame["val_mse_median"].map(lambda v: F.fmt_sig(v, 4)),
+            "MSE / mean frame": frame.get("mse_ratio_median", pd.Series(math.nan, index=frame.index)).map(
+                lambda v: F.fmt_sig(v, 3)
+            ),
+            "fg MSE / mean frame": frame.get("fg_ratio_median", pd.Series(math.nan, index=frame.index)).map(
+                lambda v: F.fmt_sig(v, 3)
+            ),
             "NLL constant (nats)": frame["nll_constant"].map(F.fmt_float),
             "NLL − constant": (frame["val_nll_median"] - frame["nll_constant"]).map(F.fmt_float),
         }
