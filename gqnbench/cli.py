@@ -30,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark and profiling suite for Generative Query Networks (GQN and the meta-learning GQN).",
     )
     parser.add_argument("--version", action="version", version=f"gqnbench {__version__}")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        metavar="MODULE",
+        help="import a model plugin (a module or a .py file that calls gqnbench.models.register_model) "
+        "before the command runs; repeatable, may also follow the command (README: 'Bring your own model')",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -37,8 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gqnbench.plugins import PluginError, load_plugins_from_argv
+
+    try:  # plugin models first (entry points, --plugin), so every model choice includes them
+        command_line = load_plugins_from_argv(sys.argv[1:] if argv is None else argv)
+    except PluginError as exc:
+        print(f"gqnbench: error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(command_line)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

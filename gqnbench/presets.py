@@ -6,7 +6,12 @@ budget: 16x16 images (core grid 4x4), 32 hidden and r channels, L = 4, batch 32,
 GQN's sigma annealed over 3,000 steps, metagqn's z = r = 32 channels (the study's z = r layout).
 A bf16 step on one core takes about 40 ms (gqn) / 30 ms (metagqn).
 ``tiny`` is for tests: milliseconds per step. Any field can be overridden with
-``section.field=value`` strings (sections: model, gqn, metagqn, train, data).
+``section.field=value`` strings (sections: model, gqn, metagqn, train, data, and the name of
+any plugin model).
+
+A plugin model (:mod:`gqnbench.plugins`) gets its config at each preset from what it passed to
+``register_model(..., config=...)``: :func:`get_preset` adds it to ``Preset.models`` beside the
+built-in two, before the overrides are applied.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from gqnbench.data.config import DataConfig
 from gqnbench.models.config import ModelConfig
 from gqnbench.training.config import TrainConfig
 
+# The study's two models: the default of every --models option. Plugins add to list_models().
 MODEL_NAMES = ("gqn", "metagqn")
 
 
@@ -128,11 +134,12 @@ def list_presets() -> list[str]:
 def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Preset:
     """A preset with ``{"section.field": value}`` overrides applied.
 
-    Sections: ``model`` (both models), ``gqn`` / ``metagqn`` (one model), ``train``, ``data``.
+    Sections: ``model`` (every model), ``gqn`` / ``metagqn`` / a plugin's name (one model),
+    ``train``, ``data``. Registered plugin models get their config here (see the module doc).
     """
     if name not in _PRESETS:
         raise KeyError(f"unknown preset {name!r}; presets: {', '.join(list_presets())}")
-    preset = _PRESETS[name]
+    preset = _with_plugin_models(_PRESETS[name])
     if not overrides:
         return preset
     by_section: dict[str, dict[str, Any]] = {}
@@ -155,3 +162,43 @@ def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Preset:
         else:
             raise ConfigError(f"unknown override section {section!r}; use model, {', '.join(models)}, train or data")
     return dataclasses.replace(preset, models=models, train=train, data=data)
+
+
+def _with_plugin_models(preset: Preset) -> Preset:
+    """``preset`` with a config for every registered plugin model that has one at this preset."""
+    from gqnbench.models import list_models, model_config_source
+    from gqnbench.plugins import ensure_plugins
+
+    ensure_plugins()
+    extra: dict[str, ModelConfig] = {}
+    for model in list_models():
+        if model in preset.models:
+            continue
+        cfg = plugin_model_config(preset, model, model_config_source(model))
+        if cfg is not None:
+            extra[model] = cfg
+    return dataclasses.replace(preset, models={**preset.models, **extra}) if extra else preset
+
+
+def plugin_model_config(preset: Preset, model: str, source: Any) -> ModelConfig | None:
+    """A plugin's config at ``preset`` from its ``register_model(config=...)``; None where it has none."""
+    if source is None:
+        cfg = preset.models.get("gqn")
+    elif isinstance(source, Mapping):
+        cfg = source.get(preset.name)
+    elif callable(source):
+        try:
+            cfg = source(preset)
+        except Exception as exc:  # noqa: BLE001 - a plugin's own bug: say whose
+            raise ConfigError(
+                f"model {model!r}: its config function failed at preset {preset.name!r}: {exc!r}"
+            ) from exc
+    else:
+        raise ConfigError(
+            f"model {model!r}: config= must be a mapping preset -> ModelConfig or a function of the preset"
+        )
+    if cfg is not None and not isinstance(cfg, ModelConfig):
+        raise ConfigError(
+            f"model {model!r}: its config at preset {preset.name!r} is a {type(cfg).__name__}, not a ModelConfig"
+        )
+    return cfg

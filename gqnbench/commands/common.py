@@ -24,3 +24,12 @@ def add_preset_arguments(parser: argparse.ArgumentParser, default: str = "cpu") 
 
 def preset_from_args(args: argparse.Namespace) -> Preset:
     return get_preset(args.preset, parse_override_strings(args.overrides))
+
+
+def model_choices() -> list[str]:
+    """Every registered model: the study's two and each plugin loaded (gqnbench.plugins)."""
+    from gqnbench.models import list_models
+    from gqnbench.plugins import ensure_plugins
+
+    ensure_plugins()
+    return list_models()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from gqnbench.commands.common import add_preset_arguments, preset_from_args
+from gqnbench.commands.common import add_preset_arguments, model_choices, preset_from_args
 from gqnbench.config import parse_override_strings
 from gqnbench.presets import MODEL_NAMES
 
@@ -383,7 +383,7 @@ def _selection_args(parser: argparse.ArgumentParser, preset: str = "cpu", *, dev
 
 
 def _model_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=MODEL_NAMES, default="gqn")
+    parser.add_argument("--model", choices=model_choices(), default="gqn")
 
 
 def _batch_arg(parser: argparse.ArgumentParser, help: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""``gqnbench models``: list registered models and presets with their parameter counts."""
+"""``gqnbench models``: list registered models (plugins too) and presets with their parameter counts."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from gqnbench.commands.common import add_preset_arguments, preset_from_args
 from gqnbench.models import build_model, describe_model, list_models
+from gqnbench.plugins import BROKEN, PLUGIN_MODELS
 from gqnbench.presets import list_presets
 
 
@@ -24,6 +25,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{'model':<10} {'preset':<7} {'parameters':>14}  configuration")
     for preset_name, preset in presets:
         for name in list_models():
+            if name not in preset.models:  # a plugin without a config at this preset
+                print(f"{name:<10} {preset_name:<7} {'-':>14}  no config at this preset")
+                continue
             cfg = preset.model_config(name)
             with torch.device("meta"):  # counts without allocating paper-size weights
                 n = count_parameters(build_model(name, cfg))
@@ -41,11 +45,14 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{'':<10} {'':<7} {n_full:>14,}  with the authors' unused prior head (the study's count)")
     print()
     for name in list_models():
-        print(f"{name}: {describe_model(name)}")
+        source = f" [plugin: {PLUGIN_MODELS[name]}]" if name in PLUGIN_MODELS else ""
+        print(f"{name}: {describe_model(name)}{source}")
+    for where, why in BROKEN.items():
+        print(f"not available ({where}): {why}")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("models", help="list models and presets with parameter counts")
+    p = subparsers.add_parser("models", help="list models (plugins too) and presets with parameter counts")
     add_preset_arguments(p, default="all")
     p.set_defaults(func=_run)

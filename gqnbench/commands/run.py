@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from gqnbench.commands.common import model_choices
 from gqnbench.mainjob import STAGES, MainJob
 from gqnbench.presets import MODEL_NAMES
 from gqnbench.training.executors import RunsUnfinished, add_executor_arguments, executor_from_args
@@ -50,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a smoke run of every stage (< 3 min on 2 cores)")
     p.add_argument("--data", default=None, metavar="DIR", help="a DeepMind-format data root (default: the embedded set)")
     p.add_argument("--out", default="reports/latest", help="report folder (results go to OUT/results)")
-    p.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=list(MODEL_NAMES))
+    p.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=model_choices())
     p.add_argument("--benchmarks", default="benchmarks", help="the pytest-benchmark suite folder")
     p.add_argument("--cache", default=None, help="where the generated data set is cached (default ~/.cache/gqnbench)")
     p.add_argument("--skip", nargs="*", default=[], choices=list(STAGES), help="stages to leave out")

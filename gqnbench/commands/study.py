@@ -45,12 +45,13 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:  # noqa: ANN001
+    from gqnbench.commands.common import model_choices
     from gqnbench.presets import MODEL_NAMES
 
     p = subparsers.add_parser("learning-study", help="which small configuration learns within a CPU budget")
     p.add_argument("--preset", default="cpu", help="preset the entries' overrides apply to (default cpu)")
     p.add_argument("--entries", nargs="*", default=None, help="study entries to run (default: all)")
-    p.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    p.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=model_choices())
     p.add_argument("--steps", type=int, default=6000, help="steps per run (default 6000)")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--val-scenes", type=int, default=120, help="validation scenes (default 120, the whole test split)")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from gqnbench.commands.common import add_preset_arguments, preset_from_args
+from gqnbench.commands.common import add_preset_arguments, model_choices, preset_from_args
 from gqnbench.training.executors import RunsUnfinished, add_executor_arguments, executor_from_args
 
 
@@ -233,7 +233,7 @@ def register(subparsers) -> None:  # noqa: ANN001
     from gqnbench.presets import MODEL_NAMES
 
     t = subparsers.add_parser("train", help="train one model (resumable; works under torchrun for DDP)")
-    t.add_argument("--model", required=True, choices=MODEL_NAMES)
+    t.add_argument("--model", required=True, choices=model_choices())
     t.add_argument("--steps", type=int, default=None, help="total training steps (default: the preset's)")
     t.add_argument("--seed", type=int, default=None, help="seed for weights, batches and z noise (default 0)")
     t.add_argument("--tag", default=None, help="run label in file names (default: the preset name)")
@@ -243,7 +243,7 @@ def register(subparsers) -> None:  # noqa: ANN001
     t.set_defaults(func=_train)
 
     g = subparsers.add_parser("time-to-target", help="MLPerf-style wall clock to a target validation NLL")
-    g.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    g.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=model_choices())
     g.add_argument("--target", type=float, default=None, help="val NLL in nats/image (default: the preset's)")
     g.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model (default 3)")
     g.add_argument("--budget", default=None, help="steps (500) or wall time (300s, 5m) per run (default: preset steps)")
@@ -253,7 +253,7 @@ def register(subparsers) -> None:  # noqa: ANN001
     g.set_defaults(func=_time_to_target)
 
     s = subparsers.add_parser("sweep", help="robustness sweep over one config field")
-    s.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    s.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=model_choices())
     s.add_argument("--z-channels", type=int, nargs="+", default=None, help="shorthand for --field model.z_channels")
     s.add_argument("--field", default=None, help="any SECTION.FIELD, e.g. train.lr_start, gqn.num_layers")
     s.add_argument("--values", nargs="+", default=None, help="values of --field")
