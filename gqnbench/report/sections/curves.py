@@ -55,7 +55,8 @@ def _ratio_axis(ax, curves: pd.DataFrame, column: str, hue: str, palette, order=
     trained = curves.loc[curves["step"] > 0, column].dropna()
     if len(trained):
         # The untrained first point (about 2x) would squash the learning into a flat line at the bottom.
-        ax.set_ylim(max(0.0, trained.min() - 0.05), max(1.15, min(trained.quantile(0.98), 1.6)))
+        # The mean-frame line (1.0) stays in view.
+        ax.set_ylim(max(0.0, min(trained.min(), 1.0) - 0.05), max(1.15, min(trained.quantile(0.98), 1.6)))
     ax.axhline(1.0, color="#777", lw=1, ls="--")
     ax.annotate("mean frame", (0.99, 1.0), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8)
     ax.axhline(LEARNED_FRACTION, color="#bbb", lw=0.8, ls="-.")
@@ -188,7 +189,7 @@ def figure7(results: ResultSet, ctx: ReportContext) -> list:
 
 
 def build_figure6(results: ResultSet, ctx: ReportContext) -> Section:
-    return Section("Validation NLL curves (the study's Figure 6)", "figure6", figure6(results, ctx))
+    return Section("Validation curves (the study's Figure 6)", "figure6", figure6(results, ctx))
 
 
 def build_figure7(results: ResultSet, ctx: ReportContext) -> Section:

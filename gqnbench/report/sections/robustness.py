@@ -39,8 +39,8 @@ def settings_frame(results: ResultSet) -> pd.DataFrame:
                     "seeds": len(group),
                     "final_val_nll_median": float(np.nanmedian(group["final_val_nll"])),
                     "best_val_nll_median": float(np.nanmedian(group["best_val_nll"])),
-                    "mse_ratio_median": float(np.nanmedian(group["final_mse_ratio"])),
-                    "fg_ratio_median": float(np.nanmedian(group["final_fg_ratio"])),
+                    "mse_ratio_median": float(group["final_mse_ratio"].median()),
+                    "fg_ratio_median": float(group["final_fg_ratio"].median()),
                     "learned": int(group["learned"].sum()),
                     "diverged": int(group["diverged"].sum()),
                     "diverged_steps": ", ".join(

@@ -17,6 +17,8 @@ from gqnbench.report.inputs import ReportInputError, ResultFile, ResultSet
 from gqnbench.report.plotting import plt
 from gqnbench.report.study import model_label
 
+_REFERENCE_LABELS = {"mean frame": "ref: mean frame", "nearest context view": "ref: nearest view"}
+
 
 def decode_png(text: str, where: str) -> np.ndarray:
     """A base64 PNG as float RGB in [0, 1]; ``where`` names the file and field in the error."""
@@ -40,7 +42,7 @@ def decode_scenes(samples: ResultFile) -> list[dict]:
                     **{m: decode_png(p, f"{where}.predictions.{m}") for m, p in scene["predictions"].items()},
                     # The reference predictors, drawn beside the models (older files have none).
                     **{
-                        f"{name} (reference)": decode_png(p, f"{where}.references.{name}")
+                        _REFERENCE_LABELS.get(name, f"ref: {name}"): decode_png(p, f"{where}.references.{name}")
                         for name, p in (scene.get("references") or {}).items()
                     },
                 },

@@ -193,7 +193,7 @@ def _curves_figure(curves: pd.DataFrame, target_ratio):
                 ax.scatter(hit["wall_s"].iloc[:1], hit["mse_ratio"].iloc[:1], color=colours[label], s=25, zorder=4)
     trained = curves.loc[curves["step"] > 0, "mse_ratio"].dropna()
     if len(trained):
-        ax.set_ylim(max(0.0, trained.min() - 0.05), max(1.15, min(trained.quantile(0.98), 1.6)))
+        ax.set_ylim(max(0.0, min(trained.min(), 1.0) - 0.05), max(1.15, min(trained.quantile(0.98), 1.6)))
     ax.axhline(1.0, color="#777", lw=1, ls="--")
     if target is not None:
         ax.axhline(target, color="#2a9d8f", lw=1, ls=":")
