@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 from gqnbench import __version__
@@ -23,13 +24,31 @@ COMMAND_MODULES = (
     "gqnbench.commands.study",
 )
 
+EXIT_CODES = """exit status:
+  0    done (a finished run that was reused counts as done)
+  1    a run failed or diverged, or an unexpected error
+  2    bad input: unknown option or preset, bad --set value, bad data, a run or folder that
+       another process is writing, or an existing run this command would replace (see --fresh)
+  3    cluster jobs not finished yet (run the same command again later)
+  130  interrupted (Ctrl-C); the message names the command that continues
+
+Add --debug before the command to see a traceback instead of a one-line error."""
+
+
+def continue_command(argv: list[str]) -> str:
+    """The command line that continues an interrupted command: the same one, without ``--fresh``."""
+    return shlex.join(["gqnbench", *(a for a in argv if a not in ("--fresh", "--debug"))])
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gqnbench",
         description="Benchmark and profiling suite for Generative Query Networks (GQN and the meta-learning GQN).",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"gqnbench {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show a traceback for every error")
     parser.add_argument(
         "--plugin",
         action="append",
@@ -56,16 +75,28 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("\ninterrupted; results written so far are kept (re-run the same command to continue)", file=sys.stderr)
+        print(
+            "\ninterrupted; results written so far are kept. To continue, run:\n  " + continue_command(argv),
+            file=sys.stderr,
+        )
         return 130
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        # User errors (unknown preset, bad override, missing file) get one clear line, not a traceback.
+    except (KeyError, ValueError, OSError) as exc:
+        # User errors (unknown preset, bad override, bad data, a locked or existing run, a missing
+        # file, an --out that is a file or not writable) get one clear line, not a traceback.
+        if args.debug:
+            raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"gqnbench {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure: one line, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"gqnbench {args.command}: failed: {type(exc).__name__}: {exc} (add --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

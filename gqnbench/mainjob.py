@@ -29,6 +29,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from gqnbench.presets import MODEL_NAMES, get_preset
+from gqnbench.reliability import LOCK_NAME, hold_lock, load_record, machine_load
 from gqnbench.results import write_result
 from gqnbench.training.budgets import SuiteBudget, suite_budget
 from gqnbench.training.executors import ClusterExecutor, RunsUnfinished
@@ -69,6 +70,7 @@ class MainJob:
     skip: tuple[str, ...] = ()
     command: str = ""
     executor: ClusterExecutor | None = None  # where the training runs go (None: this machine)
+    fresh: bool = False  # replace a main job with a different plan in ``out`` (else refuse)
     budget: SuiteBudget = field(init=False)
 
     def __post_init__(self) -> None:
@@ -107,6 +109,14 @@ class MainJob:
             ) from exc
         if state.get("plan") != self._plan_key() or not isinstance(state.get("stages"), dict):
             # A different preset/quick/data request: earlier stages do not describe this run.
+            if not self.fresh:
+                old = state.get("plan") if isinstance(state.get("plan"), dict) else {}
+                new = self._plan_key()
+                diff = [f"{k} {new.get(k)!r} (recorded: {old.get(k)!r})" for k in new if old.get(k) != new.get(k)]
+                raise ValueError(
+                    f"{self.out} already holds a main job with another plan: {', '.join(diff) or 'unreadable plan'}; "
+                    "pass --fresh to replace it, or choose another --out"
+                )
             return {"stages": {}}
         return state
 
@@ -254,7 +264,16 @@ class MainJob:
     # -- driver -------------------------------------------------------------------------------
 
     def run(self, log: Callable[[str], None] = print) -> Path:
-        """Run every stage not yet finished; returns the report's Markdown path."""
+        """Run every stage not yet finished; returns the report's Markdown path.
+
+        The output folder is owned by this process meanwhile (``OUT/.gqnbench.lock``): a second
+        ``gqnbench run`` into it gets :class:`~gqnbench.reliability.LockedError`."""
+        if self.out.exists() and not self.out.is_dir():
+            raise NotADirectoryError(f"--out {self.out} is a file, not a folder")
+        with hold_lock(self.out / LOCK_NAME, f"output folder {self.out}"):
+            return self._run(log)
+
+    def _run(self, log: Callable[[str], None]) -> Path:
         self.results.mkdir(parents=True, exist_ok=True)
         state = self._load_state()
         todo = [s for s in STAGES if s not in self.skip]
@@ -275,6 +294,7 @@ class MainJob:
                 continue
             bar.set_postfix_str(stage)
             bar.write(f"[{stage}] starting")
+            load_before = machine_load()
             start = time.perf_counter()
             try:
                 detail = getattr(self, f"_stage_{stage}")()
@@ -283,9 +303,19 @@ class MainJob:
                 bar.write(f"[{stage}] not finished: {exc}")
                 continue
             wall = time.perf_counter() - start
-            state["stages"][stage] = {"status": "done", "wall_s": round(wall, 2), "detail": detail}
+            load = load_record(load_before, machine_load())
+            state["stages"][stage] = {
+                "status": "done",
+                "wall_s": round(wall, 2),
+                "detail": detail,
+                "concurrent": load["concurrent"],
+                "load": load,
+            }
             self._save_state(state)
             bar.write(f"[{stage}] done in {wall:.0f} s: {detail}")
+            if load["concurrent"]:
+                pids = ", ".join(str(p["pid"]) for p in load["other_gqnbench"])
+                bar.write(f"[{stage}] note: other gqnbench processes ran meanwhile (pid {pids}); its timings are flagged")
         bar.close()
         if unfinished:
             raise unfinished[0]

@@ -25,6 +25,7 @@ def _run(args: argparse.Namespace) -> int:
         skip=tuple(args.skip),
         command=shlex.join(["gqnbench", *sys.argv[1:]]),
         executor=executor_from_args(args),
+        fresh=args.fresh,
     )
     try:
         job.run()
@@ -55,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--benchmarks", default="benchmarks", help="the pytest-benchmark suite folder")
     p.add_argument("--cache", default=None, help="where the generated data set is cached (default ~/.cache/gqnbench)")
     p.add_argument("--skip", nargs="*", default=[], choices=list(STAGES), help="stages to leave out")
+    p.add_argument("--fresh", action="store_true", help="replace a main job with another plan in --out")
     add_executor_arguments(p)
     p.set_defaults(func=_run)
 

@@ -91,7 +91,7 @@ def _train(args: argparse.Namespace) -> int:
             tag=args.tag or _default_tag(args),
             seed=args.seed,
             steps=args.steps,
-            resume=args.resume,
+            resume=True if args.resume else (False if args.fresh else None),
             cache_root=args.data_cache,
             target_nll=args.target,
             progress=not args.no_progress,
@@ -103,14 +103,21 @@ def _train(args: argparse.Namespace) -> int:
         doc = result.doc
         final = doc["final"]
         note = " (finished earlier; reused)" if result.skipped else ""
-        print(
-            f"{doc['model']}: {doc['status']}{note} at step {final['step']}: val NLL {final['val_nll']:.1f} nats/image "
-            f"(MSE {final['val_mse']:.4f}, constant {final['nll_constant']:.1f}); "
-            f"{doc['steps_per_s'] or float('nan'):.2f} steps/s; -> {result.run_file}"
-        )
         if doc["status"] == "diverged":
-            print(f"  diverged at step {doc['diverged_step']}: {doc['diverged_reason']}")
-    return 0 if result.doc["status"] in ("completed", "diverged") else 1
+            # One step number: the update that diverged; the last evaluation is named as such.
+            print(
+                f"{doc['model']}: diverged{note} at step {doc['diverged_step']}: {doc['diverged_reason']}; "
+                f"last evaluation (step {final['step']}): val NLL {final['val_nll']:.1f} nats/image; -> {result.run_file}"
+            )
+        else:
+            print(
+                f"{doc['model']}: {doc['status']}{note} at step {final['step']}: val NLL {final['val_nll']:.1f} "
+                f"nats/image (MSE {final['val_mse']:.4f}, constant {final['nll_constant']:.1f}); "
+                f"{doc['steps_per_s'] or float('nan'):.2f} steps/s; -> {result.run_file}"
+            )
+        if doc.get("concurrent"):
+            print("  note: another gqnbench process ran on this machine meanwhile; the timings are not clean")
+    return 0 if result.doc["status"] == "completed" else 1
 
 
 def _print_unfinished(doc: dict) -> None:
@@ -237,7 +244,13 @@ def register(subparsers) -> None:  # noqa: ANN001
     t.add_argument("--steps", type=int, default=None, help="total training steps (default: the preset's)")
     t.add_argument("--seed", type=int, default=None, help="seed for weights, batches and z noise (default 0)")
     t.add_argument("--tag", default=None, help="run label in file names (default: the preset name)")
-    t.add_argument("--resume", action="store_true", help="continue from this run's checkpoint if there is one")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue this run from its checkpoint even if it finished with other settings (e.g. more --steps); "
+        "without it an unfinished run continues and a finished one with the same settings is reused",
+    )
+    t.add_argument("--fresh", action="store_true", help="start over, replacing this run if it exists")
     t.add_argument("--target", type=float, default=None, help="stop once the val NLL is <= this (nats/image)")
     _common(t)
     t.set_defaults(func=_train)

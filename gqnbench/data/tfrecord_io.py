@@ -209,7 +209,18 @@ def parse_example(
             path,
             index,
         )
-    return frames, cams.reshape(num_views, CAMERA_DIM)
+    cams = cams.reshape(num_views, CAMERA_DIM)
+    bad = ~np.isfinite(cams)
+    if bad.any():
+        view, col = (int(i) for i in np.argwhere(bad)[0])
+        name = ("x", "y", "z", "yaw", "pitch")[col] if CAMERA_DIM == 5 else str(col)
+        raise RecordFormatError(
+            f"{where(path, index)}, view {view}: camera {name} is {cams[view, col]} (cameras must be finite; "
+            f"{int(bad.any(axis=1).sum())} of {num_views} views have a non-finite value)",
+            path,
+            index,
+        )
+    return frames, cams
 
 
 def decode_frame(data: bytes, path: str | Path, index: int, view: int, frame_size: int = FRAME_SIZE) -> Image.Image:

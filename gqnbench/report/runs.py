@@ -120,8 +120,29 @@ def referenced_runs(results: ResultSet, kind: str) -> tuple[list[ResultFile], li
     return found, missing
 
 
+def is_result(run: ResultFile) -> bool:
+    """Whether a training run is a result: it completed (not diverged, interrupted, running or unknown)."""
+    return run.doc.get("status") == "completed"
+
+
+def failed_runs(results: ResultSet) -> list[ResultFile]:
+    """Training runs that are not results (diverged, interrupted, still running): listed, never compared."""
+    return [r for r in results.of_kind("training_run") if not is_result(r)]
+
+
 def main_runs(results: ResultSet) -> tuple[list[ResultFile], str]:
-    """The runs behind Table 1 and Figure 6, and a sentence saying how they were chosen."""
+    """The runs behind Table 1 and Figure 6, and a sentence saying how they were chosen.
+
+    Only completed runs: a diverged, interrupted or still-running run is not a result (the report
+    lists those in "Failed and unfinished runs")."""
+    runs, how = _main_runs(results)
+    kept = [r for r in runs if is_result(r)]
+    if len(kept) < len(runs):
+        how += f"; {len(runs) - len(kept)} diverged or unfinished run(s) left out (see Failed and unfinished runs)"
+    return kept, how
+
+
+def _main_runs(results: ResultSet) -> tuple[list[ResultFile], str]:
     runs = results.of_kind("training_run")
     from_ttt, _ = referenced_runs(results, "time_to_target")
     if from_ttt:

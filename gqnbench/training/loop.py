@@ -37,6 +37,7 @@ import itertools
 import math
 import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,10 +54,12 @@ from gqnbench.data.episode import Episode
 from gqnbench.models import build_model
 from gqnbench.models.config import linear_anneal
 from gqnbench.presets import Preset
+from gqnbench.reliability import hold_lock, load_record, machine_load
 from gqnbench.results import ResultsError, capture_environment, read_result, write_result
 from gqnbench.training import distributed as D
 from gqnbench.training.checkpoint import (
     CHECKPOINT_FORMAT,
+    CheckpointError,
     check_checkpoint,
     load_torch,
     rng_state,
@@ -189,6 +192,36 @@ def _same_request(doc: dict[str, Any], config: dict[str, Any], request: dict[str
     return doc.get("config") == config and doc.get("request") == request
 
 
+class RunExistsError(ValueError):
+    """The run already exists and this request would replace it: the caller must say ``fresh``."""
+
+
+def _differences(doc: dict[str, Any], config: dict[str, Any], request: dict[str, Any]) -> str:
+    """What differs between a recorded run and a new request, in a few words."""
+    diffs = []
+    old_request = doc.get("request") or {}
+    for key, value in request.items():
+        if old_request.get(key) != value:
+            diffs.append(f"{key} {value} (recorded: {old_request.get(key)})")
+    old_config = doc.get("config") or {}
+    for section, values in config.items():
+        old = old_config.get(section) or {}
+        for key, value in (values or {}).items():
+            if json_safe(old.get(key)) != json_safe(value):
+                diffs.append(f"{section}.{key}={value} (recorded: {old.get(key)})")
+    return ", ".join(diffs[:6]) + (" ..." if len(diffs) > 6 else "") or "a different configuration"
+
+
+def json_safe(value: Any) -> Any:
+    """A value as it reads back from a results file (tuples become lists)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def run_lock_path(out_dir: str | Path, name: str) -> Path:
+    """The lock file of run ``name`` under ``out_dir`` (held while a process writes the run)."""
+    return Path(out_dir) / "runs" / f"{name}.lock"
+
+
 @dataclass
 class _State:
     """Everything that is checkpointed besides the module/optimizer states."""
@@ -218,7 +251,6 @@ def _flushing_denormals(fn: _TrainFn) -> _TrainFn:
     return cast(_TrainFn, wrapper)
 
 
-@_flushing_denormals
 def train(
     preset: Preset,
     model_name: str,
@@ -226,8 +258,41 @@ def train(
     *,
     tag: str | None = None,
     seed: int | None = None,
+    resume: bool | None = None,
+    dist_ctx: D.DistContext | None = None,
+    **kwargs: Any,
+) -> TrainResult:
+    """Train ``model_name`` at ``preset`` and write its ``training_run`` results file.
+
+    The run is owned by this process while it trains (``runs/<name>.lock``; a second writer of
+    the same run gets :class:`~gqnbench.reliability.LockedError`). ``resume`` says what to do
+    with a run that already exists: ``None`` (default, safe) reuses a finished run with the same
+    request, continues an unfinished one from its checkpoint, and raises :class:`RunExistsError`
+    rather than replace a finished run with a different request; ``True`` also continues a
+    finished run with a different request (e.g. more steps) from its checkpoint; ``False``
+    starts over (the old run is replaced). Other keywords: see :func:`_train`.
+    """
+    ctx = dist_ctx or D.active_context()
+    name = run_name(model_name, tag or preset.name, seed if seed is not None else preset.train.seed)
+    lock = (
+        hold_lock(run_lock_path(out_dir, name), f"run {name} in {out_dir}")
+        if ctx.is_main
+        else contextlib.nullcontext()
+    )
+    with lock:
+        return _train(preset, model_name, out_dir, tag=tag, seed=seed, resume=resume, dist_ctx=dist_ctx, **kwargs)
+
+
+@_flushing_denormals
+def _train(
+    preset: Preset,
+    model_name: str,
+    out_dir: str | Path,
+    *,
+    tag: str | None = None,
+    seed: int | None = None,
     steps: int | None = None,
-    resume: bool = False,
+    resume: bool | None = None,
     data: TrainingData | None = None,
     cache_root: str | Path | None = None,
     stop_at_step: int | None = None,
@@ -237,7 +302,7 @@ def train(
     callback: Callable[[int, dict[str, Any]], None] | None = None,
     dist_ctx: D.DistContext | None = None,
 ) -> TrainResult:
-    """Train ``model_name`` at ``preset`` and write its ``training_run`` results file.
+    """The body of :func:`train` (called with the run's lock held).
 
     Keyword arguments: ``tag`` (run label, default the preset name), ``seed`` and
     ``steps`` (override ``train.seed`` / ``train.steps``), ``resume`` (reuse a finished run with
@@ -253,6 +318,8 @@ def train(
     ctx = dist_ctx or D.active_context()
     overrides = {k: v for k, v in (("seed", seed), ("steps", steps)) if v is not None}
     cfg = dataclasses.replace(preset.train, **overrides)
+    if cfg.steps < 1:
+        raise ValueError(f"train.steps must be at least 1, got {cfg.steps} (an untrained model is not a run)")
     preset = dataclasses.replace(preset, train=cfg)
     model_cfg = preset.model_config(model_name)
     if cfg.batch_size % ctx.world_size:
@@ -266,13 +333,29 @@ def train(
     config = run_config(preset, model_name)
     request = {"steps": cfg.steps, "target_nll": target_nll, "max_seconds": max_seconds}
 
-    if resume and paths.result.is_file():
-        try:
-            doc = read_result(paths.result, "training_run")
-        except ResultsError:
-            doc = {}
-        if doc.get("status") in FINISHED and _same_request(doc, config, request):
+    continue_run = resume is True
+    if resume is False:
+        if ctx.is_main:
+            paths.checkpoint.unlink(missing_ok=True)  # starting over: the old resume point would mislead a re-run
+    elif paths.result.is_file() or paths.checkpoint.is_file():
+        doc: dict[str, Any] = {}
+        if paths.result.is_file():
+            try:
+                doc = read_result(paths.result, "training_run")
+            except ResultsError as exc:
+                if resume is None:
+                    raise RunExistsError(f"{exc}; pass --fresh to start this run over") from exc
+        status = doc.get("status")
+        if status in FINISHED and _same_request(doc, config, request):
             return TrainResult(paths.result, doc, skipped=True)
+        if resume is None:
+            if status in FINISHED:
+                raise RunExistsError(
+                    f"{paths.result} already holds a finished run ({status} at step {(doc.get('final') or {}).get('step')}); "
+                    f"this request differs: {_differences(doc, config, request)}. Pass --fresh to replace it, "
+                    "--resume to continue it with the new settings, or choose another --out or --tag"
+                )
+            continue_run = paths.checkpoint.is_file()
 
     data = data or load_training_data(preset.data, cache_root)
     sampler = data.sampler(cfg.batch_size, cfg.seed, preset.data)
@@ -290,9 +373,14 @@ def train(
 
     st = _State()
     resumed_from: int | None = None
-    if resume and paths.checkpoint.is_file():
+    if continue_run and paths.checkpoint.is_file():
         ckpt = load_torch(paths.checkpoint)
-        check_checkpoint(ckpt, paths.checkpoint, model_name, config, ctx.world_size)
+        try:
+            check_checkpoint(ckpt, paths.checkpoint, model_name, config, ctx.world_size)
+        except CheckpointError as exc:
+            if resume is None:
+                raise RunExistsError(f"{exc}; pass --fresh to start this run over") from exc
+            raise
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -300,7 +388,10 @@ def train(
         st = _State(**ckpt["state"])
         st.status, st.stop_reason = "running", None
         resumed_from = st.step
+        if ctx.is_main:
+            tqdm.write(f"{paths.name}: continuing from the checkpoint at step {st.step}", file=sys.stderr)
 
+    load_before = machine_load() if ctx.is_main else {}
     environment = capture_environment(str(device), _dtype_label(cfg.amp)) if ctx.is_main else {}
     if ctx.is_main:
         environment["world_size"] = ctx.world_size
@@ -334,6 +425,8 @@ def train(
 
     def payload() -> dict[str, Any]:
         last = st.eval_curve[-1] if st.eval_curve else {}
+        # Another gqnbench process running before or now: this run's timings are not clean.
+        load = load_record(load_before, machine_load()) if ctx.is_main else {}
         return {
             "model": model_name,
             "preset": preset.name,
@@ -368,6 +461,8 @@ def train(
             "dtype": _dtype_label(cfg.amp),
             "world_size": ctx.world_size,
             "resumed_from_step": resumed_from,
+            "machine_load": load,
+            "concurrent": load.get("concurrent", False),
             "files": {
                 "weights": paths.weights.name,
                 "checkpoint": str(paths.checkpoint.relative_to(paths.out_dir)),
