@@ -190,8 +190,11 @@ def test_determinism_under_fixed_seed(name):
     (l1, p1), (l2, p2) = run(), run()
     assert torch.equal(l1, l2) and torch.equal(p1, p2)
     torch.manual_seed(124)
-    other = build_model(name, _cfg(name))
-    assert not torch.equal(other.eta_g.weight, build_model(name, _cfg(name)).eta_g.weight)
+    first = build_model(name, _cfg(name)).state_dict()
+    torch.manual_seed(124)
+    second = build_model(name, _cfg(name)).state_dict()
+    # Initialisation depends on torch's seed alone (no other RNG, no call-order effects).
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 @pytest.mark.parametrize("name", ["gqn", "metagqn"])
@@ -302,16 +305,18 @@ def test_folded_linear_ops_compute_the_same_function(name, overrides):
     assert (pa - unfolded.predict(ep)).abs().max() < 1e-12
 
 
-def test_convlstm_state_dtype_stable_under_autocast():
+def test_convlstm_gates_run_in_bf16_and_the_state_stays_fp32_under_autocast():
     cell = ConvLSTMCell(4, 8)
     x = torch.randn(2, 4, 8, 8)
     state = cell.initial_state(x, 2, 8)
+    gate_dtypes = []
+    cell.gates.register_forward_hook(lambda mod, inp, out: gate_dtypes.append(out.dtype))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        dtypes = []
         for _ in range(3):
             state = cell(x, state)
-            dtypes.append((state[0].dtype, state[1].dtype))
-    assert len(set(dtypes)) == 1
+            # The cell state accumulates over the L steps: it must not be rounded to bf16 each step.
+            assert state[0].dtype == torch.float32 and state[1].dtype == torch.float32
+    assert gate_dtypes == [torch.bfloat16] * 3  # the convolution, the cost, runs in bf16
 
 
 def test_representation_sums_over_variable_context_counts():

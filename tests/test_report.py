@@ -68,6 +68,19 @@ def test_table1_parameters(report):
     assert "1,638,912" in md and "17,074,179" in md and "never uses" in md
 
 
+def test_table1_parameter_cells_come_from_costs_json(tmp_path):
+    import shutil
+
+    shutil.copytree(CURRENT, tmp_path / "current")
+    costs_path = tmp_path / "current" / "costs.json"
+    doc = json.loads(costs_path.read_text())
+    doc["params"]["gqn"]["total"] = doc["params"]["gqn"]["used_by_objective"] = 12_345_678  # a changed model
+    costs_path.write_text(json.dumps(doc))
+    out = build_report(load_results([tmp_path / "current"]), tmp_path / "report", strict=True)
+    params = pd.read_csv(out.out_dir / "tables" / "table1_params.csv").set_index("model")
+    assert params.loc["gqn", "total"] == 12_345_678 and "12,345,678" in out.markdown.read_text()
+
+
 def test_table1_nll(report):
     nll = table(report, "table1_nll")
     study = nll[nll["source"] == "study"].set_index("model")
