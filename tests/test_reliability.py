@@ -321,3 +321,13 @@ def test_diverged_run_exits_1_with_one_step_number(data_root, tmp_path, capsys) 
     out = capsys.readouterr().out
     assert "gqn: diverged at step 5: training loss is nan at step 5" in out
     assert "last evaluation (step 4)" in out
+
+
+def test_image_size_mismatch_is_a_clear_error_and_cache_dir_is_honoured(data_root, tmp_path, capsys) -> None:
+    args = _cli_args(data_root, tmp_path / "a", 2, **{"model.image_size": 32})
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert "model.image_size=32 but data.image_size=16" in err and "Traceback" not in err
+    cache = tmp_path / "decoded"
+    assert cli_main(_cli_args(data_root, tmp_path / "b", 2, **{"data.cache_dir": str(cache)})) == 0
+    assert list(cache.glob("train-16px.*")), "data.cache_dir is where the decoded frames go"

@@ -71,8 +71,9 @@ def load_training_data(
     if key in _CACHE:
         return _CACHE[key]
     root = Path(ensure_dataset(data_cfg, cache_root, progress=progress))
-    train = open_scenes(root, "train", data_cfg.image_size, progress=progress)
-    test = open_scenes(root, "test", data_cfg.image_size, progress=progress)
+    # data.cache_dir: where the decoded frames go (None: next to the data, or ~/.cache if read-only).
+    train = open_scenes(root, "train", data_cfg.image_size, cache_dir=data_cfg.cache_dir, progress=progress)
+    test = open_scenes(root, "test", data_cfg.image_size, cache_dir=data_cfg.cache_dir, progress=progress)
     if len(test) < data_cfg.val_scenes:
         raise ValueError(
             f"{root}: the test split has {len(test)} scenes but data.val_scenes={data_cfg.val_scenes}; "

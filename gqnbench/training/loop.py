@@ -322,6 +322,11 @@ def _train(
         raise ValueError(f"train.steps must be at least 1, got {cfg.steps} (an untrained model is not a run)")
     preset = dataclasses.replace(preset, train=cfg)
     model_cfg = preset.model_config(model_name)
+    if model_cfg.image_size != preset.data.image_size:
+        raise ValueError(
+            f"model.image_size={model_cfg.image_size} but data.image_size={preset.data.image_size}: "
+            "the model must be built for the frames it is fed; set both to the same size"
+        )
     if cfg.batch_size % ctx.world_size:
         raise ValueError(f"train.batch_size={cfg.batch_size} is not divisible by the {ctx.world_size} ranks")
     if cfg.threads:
