@@ -81,6 +81,11 @@ def hold_lock(path: str | os.PathLike, what: str, log: Callable[[str], None] = _
                 f"{what} is being written by another process, {describe_owner(holder)}; "
                 f"wait for it to finish or stop it, or write somewhere else (lock file {path})"
             ) from None
+        except OSError as exc:  # a file system without flock (some network mounts): carry on unguarded
+            os.close(fd)
+            log(f"gqnbench: cannot lock {path} ({exc}); nothing stops a second writer of {what}")
+            yield path
+            return
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:

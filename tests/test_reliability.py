@@ -298,6 +298,8 @@ def test_exit_codes_and_user_errors(data_root, tmp_path, capsys) -> None:
     assert cli_main(_cli_args(data_root, tmp_path / "a", 0)) == 2
     assert "train.steps must be at least 1" in capsys.readouterr().err
     assert cli_main(_cli_args(data_root, tmp_path / "a", -5)) == 2
+    assert cli_main(_cli_args(data_root, tmp_path / "a", 2, "--resume", "--fresh")) == 2
+    assert "not both" in capsys.readouterr().err
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
     assert cli_main(_cli_args(data_root, not_a_folder, 2)) == 2

@@ -76,6 +76,8 @@ def _train(args: argparse.Namespace) -> int:
     from gqnbench.training import distributed as D
     from gqnbench.training.loop import train
 
+    if args.resume and args.fresh:
+        raise ValueError("give --resume (continue the run) or --fresh (replace it), not both")
     _overrides(args)
     preset = preset_from_args(args)
     if preset.train.flush_denormal:
