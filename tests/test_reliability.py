@@ -333,3 +333,19 @@ def test_image_size_mismatch_is_a_clear_error_and_cache_dir_is_honoured(data_roo
     cache = tmp_path / "decoded"
     assert cli_main(_cli_args(data_root, tmp_path / "b", 2, **{"data.cache_dir": str(cache)})) == 0
     assert list(cache.glob("train-16px.*")), "data.cache_dir is where the decoded frames go"
+
+
+def test_sweep_setting_medians_leave_out_diverged_runs(tmp_path) -> None:
+    from gqnbench.report.inputs import load_results
+    from gqnbench.report.sections.robustness import settings_frame
+    from gqnbench.results import write_result
+
+    def row(seed: int, nll: float, diverged: bool) -> dict:
+        return {"model": "gqn", "value": 3, "seed": seed, "final_val_nll": nll, "best_val_nll": nll,
+                "final_mse_ratio": 1.0, "final_fg_ratio": 1.0, "learned": False, "diverged": diverged,
+                "diverged_step": 5 if diverged else None, "status": "diverged" if diverged else "completed"}  # fmt: skip
+
+    runs = [row(0, 700.0, False), row(1, 710.0, False), row(2, 5000.0, True)]
+    write_result(tmp_path / "sweep.json", "sweep", {"field": "model.z_channels", "values": [3], "runs": runs, "summary": {}})
+    (setting,) = settings_frame(load_results([tmp_path])).to_dict("records")
+    assert setting["final_val_nll_median"] == 705.0 and setting["diverged"] == 1 and setting["seeds"] == 3

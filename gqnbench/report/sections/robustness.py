@@ -31,16 +31,18 @@ def settings_frame(results: ResultSet) -> pd.DataFrame:
         for col in ("learned", "diverged"):
             runs[col] = runs[col].fillna(False).astype(bool) if col in runs else False
         for (model, value), group in runs.groupby(["model", "value"], sort=False):
+            # Medians over the runs that completed: a diverged or failed run is counted, not averaged in.
+            ok = group[~group["diverged"] & (group["status"].eq("completed") if "status" in group else True)]
             rows.append(
                 {
                     "field": sweep.doc["field"],
                     "model": model,
                     "value": value,
                     "seeds": len(group),
-                    "final_val_nll_median": float(np.nanmedian(group["final_val_nll"])),
-                    "best_val_nll_median": float(np.nanmedian(group["best_val_nll"])),
-                    "mse_ratio_median": float(group["final_mse_ratio"].median()),
-                    "fg_ratio_median": float(group["final_fg_ratio"].median()),
+                    "final_val_nll_median": float(ok["final_val_nll"].median()),
+                    "best_val_nll_median": float(ok["best_val_nll"].median()),
+                    "mse_ratio_median": float(ok["final_mse_ratio"].median()),
+                    "fg_ratio_median": float(ok["final_fg_ratio"].median()),
                     "learned": int(group["learned"].sum()),
                     "diverged": int(group["diverged"].sum()),
                     "diverged_steps": ", ".join(
