@@ -78,7 +78,9 @@ class MainJob:
         unknown = [s for s in self.skip if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown stage(s) to skip: {unknown}; stages: {', '.join(STAGES)}")
-        get_preset(self.preset)  # fails early on an unknown preset
+        preset = get_preset(self.preset)  # fails early on an unknown preset
+        for model in self.models:  # and on a model with no config at it (a plugin's)
+            preset.model_config(model)
         full = suite_budget(self.preset)
         self.budget = quick_budget(full) if self.quick else full
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from gqnbench.harness.common import resolve_device
+from gqnbench.presets import get_preset
 from gqnbench.results import ResultsError, capture_environment, read_result, write_result
 
 SECTIONS = ("params", "flops", "reference", "matmul_peak", "throughput", "memory", "numerics", "scaling")
@@ -58,10 +59,12 @@ def _plan(
 
     def reference(doc, note):
         # The study's own sizes, whatever preset was measured: counting costs no compute (meta device).
+        # A plugin model without a config at the paper preset is left out.
+        paper = [m for m in models if m in get_preset("paper").models]
         return {
             "preset": "paper",
-            "params": {m: parameter_report(m, "paper") for m in models},
-            "flops": {m: flop_report(m, "paper", fvcore=not quick) for m in models},
+            "params": {m: parameter_report(m, "paper") for m in paper},
+            "flops": {m: flop_report(m, "paper", fvcore=not quick) for m in paper},
         }
 
     def peak(doc, note):

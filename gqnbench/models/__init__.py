@@ -2,8 +2,9 @@
 
 Owns the two GQN-family architectures, their ConvLSTM cell and the ModelConfig. May
 import ``gqnbench.data.episode`` (the batch type) and ``gqnbench.metrics``; nothing else
-of gqnbench. Register a new model with :func:`register_model`; a model from outside the
-package (a plugin) is loaded by :mod:`gqnbench.plugins` and registers the same way.
+of gqnbench (and, for a name it does not know, :mod:`gqnbench.plugins`). Register a new model
+with :func:`register_model`; a model from outside the package (a plugin) is loaded by
+:mod:`gqnbench.plugins` and registers the same way.
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ def describe_model(name: str) -> str:
 
 def build_model(name: str, config: ModelConfig | None = None) -> GQNFamilyModel:
     """Instantiate a registered model; ``config`` defaults to ModelConfig() (paper sizes)."""
+    if name not in _REGISTRY:
+        # A worker process handed a resolved preset has not loaded the plugins yet. The one
+        # upward import of this package, made only for a name it does not know.
+        import importlib
+
+        importlib.import_module("gqnbench.plugins").ensure_plugins()
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
     return _REGISTRY[name](config or ModelConfig())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import matplotlib
 
 matplotlib.use("Agg")  # reports are written on headless machines; never open a window
@@ -17,11 +19,27 @@ sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
 MODEL_PALETTE = {MODEL_LABELS["gqn"]: "#1f77b4", MODEL_LABELS["metagqn"]: "#d62728"}
 
 
+# Any other model (a plugin, found by name in the results files) gets one of these, chosen from
+# its label alone, so it keeps its colour in every figure and every report; blue and red stay the study's.
+EXTRA_COLOURS = ("#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+
+
 def palette_for(labels: list[str]) -> dict[str, str]:
-    """Model colours for known labels, seaborn's defaults for the rest."""
-    extra = [lab for lab in labels if lab not in MODEL_PALETTE]
-    colours = dict(zip(extra, sns.color_palette("colorblind", len(extra)).as_hex()))
-    return {lab: MODEL_PALETTE.get(lab, colours.get(lab, "#555555")) for lab in labels}
+    """Model colours: the study's two fixed, every other label its own colour from :data:`EXTRA_COLOURS`.
+
+    An extra label's colour is picked by a hash of the label; when two labels of one figure
+    would share a colour, the later one takes the next free colour.
+    """
+    out: dict[str, str] = {}
+    for lab in dict.fromkeys(labels):
+        if lab in MODEL_PALETTE:
+            out[lab] = MODEL_PALETTE[lab]
+            continue
+        start = zlib.crc32(str(lab).encode()) % len(EXTRA_COLOURS)
+        taken = set(out.values())
+        free = [EXTRA_COLOURS[(start + i) % len(EXTRA_COLOURS)] for i in range(len(EXTRA_COLOURS))]
+        out[lab] = next((c for c in free if c not in taken), free[0])
+    return out
 
 
-__all__ = ["plt", "sns", "palette_for", "MODEL_PALETTE"]
+__all__ = ["plt", "sns", "palette_for", "MODEL_PALETTE", "EXTRA_COLOURS"]

@@ -12,7 +12,9 @@ class MeanRepresentation(Representation):
         return r / views.clamp(min=1).view(-1, 1, 1, 1)
 
 
-@register_model("myvariant", "metagqn, context mean instead of sum", config=lambda preset: preset.model_config("metagqn"))
+@register_model(
+    "myvariant", "metagqn, context mean instead of sum", config=lambda preset: preset.model_config("metagqn")
+)
 class MeanMetaGQN(MetaGQN):
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -236,23 +236,25 @@ def _nll_display(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _summary_display(params: pd.DataFrame, nll: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    for model in MODELS:
+    # The study's two models, then one row per other model measured (a plugin: no study numbers).
+    measured = [*params["model"], *nll.loc[nll["source"] == "ours", "model"]]
+    for model in (*MODELS, *(m for m in dict.fromkeys(measured) if m not in MODELS)):
         p = params[params["model"] == model]
         p = p[p["preset"] == "paper"] if (p["preset"] == "paper").any() else p
         ours = nll[(nll["source"] == "ours") & (nll["model"] == model)]
         rows.append(
             {
                 "model": model_label(model),
-                "parameters (study)": F.fmt_int(STUDY_PARAMS[model]),
+                "parameters (study)": F.fmt_int(STUDY_PARAMS.get(model, math.nan)),
                 "parameters (ours: all / used)": (
                     f"{F.fmt_int(p['total'].iloc[0])} / {F.fmt_int(p['used_by_objective'].iloc[0])}"
                     if len(p)
                     else F.MISSING
                 ),
-                "val NLL (study, 35,000 steps, 64x64)": F.fmt_sci(STUDY_NLL[model]),
+                "val NLL (study, 35,000 steps, 64x64)": F.fmt_sci(STUDY_NLL.get(model, math.nan)),
                 "val NLL (ours)": F.fmt_float(ours["val_nll_median"].iloc[0]) if len(ours) else F.MISSING,
                 "per-pixel MSE (study / ours)": (
-                    f"{F.fmt_sig(STUDY_MSE[model], 3)} / "
+                    f"{F.fmt_sig(STUDY_MSE.get(model, math.nan), 3)} / "
                     + (F.fmt_sig(ours["val_mse_median"].iloc[0], 3) if len(ours) else F.MISSING)
                 ),
             }
