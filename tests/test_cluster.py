@@ -266,7 +266,7 @@ def test_main_job_submits_both_training_stages_then_collects_them(base: dict, tm
 
     cache = tmp_path / "cache"
     kw = {"preset": "tiny", "out": tmp_path / "report", "quick": True, "cache_root": cache}
-    kw["skip"] = ("costs", "benchmarks", "samples", "report")
+    kw["skip"] = ("costs", "benchmarks", "profile", "samples", "report")
     with pytest.raises(RunsUnfinished):
         MainJob(**kw, executor=ClusterExecutor(**LOCAL_JOBS)).run(log=lambda _: None)
     results = tmp_path / "report" / "results"

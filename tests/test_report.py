@@ -49,7 +49,9 @@ def test_outputs_exist(report):
     for name in ("report.md", "report.html", "provenance.json"):
         assert (out / name).stat().st_size > 0
     figures = {p.name for p in (out / "figures").glob("*.png")}
-    assert figures == {"figure6_val_nll.png", "figure7_sweep.png", "time_to_target.png", "scaling.png", "samples.png"}
+    assert figures == {"figure6_val_nll.png", "figure7_sweep.png", "time_to_target.png", "scaling.png", "samples.png"} | {
+        "time_to_target_curves.png"  # every seed's curve, from the run files the time-to-target file names
+    }
     for png in (out / "figures").glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
