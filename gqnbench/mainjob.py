@@ -71,6 +71,9 @@ class MainJob:
     command: str = ""
     executor: ClusterExecutor | None = None  # where the training runs go (None: this machine)
     fresh: bool = False  # replace a main job with a different plan in ``out`` (else refuse)
+    # ``--set`` overrides for the data, training and samples stages (the cost harnesses measure the
+    # preset as registered); validated here, part of the plan a re-run must match.
+    user_overrides: dict[str, Any] = field(default_factory=dict)
     budget: SuiteBudget = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,7 +81,7 @@ class MainJob:
         unknown = [s for s in self.skip if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown stage(s) to skip: {unknown}; stages: {', '.join(STAGES)}")
-        preset = get_preset(self.preset)  # fails early on an unknown preset
+        preset = get_preset(self.preset, self.user_overrides)  # fails early on an unknown preset or field
         for model in self.models:  # and on a model with no config at it (a plugin's)
             preset.model_config(model)
         full = suite_budget(self.preset)
@@ -91,9 +94,11 @@ class MainJob:
         return self.out / "results"
 
     def overrides(self) -> dict[str, Any]:
+        """What every training, data and samples stage applies to the preset: the budget's, then the user's."""
         extra = dict(self.budget.overrides())
         if self.data_root is not None:
             extra["data.root"] = self.data_root
+        extra.update(self.user_overrides)
         return extra
 
     def _state_path(self) -> Path:
@@ -133,6 +138,7 @@ class MainJob:
             "data_root": self.data_root,
             "models": list(self.models),
             "budget": dataclasses.asdict(self.budget),
+            "overrides": dict(self.user_overrides),
         }
 
     def _save_state(self, state: dict[str, Any]) -> None:

@@ -53,3 +53,13 @@ def test_tiny_main_job_writes_report_and_resumes(tmp_path, monkeypatch):
     )
     again = json.loads((out / "results" / "mainjob.json").read_text())["stages"]
     assert all(again[k]["wall_s"] == first[k] for k in first if k != "report")
+
+
+def test_set_overrides_reach_the_training_stages_and_the_plan(tmp_path):
+    from gqnbench.config import ConfigError
+
+    job = MainJob(preset="tiny", out=tmp_path, user_overrides={"train.lr_start": 7e-4, "train.amp": "bf16"})
+    assert job.overrides()["train.lr_start"] == 7e-4 and job.overrides()["train.amp"] == "bf16"  # user wins
+    assert job._plan()["overrides"] == {"train.lr_start": 7e-4, "train.amp": "bf16"}
+    with pytest.raises(ConfigError, match="zz"):
+        MainJob(preset="tiny", out=tmp_path, user_overrides={"model.zz": 3})

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from gqnbench.commands.common import model_choices
+from gqnbench.config import parse_override_strings
 from gqnbench.mainjob import STAGES, MainJob
 from gqnbench.presets import MODEL_NAMES
 from gqnbench.training.executors import RunsUnfinished, add_executor_arguments, executor_from_args
@@ -26,6 +27,7 @@ def _run(args: argparse.Namespace) -> int:
         command=shlex.join(["gqnbench", *sys.argv[1:]]),
         executor=executor_from_args(args),
         fresh=args.fresh,
+        user_overrides=parse_override_strings(args.overrides),
     )
     try:
         job.run()
@@ -57,6 +59,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", default=None, help="where the generated data set is cached (default ~/.cache/gqnbench)")
     p.add_argument("--skip", nargs="*", default=[], choices=list(STAGES), help="stages to leave out")
     p.add_argument("--fresh", action="store_true", help="replace a main job with another plan in --out")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override a preset field for the data, training and samples stages, e.g. --set train.lr_start=5e-4 "
+        "(repeatable; the cost stages measure the preset as registered)",
+    )
     add_executor_arguments(p)
     p.set_defaults(func=_run)
 
