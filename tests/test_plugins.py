@@ -19,13 +19,22 @@ import torch
 
 from gqnbench import plugins
 from gqnbench.cli import main
+from gqnbench.mainjob import MainJob
 from gqnbench.models import build_model, list_models
 from gqnbench.plugins import ENV_VAR, PluginError, load_plugins
 from gqnbench.presets import get_preset
 
 PLUGINS = Path(__file__).parent / "plugins"
 MYVARIANT = PLUGINS / "myvariant.py"
-FIXTURE_MODULES = ("myvariant", "broken_no_predict", "broken_shape", "gqnbench_myvariant_ep", "gqnbench_broken_ep")
+FIXTURE_MODULES = (
+    "myvariant",
+    "broken_no_predict",
+    "broken_shape",
+    "gqnbench_myvariant_ep",
+    "gqnbench_broken_ep",
+    "tinyonly",
+    "empty",
+)
 
 
 def _forget_modules() -> None:
@@ -167,6 +176,22 @@ def test_broken_entry_point_warns_and_is_left_out(tmp_path, monkeypatch, capsys)
     assert "flatpredict" not in list_models()
 
 
+def test_plugin_with_configs_for_some_presets_only(tmp_path, capsys):
+    (tmp_path / "tinyonly.py").write_text(
+        "from gqnbench.models import ModelConfig, register_model\n"
+        "from gqnbench.models.gqn import GQN\n"
+        "cfg = ModelConfig(image_size=16, hidden_channels=4, r_channels=8, num_layers=1, z_channels=2)\n"
+        "register_model('tinyonly', 'a GQN with tiny sizes only', config={'tiny': cfg})(GQN)\n"
+    )
+    assert main(["--plugin", str(tmp_path / "tinyonly.py"), "models"]) == 0
+    rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines() if line.startswith("tinyonly ")}
+    assert "no config at this preset" in rows["cpu"] and "no config at this preset" in rows["paper"]
+    assert "16x16, L=1, hidden=4" in rows["tiny"]
+    with pytest.raises(KeyError, match="preset 'cpu' has no config for model 'tinyonly'"):
+        MainJob(preset="cpu", out=tmp_path / "job", models=("gqn", "tinyonly"))
+    MainJob(preset="tiny", out=tmp_path / "job", models=("gqn", "tinyonly"))
+
+
 # --- through the commands -------------------------------------------------------------------------------
 
 
@@ -213,6 +238,7 @@ def test_entry_point_plugin_runs_train_costs_and_profile(tmp_path, data_cache, e
     assert proc.stdout.strip() == "MeanMetaGQN", proc.stderr
 
 
+@pytest.mark.slow  # the whole tiny main job with three models: 1.5-2.5 minutes on 2 cores
 def test_main_job_and_report_with_three_models(tmp_path, data_cache):
     """The README's command (without the benchmark stage): every stage with myvariant, a row and a curve for it."""
     out = tmp_path / "report"
@@ -248,3 +274,15 @@ def test_palette_gives_every_model_its_own_stable_colour():
     colours = palette_for(["GQN", "proposed (metagqn)", "myvariant", "another"])
     assert colours["GQN"] == MODEL_PALETTE["GQN"] and len(set(colours.values())) == 4
     assert palette_for(["myvariant"])["myvariant"] == colours["myvariant"]  # the same colour in every figure
+
+
+def test_readme_shows_the_fixture_plugin_and_the_tested_commands():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Bring your own model", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert code == MYVARIANT.read_text()  # the README's example is the tested fixture, verbatim
+    assert (
+        "gqnbench --plugin tests/plugins/myvariant.py run --preset tiny --quick --models gqn metagqn myvariant"
+        in section
+    )
+    assert "gqnbench --plugin tests/plugins/myvariant.py models --preset tiny" in section
