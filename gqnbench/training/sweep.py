@@ -50,7 +50,7 @@ def field_value(preset_name: str, overrides: Mapping[str, Any], field: str, mode
     """The typed value a ``section.field`` override ends up as for ``model``."""
     preset = get_preset(preset_name, overrides)
     section, name = field.split(".", 1)
-    if section in ("model", "gqn", "metagqn"):
+    if section == "model" or section in preset.models:
         return getattr(preset.model_config(model), name)
     return getattr(getattr(preset, section), name)
 
