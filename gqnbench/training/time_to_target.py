@@ -27,7 +27,7 @@ import numpy as np
 
 from gqnbench.presets import Preset, get_preset
 from gqnbench.results import as_float, write_result
-from gqnbench.training.budgets import MseRatioTarget, Target, default_target, resolve_target
+from gqnbench.training.budgets import DEFAULT_TARGETS, MseRatioTarget, Target, default_target, resolve_target
 from gqnbench.training.data_source import TrainingData, load_training_data
 from gqnbench.training.executors import ClusterExecutor, raise_if_unfinished, unfinished_runs
 from gqnbench.training.loop import train
@@ -160,6 +160,8 @@ def run_time_to_target(
     if target_nll is None:
         target_nll, target_source = default_target(preset.name), "preset default (gqnbench.training.budgets)"
     target_spec = target_nll
+    if target_source == "given" and target_spec == DEFAULT_TARGETS.get(preset.name):
+        target_source = "preset default (gqnbench.training.budgets)"
     if budget_steps is None:
         # A seconds budget alone still needs a step cap; a large one lets the clock decide.
         budget_steps = preset.train.steps if budget_seconds is None else 10**9

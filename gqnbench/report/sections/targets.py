@@ -107,7 +107,8 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
             f"MLPerf-style time to a validation NLL of **{F.fmt_float(first.get('target_nll'))}** nats "
             + (
                 f"(= {as_float(first['target_mse_ratio']):.2f}x the mean training frame's MSE on the same validation "
-                f"episode, so only a model that uses the scene reaches it; {first.get('target_source', '')}) "
+                "episode, so only a model that uses the scene reaches it; `gqnbench/training/budgets.py` says how "
+                "the fraction was chosen) "
                 if first.get("target_mse_ratio") is not None
                 else ""
             )
