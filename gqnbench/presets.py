@@ -4,7 +4,7 @@
 learning study (``gqnbench learning-study``) found to learn scene structure within a 2-core CPU
 budget: 16x16 images (core grid 4x4), 32 hidden and r channels, L = 4, batch 32, constant lr 1e-3,
 GQN's sigma annealed over 3,000 steps, metagqn's z = r = 32 channels (the study's z = r layout).
-A bf16 step on one core takes about 40 ms (gqn) / 30 ms (metagqn).
+A bf16 step on one core takes 45 ms (gqn) / 37 ms (metagqn) (measured on the 2-core AMD EPYC host).
 ``tiny`` is for tests: milliseconds per step. Any field can be overridden with
 ``section.field=value`` strings (sections: model, gqn, metagqn, train, data, and the name of
 any plugin model).
