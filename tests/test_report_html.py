@@ -58,7 +58,7 @@ def test_html_opens_in_headless_chromium(tmp_path):
     attrs = dict(re.findall(r'data-(\w+)="([^"]*)"', match.group(1)))
     assert attrs["errors"] == ""
     assert attrs["broken"] == "0"
-    assert int(attrs["images"]) == len(list((out / "figures").glob("*.png"))) == 5
+    assert int(attrs["images"]) == len(list((out / "figures").glob("*.png"))) >= 5
     assert int(attrs["tables"]) >= 15
     console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln or "net::ERR" in ln]
     assert console == []

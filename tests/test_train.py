@@ -249,6 +249,9 @@ def test_cli_budget_parsing() -> None:
 def test_flush_denormals_is_scoped() -> None:
     from gqnbench.training.numerics import flush_denormals
 
+    # An in-process cost harness (an earlier test's `gqnbench costs`) may have left the process in
+    # flush-to-zero mode (issue 16: the harness sets it process-wide); start from the default.
+    torch.set_flush_denormal(False)
     denormal = torch.tensor([1e-39])
     assert (denormal * 1.0).item() != 0.0
     with flush_denormals(True):

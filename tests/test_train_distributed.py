@@ -74,10 +74,11 @@ def test_two_gloo_ranks_match_one_process(model: str, tmp_path: Path) -> None:
         assert g2["val_nll"] == pytest.approx(g1["val_nll"], rel=1e-6)
     # Adam's first update is lr * g / (|g| + eps): where |g| is near eps (1e-8) the last-bit
     # differences of a summed-then-averaged gradient move the update by a visible fraction of lr.
-    # The gradients above are the strict check; parameters get 1% of lr.
+    # The gradients above are the strict check; parameters get 5% of lr (one of 22,400 metagqn
+    # weights moved by 2.5% of lr with the raw output head).
     from gqnbench.presets import get_preset
 
     lr = get_preset("tiny").train.lr_start
     for key, value in w1.items():
-        torch.testing.assert_close(w2[key], value, rtol=0, atol=0.01 * lr)
+        torch.testing.assert_close(w2[key], value, rtol=0, atol=0.05 * lr)
     assert any(g.abs().max() > 1e-3 for g in g1["grads"].values())  # the comparison is not of zeros
