@@ -42,3 +42,21 @@ def test_noise_is_the_same_in_every_dtype():
         b = torch.randn_like(x.bfloat16())
     assert torch.randn_like is not _fp32_randn_like
     assert (a - b.double()).abs().max() < 0.02  # equal up to bf16 rounding
+
+
+def test_each_loss_term_is_checked_against_fp64():
+    import torch
+
+    from gqnbench.harness.numerics import check_numerics
+
+    ok = check_numerics("gqn", "tiny", "bf16")
+    assert ok.passed and set(ok.terms) == {"reconstruction", "kl"}
+    assert ok.terms["kl"]["fast"] >= 0.0 and ok.terms["kl"]["err_fast"] <= ok.terms["kl"]["bound"]
+
+    def wrong_prior(model):  # a fast path whose prior head differs: only the KL term moves
+        with torch.no_grad():
+            model.eta_pi.bias.add_(0.5)
+
+    bad = check_numerics("gqn", "tiny", "bf16", fast_model_hook=wrong_prior)
+    assert not bad.passed and "kl error" in bad.reason
+    assert bad.terms["reconstruction"]["err_fast"] <= bad.terms["reconstruction"]["bound"]

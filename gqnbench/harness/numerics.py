@@ -90,6 +90,9 @@ class NumericsResult:
     multiplier: float
     batch: int
     reason: str = ""
+    # Each loss term on its own (reconstruction, KL): {term: {ref, fast, err_fp32, err_fast, bound}}.
+    # The total can hide a wrong term (the KL is small beside the reconstruction).
+    terms: dict = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -115,6 +118,33 @@ def _loss_and_grads(
         [(g if g is not None else torch.zeros_like(p)).detach().double().flatten() for g, p in zip(grads, params)]
     )
     return loss.detach().double(), flat
+
+
+@torch.no_grad()
+def _loss_terms(model: GQNFamilyModel, episode, seed: int, device: torch.device, dtype: str) -> dict[str, torch.Tensor]:
+    """The loss's parts in fp64 (after the forward) with the RNG reseeded: the same z noise for every dtype."""
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(seed)
+    with autocast(device, dtype):
+        out = model.loss(episode)
+    return {"reconstruction": out.reconstruction.double(), "kl": out.kl.double()}
+
+
+def _term_report(
+    ref: dict[str, torch.Tensor], fp32: dict[str, torch.Tensor], fast: dict[str, torch.Tensor], multiplier: float, floor: float
+) -> dict[str, dict[str, float]]:
+    report = {}
+    for name, value in ref.items():
+        err_32, err_fast = _rel(fp32[name], value), _rel(fast[name], value)
+        report[name] = {
+            "ref": value.item(),
+            "fast": fast[name].item(),
+            "err_fp32": err_32,
+            "err_fast": err_fast,
+            "bound": multiplier * err_32 + floor,
+        }
+    return report
 
 
 def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -163,6 +193,13 @@ def check_numerics(
             torch._dynamo.reset()
             forward = torch.compile(fast_model, backend=compile_backend)
         loss_fast, grad_fast = _loss_and_grads(fast_model, forward, episode, noise_seed, dev, dtype)
+        terms = _term_report(
+            _loss_terms(reference, episode.to(dev, torch.float64), noise_seed, dev, "fp32"),
+            _loss_terms(base, episode, noise_seed, dev, "fp32"),
+            _loss_terms(fast_model, episode, noise_seed, dev, dtype),
+            multiplier,
+            LOSS_FLOOR[dtype],
+        )
     loss_err_32 = _rel(loss_32, loss_ref)
     loss_err_fast = _rel(loss_fast, loss_ref)
     grad_err_32 = _rel(grad_32, grad_ref)
@@ -177,6 +214,11 @@ def check_numerics(
         reasons.append(f"loss error {loss_err_fast:.3g} > bound {loss_bound:.3g}")
     if grad_err_fast > grad_bound:
         reasons.append(f"gradient error {grad_err_fast:.3g} > bound {grad_bound:.3g}")
+    for name, term in terms.items():
+        if term["err_fast"] > term["bound"]:
+            reasons.append(f"{name} error {term['err_fast']:.3g} > bound {term['bound']:.3g}")
+    if terms.get("kl", {}).get("fast", 0.0) < 0.0:
+        reasons.append(f"negative KL on the fast path ({terms['kl']['fast']:.3g})")
     cosine = torch.nn.functional.cosine_similarity(grad_fast, grad_ref, dim=0).item()
     return NumericsResult(
         model=model,
@@ -196,6 +238,7 @@ def check_numerics(
         multiplier=multiplier,
         batch=batch,
         reason="; ".join(reasons),
+        terms=terms,
     )
 
 
