@@ -246,19 +246,25 @@ def test_cli_budget_parsing() -> None:
         parse_budget("ten")
 
 
-def test_flush_denormals_is_scoped() -> None:
-    from gqnbench.training.numerics import flush_denormals
+def test_flush_denormals_is_scoped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gqnbench.training import numerics
 
-    # An in-process cost harness (an earlier test's `gqnbench costs`) may have left the process in
-    # flush-to-zero mode (issue 16: the harness sets it process-wide); start from the default.
+    # An earlier in-process CLI test (`gqnbench train` / `costs`) may have turned flush-to-zero on
+    # for the whole process (issue 16: the harness does it process-wide); start from the default
+    # and put the process back as it was.
+    was_process_wide = numerics._PROCESS_WIDE
+    monkeypatch.setattr(numerics, "_PROCESS_WIDE", False)
     torch.set_flush_denormal(False)
-    denormal = torch.tensor([1e-39])
-    assert (denormal * 1.0).item() != 0.0
-    with flush_denormals(True):
-        flushed = (denormal * 1.0).item()
-    assert (denormal * 1.0).item() != 0.0  # restored afterwards
-    if torch.backends.cpu.get_cpu_capability() != "DEFAULT":  # x86 with SSE3+: FTZ/DAZ available
-        assert flushed == 0.0
+    try:
+        denormal = torch.tensor([1e-39])
+        assert (denormal * 1.0).item() != 0.0
+        with numerics.flush_denormals(True):
+            flushed = (denormal * 1.0).item()
+        assert (denormal * 1.0).item() != 0.0  # restored afterwards
+        if torch.backends.cpu.get_cpu_capability() != "DEFAULT":  # x86 with SSE3+: FTZ/DAZ available
+            assert flushed == 0.0
+    finally:
+        torch.set_flush_denormal(was_process_wide)
 
 
 def test_dataloader_workers_give_the_same_batches(preset, data, tmp_path: Path) -> None:
