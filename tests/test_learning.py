@@ -157,6 +157,12 @@ def test_learned_needs_both_ratios_below_the_margin(mse: float, fg: float, statu
     assert ratios["mse_ratio"] == pytest.approx(mse / 0.02) and ratios["fg_ratio"] == pytest.approx(fg / 0.1)
 
 
+def test_the_report_uses_the_training_packages_learned_margin() -> None:
+    from gqnbench.report.study import LEARNED_FRACTION as REPORT_FRACTION
+
+    assert REPORT_FRACTION == LEARNED_FRACTION
+
+
 def test_mse_ratio_target_is_an_nll_on_the_data() -> None:
     target = MseRatioTarget(0.9)
     constant = 3 * 16 * 16 * 0.5 * math.log(2 * math.pi)

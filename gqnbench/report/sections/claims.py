@@ -34,9 +34,8 @@ from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
 from gqnbench.report.inputs import ResultSet
 from gqnbench.report.runs import curve_frame, main_runs, reference, roughness
-from gqnbench.report.study import model_label
+from gqnbench.report.study import LEARNED_FRACTION, model_label
 
-LEARNED_FRACTION = 0.9  # gqnbench.training.judging.LEARNED_FRACTION (the report never imports training)
 HOLDS, FAILS, UNKNOWN = "holds", "does not hold", "cannot tell at this scale"
 
 

@@ -15,11 +15,10 @@ from gqnbench.report.document import Note, Paragraph, Section
 from gqnbench.report.inputs import ResultFile, ResultSet
 from gqnbench.report.plotting import palette_for, plt, sns
 from gqnbench.report.runs import curve_frame, main_runs, reference
-from gqnbench.report.study import model_label
+from gqnbench.report.study import LEARNED_FRACTION, model_label
 from gqnbench.results import as_float
 
 BAND = ("pi", 100)  # min-max over seeds
-LEARNED_FRACTION = 0.9  # gqnbench.training.judging.LEARNED_FRACTION
 
 
 def median_curves(curves: pd.DataFrame, by: list[str]) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
 from gqnbench.report.inputs import ResultFile, ResultSet
 from gqnbench.report.plotting import plt, sns
-from gqnbench.report.study import model_label
+from gqnbench.report.study import LEARNED_FRACTION, model_label
 from gqnbench.results import as_float
 
 
@@ -60,7 +60,7 @@ def _figure(curves: pd.DataFrame):
         sub = curves[(curves["model"] == model) & (curves["step"] > 0)]
         sns.lineplot(data=sub, x="step", y="mse_ratio", hue="entry", palette=colours, ax=ax, lw=1)
         ax.axhline(1.0, color="#777", lw=1, ls="--")
-        ax.axhline(0.9, color="#bbb", lw=0.8, ls="-.")
+        ax.axhline(LEARNED_FRACTION, color="#bbb", lw=0.8, ls="-.")
         ax.set_ylim(max(0.0, sub["mse_ratio"].min() - 0.05), min(1.3, max(1.05, sub["mse_ratio"].quantile(0.95))))
         ax.set_title(model_label(model))
         ax.set_xlabel("training step")
