@@ -34,15 +34,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gqnbench.schema import ResultsError
+
 SCHEMA_VERSION = 1
 
 
 def schema_id(kind: str) -> str:
     return f"gqnbench.{kind}/{SCHEMA_VERSION}"
-
-
-class ResultsError(ValueError):
-    """A results file is missing, unreadable or of an unexpected kind/schema."""
 
 
 def _jsonable(obj: Any) -> Any:
