@@ -15,6 +15,7 @@ from torch import nn
 
 from gqnbench.data.episode import Episode
 from gqnbench.models.config import ModelConfig
+from gqnbench.models.representation import Representation
 
 
 @dataclass
@@ -95,3 +96,14 @@ class GQNFamilyModel(nn.Module):
     def module_groups(self) -> dict[str, list[nn.Module]]:
         """Named groups of submodules for per-module parameter and FLOP breakdowns."""
         raise NotImplementedError
+
+    def _build_body(self, cfg: ModelConfig, inference_core: type[nn.Module], generation_core: type[nn.Module]) -> None:
+        """The representation net and the L inference and generation cores (one each when shared).
+
+        Built in this order in both models, so a seed gives the same initial weights as it always has.
+        """
+        self.config = cfg
+        n_cores = 1 if cfg.shared_core else cfg.num_layers
+        self.representation = Representation(cfg.r_channels, cfg.viewpoint_dim, pool=cfg.representation == "pool")
+        self.inference_cores = nn.ModuleList(inference_core(cfg) for _ in range(n_cores))
+        self.generation_cores = nn.ModuleList(generation_core(cfg) for _ in range(n_cores))

@@ -31,7 +31,6 @@ from gqnbench.models.canvas import CanvasWriter
 from gqnbench.models.config import ModelConfig, linear_anneal
 from gqnbench.models.convlstm import ConvLSTMCell, PreparedGates
 from gqnbench.models.folding import CallTimeWeightConv, ComposeBlockConvs, PointUpsample, in_autocast_dtype
-from gqnbench.models.representation import Representation
 
 
 class FoldedInputs(NamedTuple):
@@ -121,12 +120,8 @@ class GenerationCore(CanvasWriter):
 class GQN(GQNFamilyModel):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.config = cfg
+        self._build_body(cfg, InferenceCore, GenerationCore)
         h, z = cfg.hidden_channels, cfg.z_channels
-        n_cores = 1 if cfg.shared_core else cfg.num_layers
-        self.representation = Representation(cfg.r_channels, cfg.viewpoint_dim, pool=cfg.representation == "pool")
-        self.inference_cores = nn.ModuleList(InferenceCore(cfg) for _ in range(n_cores))
-        self.generation_cores = nn.ModuleList(GenerationCore(cfg) for _ in range(n_cores))
         self.eta_pi = nn.Conv2d(h, 2 * z, 5, padding=2)  # prior head, reads h_g
         self.eta_e = nn.Conv2d(h, 2 * z, 5, padding=2)  # posterior head, reads h_e
         self.eta_g = nn.Conv2d(h, 3, 1)  # image head, reads the canvas u

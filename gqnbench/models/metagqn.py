@@ -28,7 +28,6 @@ from gqnbench.models.canvas import CanvasWriter
 from gqnbench.models.config import ModelConfig
 from gqnbench.models.convlstm import ConvLSTMCell
 from gqnbench.models.folding import PointUpsample
-from gqnbench.models.representation import Representation
 
 
 class LatentInferenceCore(nn.Module):
@@ -74,12 +73,8 @@ class QueryGenerationCore(CanvasWriter):
 class MetaGQN(GQNFamilyModel):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.config = cfg
+        self._build_body(cfg, LatentInferenceCore, QueryGenerationCore)
         h, z = cfg.hidden_channels, cfg.z_channels
-        n_cores = 1 if cfg.shared_core else cfg.num_layers
-        self.representation = Representation(cfg.r_channels, cfg.viewpoint_dim, pool=cfg.representation == "pool")
-        self.inference_cores = nn.ModuleList(LatentInferenceCore(cfg) for _ in range(n_cores))
-        self.generation_cores = nn.ModuleList(QueryGenerationCore(cfg) for _ in range(n_cores))
         self.eta_e = nn.Conv2d(h, 2 * z, 5, padding=2)
         init_logvar_bias(self.eta_e, cfg.latent_logvar_bias)
         self.eta_g = nn.Conv2d(h, 3, 1)
