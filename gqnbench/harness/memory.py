@@ -228,10 +228,13 @@ def memory_report(
     batch: int | None = None,
     dtype: str = "fp32",
     modes: tuple[str, ...] = ("train", "infer"),
+    overrides: tuple[tuple[str, object], ...] = (),
 ) -> dict:
     """``memory[model]`` of costs.json: the train step and/or inference at one batch and dtype."""
     return {
-        mode: measure_memory(StepSpec(model, preset, mode=mode, batch=batch, dtype=dtype, device=device))
+        mode: measure_memory(
+            StepSpec(model, preset, mode=mode, batch=batch, dtype=dtype, device=device, overrides=overrides)
+        )
         for mode in modes
     }
 

@@ -37,13 +37,23 @@ def default_axes(preset: str, quick: bool = False) -> dict[str, list[int]]:
     }
 
 
-def _spec_for(model: str, preset: str, axis: str, value: int, dtype: str, device: str, batch: int | None) -> StepSpec:
-    overrides: tuple = ()
+def _spec_for(
+    model: str,
+    preset: str,
+    axis: str,
+    value: int,
+    dtype: str,
+    device: str,
+    batch: int | None,
+    base: tuple[tuple[str, object], ...] = (),
+) -> StepSpec:
+    # The axis's own override comes after the user's (``base``), so it wins on the same field.
+    overrides: tuple = base
     num_context = 3
     if axis == "L":
-        overrides = (("model.num_layers", int(value)),)
+        overrides = (*base, ("model.num_layers", int(value)))
     elif axis == "image_size":
-        overrides = (("model.image_size", int(value)),)
+        overrides = (*base, ("model.image_size", int(value)))
     elif axis == "batch":
         batch = int(value)
     elif axis == "M":
@@ -98,14 +108,16 @@ def measure_scaling(
     batch: int | None = None,
     rounds: int = 3,
     progress: Callable[[str], None] | None = None,
+    overrides: Sequence[tuple[str, object]] = (),
 ) -> list[dict]:
-    """Rows for every model x axis x value (see the module docstring)."""
+    """Rows for every model x axis x value (see the module docstring); ``overrides`` apply to every point."""
+    overrides = tuple(overrides)
     axes = dict(axes) if axes is not None else default_axes(preset)
     rows = []
     for model in models:
         for axis, values in axes.items():
             for value in values:
-                spec = _spec_for(model, preset, axis, value, dtype, device, batch)
+                spec = _spec_for(model, preset, axis, value, dtype, device, batch, overrides)
                 if progress is not None:
                     progress(f"{model} {axis}={value}")
                 point = scaling_point(spec, rounds)

@@ -10,7 +10,7 @@ training step's memory only, two scaling points (L) per model.
 
 File layout (``kind = "costs"``; each field is documented in the module that makes it)::
 
-    {"preset", "device", "quick", "models",
+    {"preset", "overrides" ({"section.field": value} from --set), "device", "quick", "models",
      "params":      {model: ...}           gqnbench.harness.params   (metagqn in the authors' layout)
      "flops":       {model: ...}           gqnbench.harness.flops    (per scene, 3 context views)
      "reference":   {"preset": "paper", "params": {model: ...}, "flops": {model: ...}}
@@ -25,7 +25,7 @@ File layout (``kind = "costs"``; each field is documented in the module that mak
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -38,7 +38,7 @@ SECTIONS = ("params", "flops", "reference", "matmul_peak", "throughput", "memory
 
 
 def _plan(
-    preset: str, models: Sequence[str], quick: bool, device: str
+    preset: str, models: Sequence[str], quick: bool, device: str, overrides: Mapping[str, object] | None = None
 ) -> dict[str, Callable[[dict, Callable], object]]:
     """Section name -> function(doc so far, progress callback) returning the section's value."""
     from gqnbench.harness.flops import flop_report
@@ -49,13 +49,16 @@ def _plan(
     from gqnbench.harness.throughput import matmul_peak, throughput_matrix
 
     cuda = resolve_device(device).type == "cuda"
+    # The step-building harnesses take the preset by name plus override pairs; the others the resolved preset.
+    pairs = tuple((overrides or {}).items())
+    resolved = get_preset(preset, overrides)
     dtypes = ("fp32", "bf16", "fp16") if cuda else ("fp32", "bf16")
 
     def params(doc, note):
-        return {m: parameter_report(m, preset) for m in models}
+        return {m: parameter_report(m, resolved) for m in models}
 
     def flops(doc, note):
-        return {m: flop_report(m, preset) for m in models}
+        return {m: flop_report(m, resolved) for m in models}
 
     def reference(doc, note):
         # The study's own sizes, whatever preset was measured: counting costs no compute (meta device).
@@ -74,23 +77,25 @@ def _plan(
         if quick:
             rows = throughput_matrix(
                 models, preset, modes=("train",), dtypes=("fp32", "bf16"), compiled=(False,), device=device,
-                rounds=3, warmup=1, peaks=doc.get("matmul_peak"), progress=note,
+                rounds=3, warmup=1, peaks=doc.get("matmul_peak"), progress=note, overrides=pairs,
             )  # fmt: skip
             rows += throughput_matrix(
                 models, preset, modes=("infer",), dtypes=("fp32",), compiled=(False,), device=device,
-                rounds=3, warmup=1, peaks=doc.get("matmul_peak"), progress=note,
+                rounds=3, warmup=1, peaks=doc.get("matmul_peak"), progress=note, overrides=pairs,
             )  # fmt: skip
             return rows
         return throughput_matrix(
             models, preset, modes=("train", "infer"), dtypes=dtypes, compiled=(False, True), device=device,
-            rounds=5, warmup=2, peaks=doc.get("matmul_peak"), progress=note,
+            rounds=5, warmup=2, peaks=doc.get("matmul_peak"), progress=note, overrides=pairs,
         )  # fmt: skip
 
     def memory(doc, note):
         out = {}
         for m in models:
             note(f"{m} memory")
-            out[m] = memory_report(m, preset, device=device, modes=("train",) if quick else ("train", "infer"))
+            out[m] = memory_report(
+                m, preset, device=device, modes=("train",) if quick else ("train", "infer"), overrides=pairs
+            )
         return out
 
     def numerics(doc, note):
@@ -99,12 +104,18 @@ def _plan(
         for m in models:
             for dtype, compiled in cases:
                 note(f"{m} {dtype}{' compiled' if compiled else ''}")
-                rows.append(check_numerics(m, preset, dtype, compiled=compiled, batch=4, device=device).as_dict())
+                rows.append(check_numerics(m, resolved, dtype, compiled=compiled, batch=4, device=device).as_dict())
         return rows
 
     def scaling(doc, note):
         return measure_scaling(
-            models, preset, default_axes(preset, quick=quick), device=device, rounds=2 if quick else 3, progress=note
+            models,
+            preset,
+            default_axes(resolved, quick=quick),
+            device=device,
+            rounds=2 if quick else 3,
+            progress=note,
+            overrides=pairs,
         )
 
     return {
@@ -128,8 +139,13 @@ def measure_costs(
     resume: bool = True,
     sections: Sequence[str] | None = None,
     show_progress: bool = True,
+    overrides: Mapping[str, object] | None = None,
 ) -> Path:
-    """Run the cost harnesses for ``models`` at ``preset`` and write the ``costs`` file; returns its path."""
+    """Run the cost harnesses for ``models`` at ``preset`` and write the ``costs`` file; returns its path.
+
+    ``overrides`` (``{"model.hidden_channels": 32}``, as ``--set`` gives them) apply to every section
+    but ``reference`` (the study's own sizes) and are recorded in the file.
+    """
     out_path = Path(out_path)
     dev = str(resolve_device(device))
     models = list(models)
@@ -137,20 +153,25 @@ def measure_costs(
     unknown = [s for s in wanted if s not in SECTIONS]
     if unknown:
         raise ValueError(f"unknown costs section(s) {unknown}; sections: {', '.join(SECTIONS)}")
-    doc: dict = {"preset": preset, "device": dev, "quick": quick, "models": models, "timings_s": {}}
+    overrides = dict(overrides or {})
+    doc: dict = {
+        "preset": preset,
+        "overrides": overrides,
+        "device": dev,
+        "quick": quick,
+        "models": models,
+        "timings_s": {},
+    }
     if resume and out_path.exists():
         try:
             old = read_result(out_path, "costs")
         except ResultsError:
             old = None
-        if old and (old.get("preset"), old.get("device"), old.get("quick"), old.get("models")) == (
-            preset,
-            dev,
-            quick,
-            models,
-        ):
+        # A file made before overrides were recorded had none.
+        same = ("preset", "device", "quick", "models")
+        if old and all(old.get(k) == doc[k] for k in same) and old.get("overrides", {}) == overrides:
             doc.update({k: v for k, v in old.items() if k in SECTIONS or k == "timings_s"})
-    plan = _plan(preset, models, quick, dev)
+    plan = _plan(preset, models, quick, dev, overrides)
     environment = capture_environment(device=dev)
     todo = [s for s in wanted if s not in doc]
     bar = tqdm(todo, desc=f"costs {preset}", unit="section", disable=not show_progress)

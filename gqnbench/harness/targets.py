@@ -42,16 +42,22 @@ def measure_targets(
     device: str = "cpu",
     matmul_n: int = 4096,
     progress: Callable[[str], None] | None = None,
+    overrides: Sequence[tuple[str, object]] = (),
 ) -> dict:
     """Measure the targets; ``bf16_variants`` are (compiled, channels_last) pairs, the best one is judged.
+
+    ``overrides`` (``(("model.num_layers", 4),)``) change the preset every case and the numerics check use.
 
     All cases and the 4096^2 matmul peaks are timed round-robin (:func:`measure_interleaved`),
     so background load on a shared machine hits numerator and denominator alike.
     """
     note = progress or (lambda text: None)
-    specs = [StepSpec(model, preset, "train", batch, "fp32", device=device)]
+    overrides = tuple(overrides)
+    specs = [StepSpec(model, preset, "train", batch, "fp32", device=device, overrides=overrides)]
     specs += [
-        StepSpec(model, preset, "train", batch, "bf16", compiled=c, channels_last=cl, device=device)
+        StepSpec(
+            model, preset, "train", batch, "bf16", compiled=c, channels_last=cl, device=device, overrides=overrides
+        )
         for c, cl in bf16_variants
     ]
     rows, peaks = measure_interleaved(specs, rounds, warmup, matmul_n=matmul_n, progress=note)
@@ -59,7 +65,7 @@ def measure_targets(
     best = min(bf16_rows, key=lambda r: r["median_s"])
     note("bf16 numerics vs fp64")
     numerics = check_numerics(
-        model, preset, "bf16", compiled=best["compiled"], batch=numerics_batch, device=device
+        model, specs[0].resolved_preset(), "bf16", compiled=best["compiled"], batch=numerics_batch, device=device
     ).as_dict()
     speedup = fp32["median_s"] / best["median_s"]
     worst_overhead = max(r["timer_overhead_fraction"] for r in rows)
@@ -80,6 +86,7 @@ def measure_targets(
     return {
         "model": model,
         "preset": preset,
+        "overrides": dict(overrides),
         "batch": batch,
         "matmul_peak": peaks,
         "machine": {
