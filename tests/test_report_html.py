@@ -1,4 +1,6 @@
-"""The report's HTML opens in headless Chromium without errors (skipped where Chromium is absent).
+"""The report's HTML: the Markdown converter (status cells, round trips) and the page in headless Chromium.
+
+The Chromium test is skipped where Chromium is absent.
 
 An injected check script (added to a copy, never to the report) records JavaScript errors
 and images that failed to decode into the DOM, which ``--dump-dom`` then returns.
@@ -6,14 +8,27 @@ and images that failed to decode into the DOM, which ``--dump-dom`` then returns
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from gqnbench.report.build import build_report
+from gqnbench.report.document import (
+    STATUSES,
+    Document,
+    Figure,
+    Paragraph,
+    Section,
+    Table,
+    render_html,
+    render_markdown,
+    status_cell,
+)
 from gqnbench.report.inputs import load_results
 
 FIXTURES = Path(__file__).parent / "fixtures" / "report"
@@ -67,3 +82,55 @@ def test_html_opens_in_headless_chromium(tmp_path):
     subprocess.run([*cmd[:-2], "--window-size=1200,1600", f"--screenshot={shot}", report.html.as_uri()],
                    capture_output=True, timeout=120, check=True)  # fmt: skip
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+# ---------------------------------------------------------------- the Markdown -> HTML converter
+
+
+def _doc(tmp_path: Path, frame, blocks=()) -> Document:
+    table = Table("t", "Cells of **status**", frame, "tables/t.csv", ["results/costs.json"])
+    return Document("Title", [], [Section("One section", "one", [*blocks, table])])
+
+
+def _cells(page: str) -> dict[str, str]:
+    """Body cell text -> its class attribute ('' when none)."""
+    return {text: cls for cls, text in re.findall(r'<td(?: class="([^"]*)")?>([^<]*)</td>', page)}
+
+
+def test_status_marked_cells_are_coloured_and_plain_text_is_not(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "marked": [status_cell("REGRESSION", "bad"), status_cell("improved", "ok"), status_cell("late", "warn")],
+            # Plain text that starts with the words the old converter coloured by prefix.
+            "plain": ["REGRESSION of a plain cell", "failed to parse, just text", "not reached by anyone here"],
+        }
+    )
+    cells = _cells(render_html(_doc(tmp_path, frame)))
+    assert cells["REGRESSION"] == "bad" and cells["improved"] == "ok" and cells["late"] == "warn"
+    for text in frame["plain"]:
+        assert cells[text] not in STATUSES
+    # The Markdown shows the text only, and a marked cell still equals its text.
+    md = render_markdown(_doc(tmp_path, frame))
+    assert "| REGRESSION | REGRESSION of a plain cell |" in md and "class=" not in md
+    assert status_cell("improved", "ok") == "improved"
+    with pytest.raises(ValueError):
+        status_cell("x", "good")
+
+
+def test_markdown_round_trips_to_html(tmp_path):
+    png = tmp_path / "f.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))
+    figure = Figure("f", "A *figure*", png, "figures/f.png", ["results/samples.json"])
+    text = Paragraph("See [the costs](#one), `gqnbench costs --set model.z_channels=32` and **bold** 2 < 3.")
+    frame = pd.DataFrame({"metric": ["step time"], "value": ["12.5 ms"]})
+    page = re.sub(r">\s+<", "><", render_html(_doc(tmp_path, frame, [text, figure])))  # layout newlines aside
+    md = render_markdown(_doc(tmp_path, frame, [text, figure]))
+    assert "## One section" in md and "![A *figure*](figures/f.png)" in md
+    assert '<section id="one"><h2>One section</h2>' in page and '<a href="#one">One section</a>' in page
+    assert '<a href="#one">the costs</a>' in page and "<code>gqnbench costs --set model.z_channels=32</code>" in page
+    assert "<strong>bold</strong> 2 &lt; 3." in page
+    assert "<caption>Cells of <strong>status</strong></caption>" in page and '<div class="tw"><table>' in page
+    assert "<th>metric</th>" in page and '<td class="nw">step time</td>' in page and '<td class="num">12.5 ms</td>' in page
+    embedded = re.search(r'<img alt="A \*figure\*" src="data:image/png;base64,([^"]+)"', page)
+    assert embedded and base64.b64decode(embedded.group(1)) == png.read_bytes()
+    assert "<figcaption>A <em>figure</em></figcaption>" in page

@@ -1,9 +1,10 @@
 """The report as a document tree (sections of paragraphs, tables and figures) and its renderers.
 
 One tree renders to Markdown (figures linked as PNG files) and to a self-contained HTML page
-(figures embedded as base64 PNG, inline CSS, no script and no external resource). Paragraph
-text uses a tiny Markdown subset that both renderers understand: ``**bold**``, ``*italic*``
-and ``code`` in backticks.
+(figures embedded as base64 PNG, inline CSS, no script and no external resource). The HTML
+is the same Markdown converted by Python-Markdown (``tables`` and ``attr_list``) inside a
+fixed page skeleton. A table cell is coloured only when the section marked it with
+:func:`status_cell`; its text is never inspected for that.
 """
 
 from __future__ import annotations
@@ -11,10 +12,33 @@ from __future__ import annotations
 import base64
 import html
 import re
+import xml.etree.ElementTree as etree
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import markdown
 import pandas as pd
+from markdown.treeprocessors import Treeprocessor
+
+STATUSES = ("ok", "bad", "warn")
+
+
+class StatusText(str):
+    """A table cell's text with an explicit status; equal to (and written as) its plain text."""
+
+    status: str
+
+    def __new__(cls, text: str, status: str) -> StatusText:
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r}: use one of {', '.join(STATUSES)}")
+        obj = super().__new__(cls, text)
+        obj.status = status
+        return obj
+
+
+def status_cell(text: object, status: str) -> StatusText:
+    """Mark a display cell ``"ok"``, ``"bad"`` or ``"warn"``: the HTML colours it, the Markdown shows ``text``."""
+    return StatusText(str(text), status)
 
 
 @dataclass
@@ -95,6 +119,10 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+def _md_alt(text: str) -> str:
+    return text.replace("[", "\\[").replace("]", "\\]")
+
+
 def _md_block(block: Block) -> str:
     if isinstance(block, Paragraph):
         return block.text
@@ -133,7 +161,7 @@ tr:nth-child(even) td { background: #fafafa; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.nw { white-space: nowrap; }
 td.bad { background: #fde2e1 !important; color: #9b1c1c; font-weight: 600; }
-td.good { background: #e3f6e5 !important; color: #1d6b2a; }
+td.ok { background: #e3f6e5 !important; color: #1d6b2a; }
 td.warn { background: #fff4d6 !important; color: #8a5a00; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: .3em; }
 figure { margin: 1em 0; }
@@ -146,81 +174,119 @@ code { background: #f2f2f2; padding: 0 .2em; border-radius: 3px; }
 nav ul { columns: 2; }
 """
 
-# A number, optionally with a unit: right-aligned and kept on one line.
+
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    # pandas 3 keeps NaN through astype(str); a table cell must always be text. A str (a
+    # StatusText included) is kept as it is, so its status survives.
+    def text(v: object) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return "–"
+        return v if isinstance(v, str) else str(v)
+
+    return frame.map(text)
+
+
+# A number, optionally with a unit: right-aligned and kept on one line (layout only, never a colour).
 _NUMERIC = re.compile(r"^[+-]?([\d,]*\.?\d+(e[+-]?\d+)?|∞)\s*(%|x|ms|s|MiB|GiB|nats|steps)?$")
 
 
-def inline_html(text: str) -> str:
-    """The Markdown subset of paragraphs (**bold**, *italic*, `code`) as HTML, everything else escaped."""
-    out = html.escape(text, quote=False)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    out = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
-    out = re.sub(r"(?<![*\w])\*([^*\s][^*]*)\*(?![*\w])", r"<em>\1</em>", out)
-    return out
+def _layout_class(text: str) -> str:
+    if _NUMERIC.match(text.strip()):
+        return "num"
+    return "nw" if len(text) <= 20 else ""  # short labels ("proposed (metagqn)") read better unbroken
 
 
-def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    # pandas 3 keeps NaN through astype(str); a table cell must always be text.
-    return frame.map(lambda v: "–" if v is None or (isinstance(v, float) and v != v) else str(v))
+def cell_classes(frame: pd.DataFrame) -> list[list[str]]:
+    """The HTML class of every body cell: its explicit status, else numeric / short-label layout."""
+    return [
+        [getattr(v, "status", "") or _layout_class(v) for v in row] for row in _as_text(frame).itertuples(index=False)
+    ]
 
 
-def _cell_class(text: str) -> str:
-    low = text.lower()
-    if low.startswith("regression") or low.startswith("fail"):
-        return "bad"
-    if low.startswith("improved") or low == "passed":
-        return "good"
-    if low.startswith("not reached") or low.startswith("diverged") or low.startswith("missing"):
-        return "warn"
-    return "num" if _NUMERIC.match(text.strip()) else ""
+class _TableTree(Treeprocessor):
+    """Gives each table body cell its class, adds the caption and wraps the table in a scroller.
+
+    Runs before inline parsing (priority above 20), so the caption's Markdown is rendered too.
+    """
+
+    def __init__(self, md: markdown.Markdown) -> None:
+        super().__init__(md)
+        self.caption = ""
+        self.classes: list[list[str]] = []
+
+    def run(self, root: etree.Element) -> None:
+        for index, table in enumerate(list(root)):
+            if table.tag != "table":
+                continue
+            body = table.find("tbody")
+            for tr, classes in zip(body if body is not None else [], self.classes):
+                for td, cls in zip(tr.findall("td"), classes):
+                    if cls:
+                        td.set("class", cls)
+            if self.caption:
+                caption = etree.Element("caption")
+                caption.text = self.caption
+                table.insert(0, caption)
+            # The wrapper scrolls sideways instead of pushing a wide table off the page.
+            wrapper = etree.Element("div", {"class": "tw"})
+            root.remove(table)
+            wrapper.append(table)
+            root.insert(index, wrapper)
 
 
-def html_table(frame: pd.DataFrame, caption: str = "") -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    rows = []
-    for row in _as_text(frame).itertuples(index=False):
-        cells = []
-        for value in row:
-            cls = _cell_class(value)
-            if not cls and len(value) <= 20:
-                cls = "nw"  # short labels ("proposed (metagqn)") read better unbroken
-            attr = f' class="{cls}"' if cls else ""
-            cells.append(f"<td{attr}>{html.escape(value)}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    cap = f"<caption>{inline_html(caption)}</caption>" if caption else ""
-    # The wrapper scrolls sideways instead of pushing a wide table off the page.
-    return f'<div class="tw"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+class _Converter:
+    """One Python-Markdown instance (tables, attr_list) reused for every fragment of the page."""
+
+    def __init__(self) -> None:
+        self.md = markdown.Markdown(extensions=["tables", "attr_list"], output_format="html")
+        self.tables = _TableTree(self.md)
+        self.md.treeprocessors.register(self.tables, "gqnbench_tables", 25)
+
+    def block(self, text: str) -> str:
+        return self.md.reset().convert(text)
+
+    def inline(self, text: str) -> str:
+        """``text`` as inline HTML: the paragraph Markdown wraps it in is dropped."""
+        return self.block(text).removeprefix("<p>").removesuffix("</p>")
+
+    def table(self, frame: pd.DataFrame, caption: str) -> str:
+        self.tables.caption, self.tables.classes = caption, cell_classes(frame)
+        try:
+            return self.block(markdown_table(frame))
+        finally:
+            self.tables.caption, self.tables.classes = "", []
 
 
-def _html_block(block: Block) -> str:
+def _src(text: str) -> str:
+    return f'<p class="src">{html.escape(text)}</p>'
+
+
+def _html_block(block: Block, conv: _Converter) -> str:
     if isinstance(block, Paragraph):
-        return f"<p>{inline_html(block.text)}</p>"
+        return conv.block(block.text)
     if isinstance(block, Note):
-        return f'<p class="note">{inline_html(block.text)}</p>'
+        return conv.block(f"{block.text}\n{{: .note}}")
     if isinstance(block, Table):
-        src = html.escape(sources_line(block.sources))
-        return (
-            html_table(block.display, block.caption)
-            + f'<p class="src">Source: {src} · data: {html.escape(block.csv)}</p>'
-        )
+        source = f"Source: {sources_line(block.sources)} · data: {block.csv}"
+        return conv.table(block.display, block.caption) + _src(source)
     if isinstance(block, Figure):
         data = base64.b64encode(block.png.read_bytes()).decode("ascii")
-        cap = inline_html(block.caption)
-        return (
-            f'<figure><img alt="{html.escape(block.caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{cap}</figcaption></figure>"
-            f'<p class="src">Source: {html.escape(sources_line(block.sources))} · image: {html.escape(block.rel)}</p>'
-        )
+        image = conv.inline(f"![{_md_alt(block.caption)}](data:image/png;base64,{data})")
+        caption = conv.inline(block.caption)
+        source = f"Source: {sources_line(block.sources)} · image: {block.rel}"
+        return f"<figure>{image}<figcaption>{caption}</figcaption></figure>" + _src(source)
     raise TypeError(f"unknown block {type(block).__name__}")
 
 
 def render_html(doc: Document) -> str:
-    toc = "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in doc.sections)
-    body = [f"<h1>{html.escape(doc.title)}</h1>", *(_html_block(b) for b in doc.intro)]
-    body.append(f"<nav><h2>Contents</h2><ul>{toc}</ul></nav>")
+    """The self-contained page: Markdown fragments through Python-Markdown in a fixed skeleton."""
+    conv = _Converter()
+    toc = conv.block("\n".join(f"- [{s.title}](#{s.anchor})" for s in doc.sections))
+    body = [f"<h1>{html.escape(doc.title)}</h1>", *(_html_block(b, conv) for b in doc.intro)]
+    body.append(f"<nav><h2>Contents</h2>{toc}</nav>")
     for section in doc.sections:
-        body.append(f'<section id="{section.anchor}"><h2>{html.escape(section.title)}</h2>')
-        body += [_html_block(b) for b in section.blocks]
+        body.append(f'<section id="{html.escape(section.anchor)}"><h2>{html.escape(section.title)}</h2>')
+        body += [_html_block(b, conv) for b in section.blocks]
         body.append("</section>")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-NOT_REACHED = "not reached (∞)"
+from gqnbench.report.document import status_cell
+
+NOT_REACHED = status_cell("not reached (∞)", "warn")
 MISSING = "—"
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from gqnbench.report import formatting as F
+from gqnbench.report.document import status_cell
 
 
 def flatten_nested(obj: Any, levels: list[str]) -> pd.DataFrame:
@@ -64,7 +65,9 @@ def display_generic(frame: pd.DataFrame) -> pd.DataFrame:
 
         def cell(value: Any) -> str:
             if isinstance(value, (bool, np.bool_)):
-                return ("passed" if value else "FAILED") if verdict else ("yes" if value else "no")
+                if verdict:
+                    return status_cell("passed", "ok") if value else status_cell("FAILED", "bad")
+                return "yes" if value else "no"
             if value is None or (isinstance(value, float) and value != value):
                 return F.MISSING
             if isinstance(value, (int, np.integer)):

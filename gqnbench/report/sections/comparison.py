@@ -9,7 +9,7 @@ import pandas as pd
 from gqnbench.report import formatting as F
 from gqnbench.report.compare import collect_metrics, compare_metrics
 from gqnbench.report.context import ReportContext
-from gqnbench.report.document import Note, Paragraph, Section
+from gqnbench.report.document import Note, Paragraph, Section, status_cell
 from gqnbench.report.inputs import ResultSet
 
 
@@ -35,8 +35,12 @@ def _value(value: float, unit: str) -> str:
 
 def _status(status: str, delta: float) -> str:
     if status == "regression":
-        return "REGRESSION"
-    return {"improved": "improved", "ok": "ok", "new": "new (no baseline)", "missing": "missing in current"}[status]
+        return status_cell("REGRESSION", "bad")
+    if status == "improved":
+        return status_cell("improved", "ok")
+    if status == "missing":
+        return status_cell("missing in current", "warn")
+    return {"ok": "ok", "new": "new (no baseline)"}[status]
 
 
 def display(table: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from gqnbench.report.context import ReportContext
-from gqnbench.report.document import Note, Paragraph, Section
+from gqnbench.report.document import Note, Paragraph, Section, status_cell
 from gqnbench.report.inputs import ResultSet
 from gqnbench.report.runs import failed_runs
 
@@ -33,6 +33,10 @@ def _step(doc: dict[str, Any]) -> Any:
     if doc.get("status") == "diverged" and doc.get("diverged_step") is not None:
         return doc["diverged_step"]
     return (doc.get("final") or {}).get("step")
+
+
+def _status_cell(status: object) -> str:
+    return status_cell(status, "warn") if status == "diverged" else str(status)
 
 
 def failures_frame(results: ResultSet, ctx: ReportContext) -> pd.DataFrame:
@@ -84,6 +88,7 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
                 failed,
                 "Training runs that diverged, were interrupted or are still running: status, step and reason",
                 [r.path for r in failed_runs(results)],
+                display=failed.astype(str).assign(status=failed["status"].map(_status_cell)),
             )
         )
     else:

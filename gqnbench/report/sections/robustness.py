@@ -13,7 +13,7 @@ import pandas as pd
 
 from gqnbench.report import formatting as F
 from gqnbench.report.context import ReportContext
-from gqnbench.report.document import Note, Paragraph, Section
+from gqnbench.report.document import Note, Paragraph, Section, status_cell
 from gqnbench.report.inputs import ResultSet
 from gqnbench.report.runs import curve_frame, main_runs, roughness
 from gqnbench.report.sections.claims import sweep_claim
@@ -176,7 +176,7 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
                         "best NLL": settings["best_val_nll_median"].map(F.fmt_float),
                         "learned": [f"{a} / {n}" for a, n in zip(settings["learned"], settings["seeds"])],
                         "diverged": [
-                            f"diverged: {d} (step {s})" if d else "0"
+                            status_cell(f"diverged: {d} (step {s})", "warn") if d else "0"
                             for d, s in zip(settings["diverged"], settings["diverged_steps"])
                         ],
                     }
