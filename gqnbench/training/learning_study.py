@@ -16,7 +16,7 @@ steps_per_s, run_file}]``. ``gqnbench learning-study`` runs it; the report has a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,8 +144,12 @@ def run_learning_study(
     max_seconds: float | None = None,
     cache_root: str | Path | None = None,
     progress: bool = True,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Train every model at every study entry for ``steps`` steps (or ``max_seconds``); write ``learning_study.json``."""
+    """Train every model at every study entry for ``steps`` steps (or ``max_seconds``); write ``learning_study.json``.
+
+    ``overrides`` (``--set``) change the preset under every entry; an entry's own fields win.
+    """
     out_dir = Path(out_dir)
     common = {
         "train.eval_every": eval_every,
@@ -161,7 +165,7 @@ def run_learning_study(
             "name": e.name,
             "description": e.description,
             "model": m,
-            "overrides": {**e.overrides, **common},
+            "overrides": {**(overrides or {}), **e.overrides, **common},
             "steps": steps,
             "out_dir": out_dir,
             "cache_root": cache_root,
@@ -179,6 +183,7 @@ def run_learning_study(
         "learning_study",
         {
             "preset": preset,
+            "overrides": dict(overrides or {}),
             "steps": steps,
             "eval_every": eval_every,
             "val_scenes": val_scenes,
