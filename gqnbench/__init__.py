@@ -11,7 +11,10 @@ Subpackages, in the direction data flows (each may import only those before it):
                          JSON/CSV only and never imports a model.
 
 Shared leaf modules: ``config`` (override parsing), ``metrics`` (the study's NLL),
-``results`` (result-file schema, atomic writes, environment capture) and ``presets``.
+``results`` (result-file schema, atomic writes, environment capture), ``presets`` and
+``step`` (the one training step: ``build_step`` gives the optimizer, precision/autocast,
+grad scaler, compile and CPU flush-to-zero that both the harness times and training
+trains; one precision vocabulary, fp32 | bf16 | fp16).
 """
 
 __version__ = "0.1.0"

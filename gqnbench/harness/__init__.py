@@ -22,8 +22,8 @@ module              public function                                        comma
 
 ``common`` holds what they share: :class:`StepSpec` (one cell of the matrix: model,
 preset, mode train|infer, batch, dtype fp32|bf16|fp16, compiled, channels_last, device),
-:func:`prepare_step` (the one step every harness times), synchronised timing and
-autocast. Units: FLOP = 2 per multiply-add (FlopCounterMode), fvcore counts in
+:func:`prepare_step` (a synthetic batch and the step every harness times, built by
+:func:`gqnbench.step.build_step`, the builder the training loop uses) and synchronised timing. Units: FLOP = 2 per multiply-add (FlopCounterMode), fvcore counts in
 multiply-adds, time in seconds, memory in bytes, throughput in query images per second.
 
 The ``costs`` results file (``measure_costs``) has the top-level keys ``preset, device,

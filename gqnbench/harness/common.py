@@ -1,10 +1,11 @@
-"""What every cost harness shares: device/dtype names, autocast, synchronised timing and the step under test.
+"""What every cost harness shares: device/dtype names, synchronised timing and the step under test.
 
 A *step* is the unit every harness measures: ``train`` is forward + backward + optimizer
 step on one batch, ``infer`` is ``model.predict`` of K query views per scene under
-``no_grad``. :func:`prepare_step` builds the model, the batch, the optimizer and (when
-asked) the compiled forward once, and returns a zero-argument callable, so throughput,
-memory, profiling and pytest-benchmark all time exactly the same thing.
+``no_grad``. :func:`prepare_step` builds the model and a synthetic batch and hands them to
+:func:`gqnbench.step.build_step`, the builder the training loop uses too, so throughput,
+memory, profiling and pytest-benchmark time exactly the step that trains (same optimizer,
+precision, compile and flush-to-zero), and returns a zero-argument callable.
 """
 
 from __future__ import annotations
@@ -21,45 +22,19 @@ import torch
 from gqnbench.data.episode import Episode
 from gqnbench.models import GQNFamilyModel, ModelConfig, build_model
 from gqnbench.presets import Preset, get_preset
+from gqnbench.step import (
+    PRECISION_DTYPES,
+    TrainStep,
+    build_step,
+    check_precision,
+    resolve_device,
+    step_numerics,
+)
+from gqnbench.step import UnsupportedCase as UnsupportedCase  # re-exported: harness callers catch it from here
 
-DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-    "fp64": torch.float64,
-}
+# Element types of the matmul peaks: the step precisions plus fp64.
+DTYPES: dict[str, torch.dtype] = {**PRECISION_DTYPES, "fp64": torch.float64}
 MODES = ("train", "infer")
-
-
-class UnsupportedCase(ValueError):
-    """A measurement that cannot run here (fp16 without CUDA, CUDA without a GPU)."""
-
-
-def resolve_device(device: str | torch.device = "cpu") -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; CUDA without a GPU is an :class:`UnsupportedCase`."""
-    if str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UnsupportedCase(f"device {str(device)!r} asked for, but torch.cuda.is_available() is False")
-    if dev.type not in ("cpu", "cuda"):
-        raise UnsupportedCase(f"device {str(device)!r} is not supported (use cpu or cuda)")
-    return dev
-
-
-def check_dtype(dtype: str, device: torch.device) -> None:
-    """Validate a dtype name for a device: fp16 autocast is CUDA-only (no CPU kernels worth timing)."""
-    if dtype not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"dtype must be fp32, bf16 or fp16, got {dtype!r}")
-    if dtype == "fp16" and device.type != "cuda":
-        raise UnsupportedCase("fp16 autocast is measured on CUDA only")
-
-
-def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
-    """Autocast for bf16/fp16; fp32 runs without it (an enabled fp32 autocast would still cast)."""
-    if dtype in ("bf16", "fp16"):
-        return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
-    return contextlib.nullcontext()
 
 
 def synchronize(device: torch.device) -> None:
@@ -99,15 +74,6 @@ def make_episode(
             context_images=episode.context_images.contiguous(memory_format=torch.channels_last),
         )
     return episode
-
-
-def make_optimizer(model: torch.nn.Module, lr: float = 5e-4) -> torch.optim.Optimizer:
-    """Adam as in the paper; the fused kernel where this torch has one (one pass over 49M params, not seven)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    try:
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
 
 @dataclass(frozen=True)
@@ -154,7 +120,7 @@ class StepSpec:
 
 @dataclass
 class PreparedStep:
-    """A ready-to-time step: call ``run()`` once per measured iteration."""
+    """A ready-to-time step: call ``run()`` once per measured iteration; ``trainer`` is the step object."""
 
     spec: StepSpec
     device: torch.device
@@ -164,64 +130,54 @@ class PreparedStep:
     images_per_step: int
     optimizer: torch.optim.Optimizer | None = None
     info: dict = field(default_factory=dict)
+    trainer: TrainStep | None = None
 
 
 def prepare_step(spec: StepSpec) -> PreparedStep:
-    """Build model, batch, optimizer and (optionally) the compiled forward for ``spec``."""
+    """The model, a synthetic batch and the :func:`~gqnbench.step.build_step` step for ``spec``."""
     device = resolve_device(spec.device)
-    check_dtype(spec.dtype, device)
+    check_precision(spec.dtype, device)
     if spec.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {spec.mode!r}")
     preset = spec.resolved_preset()
     cfg = model_config(spec.model, preset)
     batch = spec.resolved_batch()
-    if device.type == "cpu":
-        torch.set_flush_denormal(spec.flush_denormal)  # process-wide; every step of this spec runs under it
-    torch.manual_seed(spec.seed)
-    model = build_model(spec.model, cfg).to(device)
-    if spec.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    episode = make_episode(cfg, batch, spec.num_context, spec.num_queries, spec.seed, device, spec.channels_last)
-    amp = lambda: autocast(device, spec.dtype)  # noqa: E731
+    # Built under the step's flush-to-zero mode: torch's worker threads, started by the first
+    # parallel op (here), keep the mode they were started with.
+    with step_numerics(device, spec.flush_denormal):
+        torch.manual_seed(spec.seed)
+        model = build_model(spec.model, cfg).to(device)
+        if spec.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        episode = make_episode(cfg, batch, spec.num_context, spec.num_queries, spec.seed, device, spec.channels_last)
+    if spec.compiled:
+        # A fresh dynamo cache per case: every model shares one forward's code object, so
+        # without a reset the guards of earlier cases pile up and hit the recompile limit.
+        torch._dynamo.reset()
+    trainer = build_step(
+        model,
+        preset.train,
+        device,
+        precision=spec.dtype,
+        compile=spec.compiled,
+        compile_backend=spec.compile_backend,
+        flush_denormal=spec.flush_denormal,
+    )
     images = batch * spec.num_queries
-
     if spec.mode == "train":
         model.train()
-        forward = model
-        if spec.compiled:
-            # A fresh dynamo cache per case: every model shares GQNFamilyModel.forward's code object,
-            # so without a reset the guards of earlier cases pile up and hit the recompile limit.
-            torch._dynamo.reset()
-            forward = torch.compile(model, backend=spec.compile_backend)
-        optimizer = make_optimizer(model)
-        scaler = torch.amp.GradScaler(device.type) if spec.dtype == "fp16" else None
-
-        def run() -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            with amp():
-                loss = forward(episode)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            return loss
-
-        return PreparedStep(spec, device, model, episode, run, images, optimizer)
-
+        return PreparedStep(
+            spec,
+            device,
+            model,
+            episode,
+            lambda: trainer.train_step(episode).loss,
+            images,
+            trainer.optimizer,
+            trainer=trainer,
+        )
     model.eval()
-    predict = model.predict
-    if spec.compiled:
-        torch._dynamo.reset()
-        predict = torch.compile(model.predict, backend=spec.compile_backend)
-
-    def run_infer() -> torch.Tensor:
-        with torch.no_grad(), amp():
-            return predict(episode)
-
-    return PreparedStep(spec, device, model, episode, run_infer, images)
+    return PreparedStep(spec, device, model, episode, lambda: trainer.predict(episode), images, trainer=trainer)
 
 
 @dataclass(frozen=True)

@@ -35,16 +35,10 @@ from dataclasses import dataclass
 
 import torch
 
-from gqnbench.harness.common import (
-    as_preset,
-    autocast,
-    check_dtype,
-    make_episode,
-    model_config,
-    resolve_device,
-)
+from gqnbench.harness.common import as_preset, make_episode, model_config
 from gqnbench.models import GQNFamilyModel, build_model
 from gqnbench.presets import Preset
+from gqnbench.step import TrainStep, build_step, check_precision, resolve_device
 
 # Error floors per fast-path dtype (relative errors; see the module docstring for how they were chosen).
 LOSS_FLOOR = {"fp32": 1e-5, "bf16": 1e-2, "fp16": 5e-3}
@@ -99,40 +93,28 @@ class NumericsResult:
 
 
 def _loss_and_grads(
-    model: GQNFamilyModel,
-    forward: Callable,
-    episode,
-    seed: int,
-    device: torch.device,
-    dtype: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss and flattened gradients (fp64, zeros for parameters without one) with the RNG reseeded."""
+    trainer: TrainStep, episode, seed: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """The step's loss, flattened gradients (zeros where none) and loss parts, all fp64, with the RNG reseeded."""
     torch.manual_seed(seed)
     if device.type == "cuda":
         torch.cuda.manual_seed_all(seed)
-    params = list(model.parameters())
-    with autocast(device, dtype):
-        loss = forward(episode)
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    params = list(trainer.model.parameters())
+    terms = trainer.forward_loss(episode)
+    grads = torch.autograd.grad(terms.loss, params, allow_unused=True)
     flat = torch.cat(
         [(g if g is not None else torch.zeros_like(p)).detach().double().flatten() for g, p in zip(grads, params)]
     )
-    return loss.detach().double(), flat
-
-
-@torch.no_grad()
-def _loss_terms(model: GQNFamilyModel, episode, seed: int, device: torch.device, dtype: str) -> dict[str, torch.Tensor]:
-    """The loss's parts in fp64 (after the forward) with the RNG reseeded: the same z noise for every dtype."""
-    torch.manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.manual_seed_all(seed)
-    with autocast(device, dtype):
-        out = model.loss(episode)
-    return {"reconstruction": out.reconstruction.double(), "kl": out.kl.double()}
+    parts = {"reconstruction": terms.reconstruction.detach().double(), "kl": terms.kl.detach().double()}
+    return terms.loss.detach().double(), flat, parts
 
 
 def _term_report(
-    ref: dict[str, torch.Tensor], fp32: dict[str, torch.Tensor], fast: dict[str, torch.Tensor], multiplier: float, floor: float
+    ref: dict[str, torch.Tensor],
+    fp32: dict[str, torch.Tensor],
+    fast: dict[str, torch.Tensor],
+    multiplier: float,
+    floor: float,
 ) -> dict[str, dict[str, float]]:
     report = {}
     for name, value in ref.items():
@@ -172,7 +154,7 @@ def check_numerics(
     """
     preset_obj = as_preset(preset)
     dev = resolve_device(device)
-    check_dtype(dtype, dev)
+    check_precision(dtype, dev)
     cfg = model_config(model, preset_obj)
     batch = batch or preset_obj.train.batch_size
     torch.manual_seed(seed)
@@ -183,23 +165,24 @@ def check_numerics(
     if fast_model_hook is not None:
         fast_model_hook(fast_model)
     noise_seed = seed + 1
+    if compiled:
+        torch._dynamo.reset()
+
+    def step_of(net: GQNFamilyModel, precision: str, compile: bool = False) -> TrainStep:
+        # The training step's forward (objective, autocast, compile, flush-to-zero), gradients taken by hand.
+        return build_step(
+            net, preset_obj.train, dev, precision=precision, compile=compile, compile_backend=compile_backend
+        )
+
     with same_noise_across_dtypes():
-        loss_ref, grad_ref = _loss_and_grads(
-            reference, reference, episode.to(dev, torch.float64), noise_seed, dev, "fp32"
+        loss_ref, grad_ref, terms_ref = _loss_and_grads(
+            step_of(reference, "fp32"), episode.to(dev, torch.float64), noise_seed, dev
         )
-        loss_32, grad_32 = _loss_and_grads(base, base, episode, noise_seed, dev, "fp32")
-        forward = fast_model
-        if compiled:
-            torch._dynamo.reset()
-            forward = torch.compile(fast_model, backend=compile_backend)
-        loss_fast, grad_fast = _loss_and_grads(fast_model, forward, episode, noise_seed, dev, dtype)
-        terms = _term_report(
-            _loss_terms(reference, episode.to(dev, torch.float64), noise_seed, dev, "fp32"),
-            _loss_terms(base, episode, noise_seed, dev, "fp32"),
-            _loss_terms(fast_model, episode, noise_seed, dev, dtype),
-            multiplier,
-            LOSS_FLOOR[dtype],
+        loss_32, grad_32, terms_32 = _loss_and_grads(step_of(base, "fp32"), episode, noise_seed, dev)
+        loss_fast, grad_fast, terms_fast = _loss_and_grads(
+            step_of(fast_model, dtype, compiled), episode, noise_seed, dev
         )
+    terms = _term_report(terms_ref, terms_32, terms_fast, multiplier, LOSS_FLOOR[dtype])
     loss_err_32 = _rel(loss_32, loss_ref)
     loss_err_fast = _rel(loss_fast, loss_ref)
     grad_err_32 = _rel(grad_32, grad_ref)

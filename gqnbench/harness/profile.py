@@ -73,7 +73,6 @@ from gqnbench.harness.common import (
     StepSpec,
     Timing,
     UnsupportedCase,
-    autocast,
     make_episode,
     model_config,
     prepare_step,
@@ -248,34 +247,15 @@ class PhaseLabels:
 
 
 def labelled_step(step, labels: PhaseLabels) -> Callable[[], object]:
-    """The same work as ``step.run`` (a prepared eager step) with every phase labelled."""
-    spec, model, episode, optimizer = step.spec, step.model, step.episode, step.optimizer
-    amp = lambda: autocast(step.device, spec.dtype)  # noqa: E731
-    if spec.mode == "infer":
+    """The same work as ``step.run`` (a prepared eager step: the same step object) with every phase labelled."""
+    trainer, episode = step.trainer, step.episode
 
-        def run_infer() -> torch.Tensor:
-            with torch.no_grad(), amp(), labels.forward():
-                return model.predict(episode)
+    def label(phase: str) -> contextlib.AbstractContextManager:
+        return labels.forward() if phase == "forward" else labels.phase(phase)
 
-        return run_infer
-    scaler = torch.amp.GradScaler(step.device.type) if spec.dtype == "fp16" else None
-
-    def run() -> torch.Tensor:
-        with labels.phase("optimizer"):
-            optimizer.zero_grad(set_to_none=True)
-        with amp(), labels.forward():
-            loss = model(episode)
-        with labels.phase("backward"):
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-        with labels.phase("optimizer"):
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-        return loss
-
-    return run
+    if step.spec.mode == "infer":
+        return lambda: trainer.predict(episode, label=label)
+    return lambda: trainer.train_step(episode, label=label).loss
 
 
 # --- measuring -----------------------------------------------------------------------------------------------

@@ -8,8 +8,11 @@ May import ``gqnbench.data``, ``gqnbench.models``, ``gqnbench.metrics``, ``gqnbe
 Modules: config (TrainConfig), loop (``train``), evaluation (validation NLL, baselines),
 checkpoint (atomic checkpoints, weights), data_source (scenes + validation episode),
 distributed (torchrun / DDP), runner (jobs in fresh worker processes), numerics
-(flush-to-zero), time_to_target, sweep, samples, budgets (default targets and the suite's
+(flush-to-zero, re-exported from ``gqnbench.step``), time_to_target, sweep, samples, budgets (default targets and the suite's
 per-preset budgets), suite (the suite's training part on that budget). Submodules load on first use, so importing the package is cheap.
+
+The step itself (model objective, Adam, autocast, grad scaler, compile, flush-to-zero) is
+built by :func:`gqnbench.step.build_step`, the same builder the cost harness times.
 """
 
 from __future__ import annotations

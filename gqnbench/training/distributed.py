@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from gqnbench.step import resolve_device as _resolve_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -55,17 +57,8 @@ def env_world_size() -> int:
 
 
 def resolve_device(preference: str, ctx: DistContext = SINGLE) -> torch.device:
-    """``auto`` -> this rank's GPU if CUDA is available, else the CPU."""
-    if preference == "auto":
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(preference)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {preference!r} asked for, but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", ctx.local_rank % max(1, torch.cuda.device_count()))
-        torch.cuda.set_device(device)
-    return device
+    """``auto`` -> this rank's GPU if CUDA is available, else the CPU (see :func:`gqnbench.step.resolve_device`)."""
+    return _resolve_device(preference, local_rank=ctx.local_rank)
 
 
 def init_distributed(device_preference: str = "auto", init_method: str | None = None) -> DistContext:
@@ -107,10 +100,6 @@ def all_reduce_sum(values: Sequence[float], ctx: DistContext, device: torch.devi
     return t.tolist()
 
 
-def all_reduce_mean(values: Sequence[float], ctx: DistContext, device: torch.device) -> list[float]:
-    return [v / ctx.world_size for v in all_reduce_sum(values, ctx, device)]
-
-
 def gather_objects(obj: object, ctx: DistContext) -> list[object]:
     """Every rank's ``obj`` on every rank (used for per-rank RNG states in checkpoints)."""
     if not ctx.enabled:
@@ -118,15 +107,6 @@ def gather_objects(obj: object, ctx: DistContext) -> list[object]:
     out: list[object] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_flag(flag: bool, ctx: DistContext, device: torch.device) -> bool:
-    """True on every rank if it is True on any rank (a stop request must stop all ranks together)."""
-    if not ctx.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
 
 
 def barrier(ctx: DistContext) -> None:

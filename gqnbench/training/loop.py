@@ -52,10 +52,10 @@ from tqdm.auto import tqdm
 
 from gqnbench.data.episode import Episode
 from gqnbench.models import build_model
-from gqnbench.models.config import linear_anneal
 from gqnbench.presets import Preset
 from gqnbench.reliability import hold_lock, load_record, machine_load
 from gqnbench.results import ResultsError, capture_environment, read_result, write_result
+from gqnbench.step import build_step, check_precision, flush_denormals, precision_label
 from gqnbench.training import distributed as D
 from gqnbench.training.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -68,7 +68,6 @@ from gqnbench.training.checkpoint import (
 )
 from gqnbench.training.data_source import TrainingData, load_training_data
 from gqnbench.training.evaluation import EvalSums, evaluate_sums
-from gqnbench.training.numerics import flush_denormals
 
 FINISHED = ("completed", "diverged")
 # Which evaluation the headline val_nll / val_mse / val_fg_mse of a curve point (and every table) use.
@@ -124,18 +123,6 @@ class TrainResult:
         return float(self.doc["final"]["val_nll"])
 
 
-class _Objective(nn.Module):
-    """The model's loss and its parts as one forward, so DDP and torch.compile see one call."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, episode: Episode, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.model.loss(episode, step)
-        return out.loss, out.reconstruction, out.kl
-
-
 class _InterruptFlag:
     """First SIGINT asks for a clean stop at the end of the step; the second interrupts at once."""
 
@@ -159,23 +146,8 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _autocast_factory(amp: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    if amp == "off":
-        return contextlib.nullcontext
-    if amp == "bf16":
-        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ValueError("train.amp=fp16 needs a CUDA device (it uses a grad scaler); use bf16 on the CPU")
-        return lambda: torch.autocast(device_type="cuda", dtype=torch.float16)
-    raise ValueError(f"train.amp must be off, bf16 or fp16, got {amp!r}")
-
-
-def _dtype_label(amp: str) -> str:
-    return {"off": "float32", "bf16": "bfloat16-autocast", "fp16": "float16-autocast"}[amp]
-
-
-def _noise_seed(seed: int, rank: int) -> int:
+def noise_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s z-noise stream (drawn after the weights are initialised)."""
     # Ranks draw independent z noise; rank 0 of any world size gets the same stream.
     return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
 
@@ -275,9 +247,7 @@ def train(
     ctx = dist_ctx or D.active_context()
     name = run_name(model_name, tag or preset.name, seed if seed is not None else preset.train.seed)
     lock = (
-        hold_lock(run_lock_path(out_dir, name), f"run {name} in {out_dir}")
-        if ctx.is_main
-        else contextlib.nullcontext()
+        hold_lock(run_lock_path(out_dir, name), f"run {name} in {out_dir}") if ctx.is_main else contextlib.nullcontext()
     )
     with lock:
         return _train(preset, model_name, out_dir, tag=tag, seed=seed, resume=resume, dist_ctx=dist_ctx, **kwargs)
@@ -332,7 +302,7 @@ def _train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = D.resolve_device(cfg.device, ctx)
-    autocast = _autocast_factory(cfg.amp, device)
+    check_precision(cfg.amp, device)
     tag = tag or preset.name
     paths = RunPaths(Path(out_dir), run_name(model_name, tag, cfg.seed))
     config = run_config(preset, model_name)
@@ -367,14 +337,16 @@ def _train(
 
     torch.manual_seed(cfg.seed)  # weight init: the same on every rank (DDP broadcasts rank 0's anyway)
     model = build_model(model_name, model_cfg).to(device)
-    torch.manual_seed(_noise_seed(cfg.seed, ctx.rank))
-    objective = D.wrap_ddp(_Objective(model), ctx, device, ctx.enabled and _has_unused_parameters(model, device))
-    if cfg.compile:
-        objective = torch.compile(objective)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.lr_start, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps
+    torch.manual_seed(noise_seed(cfg.seed, ctx.rank))
+    trainer = build_step(
+        model,
+        cfg,
+        device,
+        distribute=lambda objective: D.wrap_ddp(
+            objective, ctx, device, ctx.enabled and _has_unused_parameters(model, device)
+        ),
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    optimizer, scaler, autocast = trainer.optimizer, trainer.scaler, trainer.autocast
 
     st = _State()
     resumed_from: int | None = None
@@ -397,7 +369,7 @@ def _train(
             tqdm.write(f"{paths.name}: continuing from the checkpoint at step {st.step}", file=sys.stderr)
 
     load_before = machine_load() if ctx.is_main else {}
-    environment = capture_environment(str(device), _dtype_label(cfg.amp)) if ctx.is_main else {}
+    environment = capture_environment(str(device), precision_label(cfg.amp)) if ctx.is_main else {}
     if ctx.is_main:
         environment["world_size"] = ctx.world_size
         environment["distributed_backend"] = ctx.backend
@@ -463,7 +435,7 @@ def _train(
             "total_wall_s": st.wall_s,
             "eval_wall_s": st.eval_wall_s,
             "device": str(device),
-            "dtype": _dtype_label(cfg.amp),
+            "dtype": precision_label(cfg.amp),
             "world_size": ctx.world_size,
             "resumed_from_step": resumed_from,
             "machine_load": load,
@@ -558,12 +530,10 @@ def _train(
                 step = st.step
                 in_step = True
                 t_step = time.perf_counter()
-                lr = linear_anneal(step, cfg.lr_start, cfg.lr_end, cfg.lr_anneal_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+                lr = trainer.lr_at(step)
                 episode = next(batches).to(device)
-                with autocast():
-                    loss, recon, kl = objective(episode, step)
+                terms = trainer.forward_loss(episode, step)
+                loss, recon, kl = terms.loss, terms.reconstruction, terms.kl
                 if cfg.inject_nan_at_step is not None and step == cfg.inject_nan_at_step:
                     loss = loss * float("nan")
                 loss_v, recon_v, kl_v, stop_v = D.all_reduce_sum(
@@ -574,13 +544,7 @@ def _train(
                     st.status, st.stop_reason, st.diverged_step = "diverged", "diverged", step
                     st.diverged_reason = f"training loss is {loss_v} at step {step}"
                     break
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+                trainer.update(loss, step)
                 spent = time.perf_counter() - t_step
                 st.train_s += spent
                 if st.first_step_s is None:
