@@ -5,17 +5,33 @@ Every results file is a JSON object with at least::
     {"schema": "gqnbench.<kind>/<version>", "kind": "<kind>", "created": ISO-8601,
      "environment": {...}, ...kind-specific fields...}
 
-Kinds (each writer documents its own fields next to the code that writes it):
+Kinds (fields and which are optional: the typed model of each in :mod:`gqnbench.schema`):
 
 - ``training_run``   one training run: config, curve points, divergence, final NLL
-                     (gqnbench.training).
-- ``time_to_target`` per model x seed: reached?, steps, wall seconds (gqnbench.training).
-- ``sweep``          per model x setting: final NLL, learned?, curve file (gqnbench.training).
-- ``costs``          parameters, FLOPs, memory, throughput, numerics, scaling (gqnbench.harness).
-- ``samples``        prediction grids for the report (gqnbench.training.samples).
+                     (gqnbench.training; schema.training.TrainingRunDoc).
+- ``time_to_target`` per model x seed: reached?, steps, wall seconds (gqnbench.training;
+                     schema.training.TimeToTargetDoc).
+- ``sweep``          per model x setting: final NLL, learned?, curve file (gqnbench.training;
+                     schema.training.SweepDoc).
+- ``learning_study`` per model x study entry: final MSE ratios, learned?, ratio curve
+                     (gqnbench.training.learning_study; schema.study.LearningStudyDoc).
+- ``samples``        prediction grids for the report (gqnbench.training.samples;
+                     schema.study.SamplesDoc).
+- ``costs``          parameters, FLOPs, memory, throughput, numerics, scaling, perf targets; any
+                     subset of the sections (gqnbench.harness, gqnbench.commands;
+                     schema.costs.CostsDoc).
 - ``profile``        per model x precision x formulation: time, FLOPs and share of peak of each
                      phase of a training step, profiler overhead, top operators, the trace
-                     file it came from (gqnbench.harness.profile).
+                     file it came from (gqnbench.harness.profile; schema.profile.ProfileDoc).
+- ``main_job``       the state of ``gqnbench run``: its plan and each stage's status, wall time
+                     and machine load (gqnbench.mainjob; schema.mainjob.MainJobDoc).
+- ``nightly_baseline``, ``nightly_verdict``, ``nightly_run``: the nightly regression gate's
+                     stored baseline, its verdict and its run manifest (registered by the
+                     nightly gate's own module).
+
+Every write and every read checks the document against its kind's model and raises
+:class:`SchemaError` naming the file and the field (``runs.3.value``); nothing is written
+when the check fails. A kind nobody registered is checked for the envelope only.
 
 pytest-benchmark's own JSON is read as it is. The report reads only these files, so it
 never needs to import a model. Writes go to a temporary file in the same folder and are
@@ -34,7 +50,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gqnbench.schema import ResultsError
+from gqnbench.schema import ResultsDoc, ResultsError, SchemaError, validate_doc
+
+__all__ = [
+    "ResultsError",
+    "SchemaError",
+    "as_float",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "capture_environment",
+    "git_commit",
+    "load_result",
+    "load_result_with_dict",
+    "read_result",
+    "schema_id",
+    "write_result",
+]
 
 SCHEMA_VERSION = 1
 
@@ -87,7 +118,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def write_result(
     path: str | os.PathLike, kind: str, payload: dict[str, Any], environment: dict[str, Any] | None = None
 ) -> Path:
-    """Write a results file of ``kind`` atomically, stamping schema, time and environment."""
+    """Write a results file of ``kind`` atomically, stamping schema, time and environment.
+
+    The document is checked against ``kind``'s schema first: a writer bug raises
+    :class:`SchemaError` naming the field, and the file on disk is left as it was.
+    """
     doc = {
         "schema": schema_id(kind),
         "kind": kind,
@@ -95,12 +130,12 @@ def write_result(
         "environment": environment if environment is not None else capture_environment(),
     }
     doc.update(payload)
-    return atomic_write_text(path, json.dumps(_jsonable(doc), indent=2, sort_keys=False) + "\n")
+    doc = _jsonable(doc)
+    validate_doc(kind, doc, path)
+    return atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=False) + "\n")
 
 
-def read_result(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
-    """Load a results file, checking it is JSON of the expected kind and a known schema."""
-    path = Path(path)
+def _read_checked(path: Path, kind: str | None) -> tuple[dict[str, Any], ResultsDoc]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -116,7 +151,22 @@ def read_result(path: str | os.PathLike, kind: str | None = None) -> dict[str, A
         raise ResultsError(
             f"{path}: schema {doc['schema']!r} is newer than this gqnbench understands ({SCHEMA_VERSION})"
         )
-    return doc
+    return doc, validate_doc(str(doc["kind"]), doc, path)
+
+
+def read_result(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """Load a results file as its JSON dict, checked against its kind's schema (see :func:`load_result`)."""
+    return _read_checked(Path(path), kind)[0]
+
+
+def load_result(path: str | os.PathLike, kind: str | None = None) -> ResultsDoc:
+    """Load a results file as its kind's typed model (e.g. ``SweepDoc``), checked as :func:`read_result` does."""
+    return _read_checked(Path(path), kind)[1]
+
+
+def load_result_with_dict(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, Any], ResultsDoc]:
+    """Both views of one file in one read: the JSON dict as written and the typed model."""
+    return _read_checked(Path(path), kind)
 
 
 def as_float(value: Any) -> float:

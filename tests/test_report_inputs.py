@@ -49,12 +49,17 @@ def test_missing_field_and_bad_item(tmp_path):
     doc = _doc(RUN)
     del doc["eval_curve"]
     _write(tmp_path / "a.json", doc)
-    with pytest.raises(ReportInputError, match=r"a\.json: training_run results file has no field 'eval_curve'"):
+    with pytest.raises(
+        ReportInputError, match=r"a\.json: not a valid 'training_run' results file: field eval_curve: Field required"
+    ):
         load_results([tmp_path / "a.json"])
     doc = _doc(RUN)
     del doc["eval_curve"][3]["val_nll"]
     _write(tmp_path / "b.json", doc)
-    with pytest.raises(ReportInputError, match=r"b\.json: training_run field 'eval_curve'\[3\] has no 'val_nll'"):
+    with pytest.raises(
+        ReportInputError,
+        match=r"b\.json: not a valid 'training_run' results file: field eval_curve\.3\.val_nll: Field required",
+    ):
         load_results([tmp_path / "b.json"])
 
 

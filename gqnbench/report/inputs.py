@@ -1,11 +1,11 @@
 """Find and load the results files a report is built from, with one clear error per bad file.
 
 Inputs are files or folders; folders are scanned recursively for ``*.json``. A file is either a
-gqnbench results file (``kind`` + ``schema``, read with :func:`gqnbench.results.read_result`)
-of a kind the report knows, or pytest-benchmark's JSON (``machine_info`` + ``benchmarks``).
-Other JSON found while scanning a folder is listed as ignored; the same file named explicitly,
-invalid JSON anywhere, an unknown ``kind`` or a missing required field raise
-:class:`ReportInputError` naming the file and what is wrong.
+gqnbench results file (``kind`` + ``schema``) of a kind the package defines, checked against
+that kind's typed schema (:mod:`gqnbench.schema`), or pytest-benchmark's JSON (``machine_info``
++ ``benchmarks``). Other JSON found while scanning a folder is listed as ignored; the same file
+named explicitly, invalid JSON anywhere, an unknown ``kind`` or a field that does not match the
+schema raise :class:`ReportInputError` naming the file and the field.
 """
 
 from __future__ import annotations
@@ -15,33 +15,15 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from gqnbench.results import ResultsError, read_result
+from gqnbench.results import ResultsError, load_result_with_dict
+from gqnbench.schema import PACKAGE_KINDS, ResultsDoc
 
-KNOWN_KINDS = ("training_run", "time_to_target", "sweep", "samples", "costs", "main_job", "profile", "learning_study")
+KNOWN_KINDS = PACKAGE_KINDS
 PYTEST_BENCHMARK = "pytest_benchmark"
+_D = TypeVar("_D", bound=ResultsDoc)
 
-# Required top-level fields (and their JSON type) per kind; nested lists are checked below.
-_REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "training_run": {"model": str, "eval_curve": list},
-    "time_to_target": {"runs": list},
-    "sweep": {"field": str, "runs": list},
-    "samples": {"scenes": list},
-    "costs": {},
-    "main_job": {"stages": dict},
-    "learning_study": {"entries": list},
-    "profile": {"cases": list},
-}
-# Required fields of each item of a list field.
-_REQUIRED_ITEMS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "training_run": ("eval_curve", ("step", "val_nll")),
-    "time_to_target": ("runs", ("model", "seed", "reached")),
-    "sweep": ("runs", ("model", "value")),
-    "samples": ("scenes", ("context", "query", "predictions")),
-    "learning_study": ("entries", ("name", "model")),
-    "profile": ("cases", ("model", "dtype", "phases")),
-}
 # Files a results folder may hold that are not results: torch.profiler traces and memory timelines
 # (the profile results file names them); never parsed while scanning.
 NOT_RESULTS_SUFFIXES = (".pt.trace.json", "memory_timeline.json")
@@ -53,11 +35,22 @@ class ReportInputError(ResultsError):
 
 @dataclass(frozen=True)
 class ResultFile:
-    """One loaded results file: its resolved path, its kind and its JSON document."""
+    """One loaded results file: its resolved path, its kind, its JSON and its typed document.
+
+    Sections read ``typed`` (via :meth:`as_`); ``doc`` is the JSON as written, for the
+    comparison engine and for pytest-benchmark JSON, which has no typed schema here.
+    """
 
     path: Path
     kind: str
     doc: dict[str, Any]
+    typed: ResultsDoc | None = None
+
+    def as_(self, model: type[_D]) -> _D:
+        """The typed document as ``model`` (e.g. ``run.as_(TrainingRunDoc).eval_curve``)."""
+        if not isinstance(self.typed, model):
+            raise TypeError(f"{self.path}: a {self.kind!r} file, not a {model.__name__}")
+        return self.typed
 
     @property
     def environment(self) -> dict[str, Any]:
@@ -110,22 +103,6 @@ def _fail(path: Path, message: str) -> ReportInputError:
     return ReportInputError(f"{path}: {message}")
 
 
-def _check_fields(path: Path, kind: str, doc: dict[str, Any]) -> None:
-    for name, typ in _REQUIRED[kind].items():
-        if name not in doc:
-            raise _fail(path, f"{kind} results file has no field {name!r}")
-        if not isinstance(doc[name], typ):
-            raise _fail(path, f"{kind} field {name!r} should be {typ.__name__}, found {type(doc[name]).__name__}")
-    if kind in _REQUIRED_ITEMS:
-        list_name, keys = _REQUIRED_ITEMS[kind]
-        for i, item in enumerate(doc[list_name]):
-            if not isinstance(item, dict):
-                raise _fail(path, f"{kind} field {list_name!r}[{i}] should be an object, found {type(item).__name__}")
-            missing = [k for k in keys if k not in item]
-            if missing:
-                raise _fail(path, f"{kind} field {list_name!r}[{i}] has no {', '.join(map(repr, missing))}")
-
-
 def _check_pytest_benchmark(path: Path, doc: dict[str, Any]) -> None:
     if not isinstance(doc["benchmarks"], list):
         raise _fail(path, "pytest-benchmark JSON: 'benchmarks' should be a list")
@@ -151,19 +128,16 @@ def load_file(path: str | os.PathLike, explicit: bool = True) -> ResultFile | No
         if explicit:
             raise _fail(path, "neither a gqnbench results file (no 'kind'/'schema') nor pytest-benchmark JSON")
         return None
-    try:
-        doc = read_result(path)
-    except ReportInputError:
-        raise
-    except ResultsError as exc:
-        raise ReportInputError(str(exc)) from exc
     kind = doc["kind"]
     if kind not in KNOWN_KINDS:
         raise _fail(
             path, f"unknown results kind {kind!r}; the report reads {', '.join(KNOWN_KINDS)} and pytest-benchmark"
         )
-    _check_fields(path, kind, doc)
-    return ResultFile(path, kind, doc)
+    try:
+        doc, typed = load_result_with_dict(path)
+    except ResultsError as exc:
+        raise ReportInputError(str(exc)) from exc
+    return ResultFile(path, kind, doc, typed)
 
 
 def _scan(folder: Path, exclude: list[Path]) -> list[Path]:

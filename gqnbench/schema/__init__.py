@@ -1,82 +1,51 @@
 """Typed schemas of results files: one pydantic model per ``kind``, checked on write and on read.
 
 Every results file (see :mod:`gqnbench.results`) shares the envelope :class:`ResultsDoc`
-(``schema``, ``kind``, ``created``, ``environment``); each kind subclasses it with its own
-fields and registers with :func:`register_kind`. :func:`validate_doc` turns a JSON object
-into the typed document, or raises :class:`gqnbench.results.ResultsError` naming the file
-and the field that is wrong. Floats written as ``"inf"``/``"-inf"`` (and NaN as ``null``)
-by the writer are read back as floats.
+(``schema``, ``kind``, ``created``, ``environment``); each kind subclasses it in the module of
+its area and registers with :func:`register_kind`:
 
-This module imports only pydantic, so every package (harness, training, report, the nightly
+- :mod:`gqnbench.schema.training`  ``training_run``, ``time_to_target``, ``sweep``
+- :mod:`gqnbench.schema.study`     ``learning_study``, ``samples``
+- :mod:`gqnbench.schema.costs`     ``costs``
+- :mod:`gqnbench.schema.profile`   ``profile``
+- :mod:`gqnbench.schema.mainjob`   ``main_job``
+
+Other packages register their own kinds the same way (the nightly gate's ``nightly_*``).
+:func:`validate_doc` turns a JSON object into the typed document, or raises
+:class:`SchemaError` naming the file and the field that is wrong.
+
+This package imports only pydantic, so every package (harness, training, report, the nightly
 gate) may use it.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from typing import Any, TypeVar
+from gqnbench.schema.base import (
+    OpenPart,
+    Part,
+    ResultsDoc,
+    ResultsError,
+    SchemaError,
+    known_kinds,
+    register_kind,
+    schema_for,
+    validate_doc,
+)
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+# Imported for their registrations; PACKAGE_KINDS is what they registered (before any other package adds its own).
+from gqnbench.schema import costs, mainjob, profile, study, training  # noqa: E402,F401  (isort: skip)
 
+PACKAGE_KINDS: tuple[str, ...] = known_kinds()
 
-class ResultsError(ValueError):
-    """A results file is missing, unreadable or of an unexpected kind/schema."""
-
-
-class SchemaError(ResultsError):
-    """A document that does not match its kind's schema; the message names file and field."""
-
-
-class ResultsDoc(BaseModel):
-    """The envelope every results file has; a kind's model adds its fields."""
-
-    # Unknown fields are kept (a newer writer may add them) but a known field of the wrong
-    # type or a missing required one is an error.
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
-
-    schema_id: str | None = Field(default=None, alias="schema")
-    kind: str
-    created: str | None = None
-    environment: dict[str, Any] = {}
-
-
-_KINDS: dict[str, type[ResultsDoc]] = {}
-_M = TypeVar("_M", bound=type[ResultsDoc])
-
-
-def register_kind(kind: str) -> Callable[[_M], _M]:
-    """Class decorator: ``@register_kind("sweep") class SweepDoc(ResultsDoc): ...``."""
-
-    def wrap(cls: _M) -> _M:
-        if kind in _KINDS and _KINDS[kind] is not cls:
-            raise ValueError(f"results kind {kind!r} is already registered by {_KINDS[kind].__name__}")
-        _KINDS[kind] = cls
-        return cls
-
-    return wrap
-
-
-def known_kinds() -> tuple[str, ...]:
-    return tuple(sorted(_KINDS))
-
-
-def schema_for(kind: str) -> type[ResultsDoc] | None:
-    """The registered model of ``kind``, or None for a kind without a typed schema."""
-    return _KINDS.get(kind)
-
-
-def _where(error: dict[str, Any]) -> str:
-    return ".".join(str(part) for part in error["loc"]) or "(document)"
-
-
-def validate_doc(kind: str, doc: dict[str, Any], path: str | os.PathLike | None = None) -> ResultsDoc:
-    """Check ``doc`` against ``kind``'s model; the error lists each bad field with the file."""
-    cls = _KINDS.get(kind, ResultsDoc)
-    try:
-        return cls.model_validate(doc)
-    except ValidationError as exc:
-        where = f"{os.fspath(path)}: " if path is not None else ""
-        fields = "; ".join(f"field {_where(e)}: {e['msg']}" for e in exc.errors()[:5])
-        more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
-        raise SchemaError(f"{where}not a valid {kind!r} results file: {fields}{more}") from None
+__all__ = [
+    "PACKAGE_KINDS",
+    "OpenPart",
+    "Part",
+    "ResultsDoc",
+    "ResultsError",
+    "SchemaError",
+    "known_kinds",
+    "register_kind",
+    "schema_for",
+    "validate_doc",
+]

@@ -1,0 +1,39 @@
+"""Schema of the ``main_job`` kind: the state file of ``gqnbench run`` (plan and stage records).
+
+``plan.budget`` and ``plan.overrides`` are open-ended (the preset's budget fields, any config field).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gqnbench.schema.base import Part, ResultsDoc, register_kind
+
+
+class Plan(Part):
+    """What the job was asked to do; a resumed job must match it."""
+
+    preset: str
+    quick: bool
+    data_root: str | None
+    models: list[str]
+    budget: dict[str, Any]
+    overrides: dict[str, Any]
+
+
+class Stage(Part):
+    """One stage's outcome: status, wall time, a one-line detail and the machine load around it."""
+
+    status: str
+    wall_s: float | None = None
+    detail: str | None = None
+    concurrent: bool | None = None
+    load: dict[str, Any] | None = None
+
+
+@register_kind("main_job")
+class MainJobDoc(ResultsDoc):
+    """The main job's plan and each stage's record."""
+
+    plan: Plan
+    stages: dict[str, Stage]

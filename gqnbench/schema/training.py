@@ -1,0 +1,211 @@
+"""Schemas of the training kinds: ``training_run``, ``time_to_target`` and ``sweep``.
+
+Required fields are those every writer in gqnbench.training writes and every stored file has;
+a field that older files or hand-made fixtures lack is optional with a ``None`` default, and
+the report says what it shows when it is missing. A number that may be NaN is ``float | None``
+(NaN is written as ``null``); ``"inf"`` reads back as ``math.inf``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gqnbench.schema.base import OpenPart, Part, ResultsDoc, register_kind
+
+# A swept config value: whatever the swept field holds (latent channels, a learning rate, a name).
+SweepValue = bool | int | float | str | None
+
+
+class Metrics(Part):
+    """Validation NLL, MSE and foreground MSE of one evaluation (a model's or a reference's)."""
+
+    val_nll: float | None
+    val_mse: float | None = None
+    val_fg_mse: float | None = None
+
+
+class EvalPoint(Metrics):
+    """One evaluation on the validation set; ``z_mean``/``z_sampled`` when both were measured."""
+
+    step: int
+    wall_s: float | None = None
+    z_mean: Metrics | None = None
+    z_sampled: Metrics | None = None
+
+
+class TrainPoint(Part):
+    """One logged training step."""
+
+    step: int
+    wall_s: float
+    loss: float | None
+    reconstruction: float | None = None
+    kl: float | None = None
+    lr: float | None = None
+    sigma: float | None = None
+
+
+class FinalEval(Part):
+    """The last evaluation of a run and the data set's NLL constant (for bits per pixel)."""
+
+    step: int | None
+    val_nll: float | None
+    val_mse: float | None = None
+    val_fg_mse: float | None = None
+    nll_constant: float | None = None
+
+
+class Baselines(Part):
+    """The reference predictors on the same validation set."""
+
+    mean_image: Metrics
+    nearest_context: Metrics | None = None
+
+
+class RunConfig(OpenPart):
+    """The resolved model/train/data config a run used (open-ended: every config field)."""
+
+    model: dict[str, Any]
+    train: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+
+
+@register_kind("training_run")
+class TrainingRunDoc(ResultsDoc):
+    """One training run: config, validation and training curves, divergence, final evaluation."""
+
+    model: str
+    preset: str
+    tag: str
+    seed: int
+    status: str
+    config: RunConfig
+    eval_curve: list[EvalPoint]
+    final: FinalEval
+    baselines: Baselines
+    train_curve: list[TrainPoint] | None = None
+    diverged_step: int | None = None
+    diverged_reason: str | None = None
+    stop_reason: str | None = None
+    request: dict[str, Any] | None = None
+    foreground_fraction: float | None = None
+    eval_uses: str | None = None
+    steps_per_s: float | None = None
+    first_step_s: float | None = None
+    total_wall_s: float | None = None
+    eval_wall_s: float | None = None
+    device: str | None = None
+    dtype: str | None = None
+    world_size: int | None = None
+    resumed_from_step: int | None = None
+    machine_load: dict[str, Any] | None = None
+    concurrent: bool | None = None
+    files: dict[str, str | None] | None = None
+
+
+class TargetRun(Part):
+    """One model x seed of a time-to-target job; ``steps``/``wall_s`` are inf/None when not reached."""
+
+    model: str
+    seed: int
+    reached: bool
+    steps: int | None
+    wall_s: float | None
+    run_file: str | None
+    status: str | None = None
+    diverged_step: int | None = None
+    best_val_nll: float | None = None
+    steps_per_s: float | None = None
+
+
+class TargetSummary(Part):
+    """Per model: medians over seeds (inf when most seeds missed) and counts."""
+
+    reached: int
+    total: int
+    median_steps: float | None
+    median_wall_s: float | None
+    unfinished: int | None = None
+
+
+class Budget(Part):
+    steps: int | None
+    seconds: float | None
+
+
+@register_kind("time_to_target")
+class TimeToTargetDoc(ResultsDoc):
+    """Per model x seed: reached the target NLL?, after how many steps and seconds."""
+
+    preset: str
+    target_nll: float | None
+    budget: Budget
+    runs: list[TargetRun]
+    summary: dict[str, TargetSummary]
+    target_mse_ratio: float | None = None
+    target_source: str | None = None
+    mean_frame: Metrics | None = None
+    nll_constant: float | None = None
+    eval_every: int | None = None
+    stop_at_target: bool | None = None
+    unfinished_runs: list[dict[str, Any]] | None = None
+
+
+class SweepRun(Part):
+    """One model x setting x seed of a sweep (a failed setting has ``error`` and NaN numbers)."""
+
+    model: str
+    value: SweepValue
+    seed: int
+    status: str
+    learned: bool
+    diverged: bool
+    final_val_nll: float | None = None
+    best_val_nll: float | None = None
+    final_val_mse: float | None = None
+    final_mse_ratio: float | None = None
+    final_fg_ratio: float | None = None
+    final_mse_ratio_zmean: float | None = None
+    final_fg_ratio_zmean: float | None = None
+    improved: bool | None = None
+    reached_target: bool | None = None
+    diverged_step: int | None = None
+    diverged_reason: str | None = None
+    total_wall_s: float | None = None
+    steps_per_s: float | None = None
+    skipped: bool | None = None
+    reused_main_run: bool | None = None
+    run_file: str | None = None
+    error: str | None = None
+
+
+class SweepSummary(Part):
+    """Per model over all settings; ``fraction_reached_target`` only when a target was set."""
+
+    runs: int
+    diverged: int
+    failed: int
+    final_nll_median: float | None
+    final_nll_spread: float | None
+    fraction_learned: float | None
+    fraction_improved: float | None = None
+    fraction_reached_target: float | None = None
+    unfinished: int | None = None
+
+
+@register_kind("sweep")
+class SweepDoc(ResultsDoc):
+    """Per model x setting x seed of one swept config field: final NLL, learned?, the run's file."""
+
+    field: str
+    values: list[SweepValue]
+    runs: list[SweepRun]
+    summary: dict[str, SweepSummary] | None = None
+    preset: str | None = None
+    seeds: list[int] | None = None
+    steps: int | None = None
+    overrides: dict[str, Any] | None = None
+    target_nll: float | None = None
+    learned_criterion: str | None = None
+    improved_criterion: str | None = None
+    unfinished_runs: list[dict[str, Any]] | None = None
