@@ -1,23 +1,20 @@
-"""ci/nightly.py check/baseline on synthetic runs in the exact file formats (pytest-benchmark JSON,
-gqnbench ``training_run`` and ``nightly_run`` results files): pass/fail, names and numbers."""
+"""The nightly gate's check/baseline commands (:mod:`gqnbench.nightly.cli`, what ``ci/nightly.py`` runs) on
+synthetic runs in the exact file formats (pytest-benchmark JSON, gqnbench ``training_run`` and
+``nightly_run`` results files): pass/fail, names and numbers."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from gqnbench.nightly import cli as nightly
+from gqnbench.nightly.collect import collect_run, read_baseline
+from gqnbench.nightly.render import fmt_value
 from gqnbench.results import write_result
 
 CI_DIR = Path(__file__).resolve().parents[1] / "ci"
-sys.path.insert(0, str(CI_DIR))
-
-import nightly  # noqa: E402
-from nightlyci.baseline import read_baseline  # noqa: E402
-from nightlyci.collect import collect_run  # noqa: E402
-from nightlyci.render import fmt_value  # noqa: E402
 
 DEVICE_NAME = "cpu-test-processor"  # matches the "cpu-*" override in ci/thresholds.json (time limit +25%)
 ENV = {"torch": "2.13.0", "cpu_count": 2, "torch_threads": 2, "python": "3.11.7"}
@@ -28,7 +25,7 @@ BENCHES = {
     "benchmarks/test_step.py::test_train_step[metagqn-tiny-b4-fp32-eager]": (0.009, 280e6),
     "benchmarks/test_step.py::test_infer_step[gqn-tiny-b4-fp32-eager]": (0.004, 250e6),
 }
-TRAIN_KEY = "train:gqn-tiny-seed0-30steps"
+TRAIN_KEY = "val_nll/gqn/tiny"  # the shared metric key (gqnbench.report.metrics)
 
 
 def _bench_entry(fullname: str, median: float, peak: float | None, spread: float = 0.02, rounds: int = 10) -> dict:
@@ -122,6 +119,7 @@ def make_run(
                 "val_mse": 0.08,
                 "nll_constant": NLL_CONSTANT,
             },
+            "baselines": {"mean_image": {"val_nll": NLL_CONSTANT + 40.0, "val_mse": 0.1}},
             "steps_per_s": 20.0,
             "total_wall_s": 1.5,
             "eval_wall_s": 0.2,
@@ -181,7 +179,7 @@ def test_run_compared_with_itself_as_a_run_folder_passes(tmp_path, capsys):
 def test_thirty_percent_slower_fails_naming_benchmark_and_numbers(pinned, capsys):
     run, base = pinned
     key = "benchmarks/test_step.py::test_train_step[gqn-tiny-b4-fp32-eager]"
-    _doctor(base, lambda d: d["benchmarks"][key].update(median_s=0.012 / 1.3, mean_s=0.012 / 1.3))
+    _doctor(base, lambda d: d["metrics"]["bench/" + key].update(value=0.012 / 1.3))
     rc, out, _ = run_cli(capsys, "check", "--current", str(run), "--baseline", str(base))
     assert rc == 1
     line = next(ln for ln in out.splitlines() if ln.startswith("  - "))
@@ -191,7 +189,7 @@ def test_thirty_percent_slower_fails_naming_benchmark_and_numbers(pinned, capsys
     assert "verdict: FAIL" in out
     verdict = json.loads((run / "verdict.json").read_text())
     (reg,) = verdict["regressions"]
-    assert reg["key"] == key and reg["metric"] == "time"
+    assert reg["key"] == "bench/" + key and reg["metric"] == "time"
     assert reg["baseline"] == pytest.approx(0.012 / 1.3) and reg["current"] == pytest.approx(0.012)
     assert reg["delta"] == pytest.approx(30.0)
 
@@ -199,7 +197,7 @@ def test_thirty_percent_slower_fails_naming_benchmark_and_numbers(pinned, capsys
 def test_thirty_percent_more_memory_fails(pinned, capsys):
     run, base = pinned
     key = "benchmarks/test_step.py::test_infer_step[gqn-tiny-b4-fp32-eager]"
-    _doctor(base, lambda d: d["benchmarks"][key].update(peak_memory_bytes=250e6 / 1.3))
+    _doctor(base, lambda d: d["metrics"][f"bench/{key}/peak_memory"].update(value=250e6 / 1.3))
     rc, out, _ = run_cli(capsys, "check", "--current", str(run), "--baseline", str(base))
     assert rc == 1
     (line,) = [ln for ln in out.splitlines() if ln.startswith("  - ")]
@@ -210,7 +208,7 @@ def test_thirty_percent_more_memory_fails(pinned, capsys):
 def test_nll_out_of_band_fails_both_ways(pinned, capsys):
     run, base = pinned
     # Band: baseline +- max(0.5 nats, 5% of the baseline's 27 nats above the constant) = +- 1.35 nats.
-    _doctor(base, lambda d: d["training"][TRAIN_KEY].update(val_nll=NLL_CONSTANT + 27.0))
+    _doctor(base, lambda d: d["metrics"][TRAIN_KEY].update(value=NLL_CONSTANT + 27.0))
     rc, out, _ = run_cli(capsys, "check", "--current", str(run), "--baseline", str(base))
     assert rc == 1
     (line,) = [ln for ln in out.splitlines() if ln.startswith("  - ")]
@@ -218,11 +216,11 @@ def test_nll_out_of_band_fails_both_ways(pinned, capsys):
     assert f"{NLL_CONSTANT + 27:.3f} nats -> current {NLL_CONSTANT + 30:.3f} nats" in line
     assert "+3.000 nats" in line and f"[{NLL_CONSTANT + 25.65:.2f}, {NLL_CONSTANT + 28.35:.2f}]" in line
 
-    _doctor(base, lambda d: d["training"][TRAIN_KEY].update(val_nll=NLL_CONSTANT + 32.0))
+    _doctor(base, lambda d: d["metrics"][TRAIN_KEY].update(value=NLL_CONSTANT + 32.0))
     rc, out, _ = run_cli(capsys, "check", "--current", str(run), "--baseline", str(base))
     assert rc == 1 and "below its band" in out and "-2.000 nats" in out
 
-    _doctor(base, lambda d: d["training"][TRAIN_KEY].update(val_nll=NLL_CONSTANT + 31.0))  # within +-1.55
+    _doctor(base, lambda d: d["metrics"][TRAIN_KEY].update(value=NLL_CONSTANT + 31.0))  # within +-1.55
     rc, out, _ = run_cli(capsys, "check", "--current", str(run), "--baseline", str(base))
     assert rc == 0, out
 
@@ -316,13 +314,13 @@ def test_baseline_round_trips(pinned):
     collected, loaded = collect_run(run), read_baseline(base)
     assert loaded.device_name == DEVICE_NAME and loaded.device == "cpu" and loaded.quick is True
     assert loaded.environment == ENV
-    assert loaded.benchmarks == collected.benchmarks
-    assert loaded.training.keys() == collected.training.keys() == {TRAIN_KEY}
-    assert loaded.training[TRAIN_KEY].val_nll == collected.training[TRAIN_KEY].val_nll == NLL_CONSTANT + 30.0
+    assert loaded.metrics == collected.metrics
+    assert {k for k, m in loaded.metrics.items() if m.category == "nll"} == {TRAIN_KEY}
+    assert loaded.metrics[TRAIN_KEY].value == NLL_CONSTANT + 30.0
     # Pinning a baseline file again gives the same content.
     again = base.parent / "again.json"
     assert nightly.main(["baseline", "--from", str(base), "--out", str(again)]) == 0
-    assert read_baseline(again).benchmarks == loaded.benchmarks
+    assert read_baseline(again).metrics == loaded.metrics
 
 
 def test_bad_thresholds_file_is_a_clear_error(pinned, tmp_path, capsys):
@@ -334,7 +332,7 @@ def test_bad_thresholds_file_is_a_clear_error(pinned, tmp_path, capsys):
 
 
 def test_committed_thresholds_file_loads():
-    from nightlyci.thresholds import load_thresholds
+    from gqnbench.nightly.thresholds import load_thresholds
 
     th = load_thresholds(CI_DIR / "thresholds.json")
     gpu = th.for_benchmark("x", "train-gqn-paper-b36", "nvidia-h100-80gb-hbm3")

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from gqnbench.nightly.device import device_slug, slugify
+from gqnbench.nightly.runner import bench_command, make_plan, merge_bench_files, train_command
+
 REPO = Path(__file__).resolve().parents[1]
 CI_DIR = REPO / "ci"
-sys.path.insert(0, str(CI_DIR))
-
-from nightlyci.device import device_slug, slugify  # noqa: E402
-from nightlyci.runner import bench_command, make_plan, merge_bench_files, train_command  # noqa: E402
 
 FAKE_CONFTEST = """
 def pytest_addoption(parser):
@@ -138,7 +137,7 @@ def test_real_quick_run_on_cpu(tmp_path):
     assert run.returncode == 0, run.stdout
     verdict = json.loads((out / "verdict.json").read_text())
     nll = [r for r in verdict["rows"] if r["metric"] == "nll"]
-    assert {r["key"] for r in nll} == {"train:gqn-tiny-seed0-30steps", "train:metagqn-tiny-seed0-30steps"}
+    assert {r["key"] for r in nll} == {"val_nll/gqn/tiny", "val_nll/metagqn/tiny"}
     assert all(700 < r["current"] < 1000 for r in nll)  # nats per 16x16x3 image; the constant is 705.7
     assert any(r["metric"] == "memory" for r in verdict["rows"])
 

@@ -9,7 +9,6 @@ fails the gate; a failed report is recorded and shown but does not.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import signal
@@ -21,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gqnbench.results import atomic_write_text, write_result
-from nightlyci import REPO_ROOT
-from nightlyci.collect import BENCH_FILE, RUN_MANIFEST, TRAIN_DIR
+from gqnbench.nightly import REPO_ROOT
+from gqnbench.nightly.collect import BENCH_FILE, RUN_MANIFEST, TRAIN_DIR, run_inputs
+from gqnbench.nightly.schema import NightlyRun, PlanRecord, StepRecord, write_doc
+from gqnbench.results import atomic_write_text
 
 STEPS = ("bench", "train", "report", "check")
 
@@ -45,55 +45,31 @@ DEFAULTS: dict[tuple[str, bool], DeviceDefaults] = {
 }
 
 
-@dataclass(frozen=True)
-class RunPlan:
+class RunPlan(PlanRecord):
+    """A :class:`PlanRecord` plus what only this invocation needs (where, how long, which python)."""
+
     device: str
     out: Path
     quick: bool = False
-    bench_presets: tuple[str, ...] = ()
-    bench_dir: str = "benchmarks"
-    bench_args: tuple[str, ...] = ()
-    models: tuple[str, ...] = ("gqn", "metagqn")
-    train_preset: str = "tiny"
-    train_steps: int = 30
-    seed: int = 0
-    train_args: tuple[str, ...] = ()
-    skip: frozenset[str] = frozenset()
     timeout_s: float | None = None
     python: str = sys.executable
     cwd: Path = REPO_ROOT
+
+    def record(self) -> PlanRecord:
+        return PlanRecord.model_validate(self.model_dump(include=set(PlanRecord.model_fields)))
 
 
 def make_plan(device: str, out: Path, quick: bool, **overrides: Any) -> RunPlan:
     """A plan with the device's defaults, then any explicit (non-None, non-empty) overrides."""
     d = DEFAULTS[(device.split(":")[0], quick)]
-    plan = RunPlan(
-        device=device,
-        out=out,
-        quick=quick,
-        bench_presets=d.bench_presets,
-        train_preset=d.train_preset,
-        train_steps=d.train_steps,
-    )
     given = {k: v for k, v in overrides.items() if v not in (None, (), [], frozenset())}
-    unknown = set(given) - {f.name for f in dataclasses.fields(RunPlan)}
+    unknown = set(given) - set(RunPlan.model_fields)
     if unknown:
         raise TypeError(f"unknown plan fields {sorted(unknown)}")
-    return dataclasses.replace(plan, **given)
-
-
-@dataclass
-class StepResult:
-    name: str
-    command: list[str]
-    rc: int | None
-    wall_s: float
-    log: str
-    gates: bool = True
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    if "skip" in given:
+        given["skip"] = tuple(sorted(set(given["skip"])))
+    defaults = {"bench_presets": d.bench_presets, "train_preset": d.train_preset, "train_steps": d.train_steps}
+    return RunPlan(device=device, out=out, quick=quick, **{**defaults, **given})
 
 
 @dataclass
@@ -101,32 +77,22 @@ class RunState:
     plan: RunPlan
     device_name: str
     environment: dict[str, Any]
-    steps: list[StepResult] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
     interrupted: bool = False
 
     def write_manifest(self) -> Path:
-        payload = {
-            "device": self.plan.device.split(":")[0],
-            "device_name": self.device_name,
-            "quick": self.plan.quick,
-            "plan": {
-                "bench_presets": list(self.plan.bench_presets),
-                "bench_dir": self.plan.bench_dir,
-                "bench_args": list(self.plan.bench_args),
-                "models": list(self.plan.models),
-                "train_preset": self.plan.train_preset,
-                "train_steps": self.plan.train_steps,
-                "seed": self.plan.seed,
-                "train_args": list(self.plan.train_args),
-                "skip": sorted(self.plan.skip),
-            },
-            "interrupted": self.interrupted,
-            "steps": [s.to_dict() for s in self.steps],
-        }
-        return write_result(self.plan.out / RUN_MANIFEST, "nightly_run", payload, environment=self.environment)
+        doc = NightlyRun(
+            device=self.plan.device.split(":")[0],
+            device_name=self.device_name,
+            quick=self.plan.quick,
+            plan=self.plan.record(),
+            interrupted=self.interrupted,
+            steps=self.steps,
+        )
+        return write_doc(self.plan.out / RUN_MANIFEST, doc, environment=self.environment)
 
 
-def run_logged(name: str, cmd: list[str], plan: RunPlan, *, gates: bool = True) -> StepResult:
+def run_logged(name: str, cmd: list[str], plan: RunPlan, *, gates: bool = True) -> StepRecord:
     """Run ``cmd`` in the repo root, echoing its output and keeping it in ``DIR/logs/<name>.log``."""
     log_path = plan.out / "logs" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +113,10 @@ def run_logged(name: str, cmd: list[str], plan: RunPlan, *, gates: bool = True) 
             proc.kill()
             proc.wait()
             log.write(f"\n[nightly] killed after {plan.timeout_s} s\n")
-            return StepResult(name, cmd, 124, time.perf_counter() - start, str(log_path), gates, "timed out")
+            wall = time.perf_counter() - start
+            return StepRecord(
+                name=name, command=cmd, rc=124, wall_s=wall, log=str(log_path), gates=gates, note="timed out"
+            )
         except KeyboardInterrupt:
             # The child got the same SIGINT; give it a moment to write what it has, then stop it.
             try:
@@ -159,7 +128,7 @@ def run_logged(name: str, cmd: list[str], plan: RunPlan, *, gates: bool = True) 
             raise
     wall = time.perf_counter() - start
     print(f"=== [{name}] exit {rc} after {wall:.1f} s (log {log_path})", flush=True)
-    return StepResult(name, cmd, rc, wall, str(log_path), gates)
+    return StepRecord(name=name, command=cmd, rc=rc, wall_s=wall, log=str(log_path), gates=gates)
 
 
 def merge_bench_files(files: list[Path], out: Path) -> Path | None:
@@ -237,7 +206,7 @@ def train_command(plan: RunPlan, model: str) -> list[str]:
 def report_command(plan: RunPlan) -> list[str]:
     # Name the inputs instead of the whole folder: the per-preset bench-<preset>.json copies
     # would otherwise be read twice, and nightly's own manifest/verdict are not report inputs.
-    inputs = [p for p in (plan.out / BENCH_FILE, plan.out / TRAIN_DIR) if p.exists()]
+    inputs = run_inputs(plan.out)
     return [plan.python, "-m", "gqnbench.report", *map(str, inputs), "--out", str(plan.out / "report")]
 
 
@@ -263,7 +232,7 @@ def execute(plan: RunPlan, device_name: str, environment: dict[str, Any]) -> Run
             for preset in plan.bench_presets:
                 res = run_logged(f"bench-{preset}", bench_command(plan, preset), plan)
                 if res.rc == 5:
-                    res.note = "pytest collected no benchmarks"
+                    res = res.model_copy(update={"note": "pytest collected no benchmarks"})
                 state.steps.append(res)
                 state.write_manifest()
                 files.append(plan.out / f"bench-{preset}.json")
@@ -274,17 +243,15 @@ def execute(plan: RunPlan, device_name: str, environment: dict[str, Any]) -> Run
                 state.write_manifest()
         if "report" not in plan.skip:
             if importlib.util.find_spec("gqnbench.report.__main__") is None:
-                state.steps.append(
-                    StepResult("report", [], None, 0.0, "", gates=False, note="gqnbench.report has no __main__ yet")
-                )
+                state.steps.append(StepRecord(name="report", gates=False, note="gqnbench.report has no __main__ yet"))
             elif not (plan.out / BENCH_FILE).exists() and not (plan.out / TRAIN_DIR).exists():
-                state.steps.append(StepResult("report", [], None, 0.0, "", gates=False, note="no results to report"))
+                state.steps.append(StepRecord(name="report", gates=False, note="no results to report"))
             else:
                 state.steps.append(run_logged("report", report_command(plan), plan, gates=False))
             state.write_manifest()
     except KeyboardInterrupt:
         state.interrupted = True
-        state.steps.append(StepResult("interrupted", [], 130, 0.0, "", note="stopped by the user"))
+        state.steps.append(StepRecord(name="interrupted", rc=130, note="stopped by the user"))
         state.write_manifest()
         raise
     return state

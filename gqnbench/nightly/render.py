@@ -1,12 +1,13 @@
-"""Present a :class:`~nightlyci.compare.Verdict`: a plain-text table and a JSON results file."""
+"""Present a :class:`~gqnbench.nightly.gate.Verdict`: a plain-text table and a ``nightly_verdict`` results file."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from gqnbench.results import atomic_write_text, write_result
-from nightlyci.compare import Row, Verdict
+from gqnbench.nightly.gate import Verdict
+from gqnbench.nightly.schema import VerdictRow, write_doc
+from gqnbench.results import atomic_write_text
 
 ORDER = {"failed": 0, "regressed": 1, "missing": 2, "unstable": 3, "new": 4, "no-data": 5, "improved": 6, "ok": 7}
 
@@ -29,7 +30,7 @@ def fmt_value(value: float | None, unit: str) -> str:
     return f"{value:g}"
 
 
-def fmt_delta(row: Row) -> str:
+def fmt_delta(row: VerdictRow) -> str:
     if row.delta is None:
         return "-"
     if row.unit == "nats":
@@ -39,7 +40,7 @@ def fmt_delta(row: Row) -> str:
     return f"{row.delta:+.1f}%"
 
 
-def describe_regression(row: Row) -> str:
+def describe_regression(row: VerdictRow) -> str:
     """One sentence naming the benchmark, its baseline and current values and the delta."""
     what = {"time": "median step time", "memory": "peak memory", "nll": "validation NLL", "step": "run step"}
     text = f"{row.key}: {what.get(row.metric, row.metric)} {row.status}"
@@ -101,6 +102,6 @@ def render_table(verdict: Verdict) -> str:
 
 def write_verdict(verdict: Verdict, json_path: Path, environment: dict | None = None) -> Path:
     """``verdict.json`` (a gqnbench results file of kind ``nightly_verdict``) and ``verdict.txt`` beside it."""
-    write_result(json_path, "nightly_verdict", verdict.to_dict(), environment=environment or {})
+    write_doc(json_path, verdict.doc(), environment=environment)
     atomic_write_text(json_path.with_suffix(".txt"), render_table(verdict))
     return json_path
