@@ -11,6 +11,7 @@ import pytest
 from gqnbench.report.build import build_report
 from gqnbench.report.inputs import load_results
 from gqnbench.report.sections.profile import collect_cases, furthest_below_peak
+from gqnbench.schema.profile import ProfileCase
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report" / "profile"
 
@@ -59,9 +60,9 @@ def test_newest_file_wins_and_lowest_share_of_peak(tmp_path):
     assert superseded == 1 and len(cases) == len(doc["cases"])
     assert sum(f.path.name == "b.json" for f, _ in cases) == 1
     case = doc["cases"][0]
-    low = furthest_below_peak(case)
+    low = furthest_below_peak(ProfileCase.model_validate(case))
     rated = [r["share_of_peak"] for r in case["phases"] if r["share_of_peak"] is not None and r["flop"]]
-    assert low["share_of_peak"] == min(rated)
+    assert low is not None and low.share_of_peak == min(rated)
 
 
 def test_no_profile_is_a_note_and_traces_are_not_scanned(tmp_path):

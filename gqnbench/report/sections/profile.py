@@ -9,6 +9,7 @@ and, on CUDA, the memory timeline's peak. This section reads only those files.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
@@ -18,6 +19,7 @@ from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
 from gqnbench.report.inputs import ResultFile, ResultSet
 from gqnbench.report.study import model_label
+from gqnbench.schema.profile import Phase, ProfileCase, ProfileDoc
 
 # Reading order and display names; a plugin model's own phases keep their names.
 PHASE_NAMES = {
@@ -33,35 +35,25 @@ PHASE_NAMES = {
 TOP_OPERATORS = 5
 
 
-def _key(case: dict[str, Any]) -> tuple:
-    return (
-        case.get("model"),
-        case.get("preset"),
-        case.get("mode"),
-        case.get("batch"),
-        case.get("dtype"),
-        case.get("formulation"),
-        case.get("device"),
-    )
+Case = tuple[ResultFile, ProfileCase]
+_DTYPE_ORDER = {"fp32": 0, "bf16": 1, "fp16": 2}
 
 
-def collect_cases(files: list[ResultFile]) -> tuple[list[tuple[ResultFile, dict[str, Any]]], int]:
+def _key(case: ProfileCase) -> tuple:
+    return (case.model, case.preset, case.mode, case.batch, case.dtype, case.formulation, case.device)
+
+
+def collect_cases(files: list[ResultFile]) -> tuple[list[Case], int]:
     """Every case, the newest file winning when one case was profiled more than once; and how many were superseded."""
-    latest: dict[tuple, tuple[ResultFile, dict[str, Any]]] = {}
+    latest: dict[tuple, Case] = {}
     total = 0
     for f in sorted(files, key=lambda f: (str(f.doc.get("created")), str(f.path))):
-        for case in f.doc.get("cases") or []:
-            if isinstance(case, dict):
-                latest[_key(case)] = (f, case)
-                total += 1
-    order = {"fp32": 0, "bf16": 1, "fp16": 2}
+        for case in f.as_(ProfileDoc).cases:
+            latest[_key(case)] = (f, case)
+            total += 1
     cases = sorted(
         latest.values(),
-        key=lambda fc: (
-            str(fc[1].get("model")),
-            fc[1].get("formulation") != "folded",
-            order.get(str(fc[1].get("dtype")), 9),
-        ),
+        key=lambda fc: (fc[1].model, fc[1].formulation != "folded", _DTYPE_ORDER.get(fc[1].dtype, 9)),
     )
     return cases, total - len(cases)
 
@@ -73,42 +65,41 @@ NOISY_NOTE = (
 )
 
 
-def noisy(case: dict[str, Any]) -> bool:
-    ratio = (case.get("overhead") or {}).get("profiled_over_plain")
-    spread = ((case.get("timing") or {}).get("plain") or {}).get("rel_iqr")
-    return (ratio is not None and not 0.5 <= ratio <= 1.5) or (spread is not None and spread > 0.25)
+def noisy(case: ProfileCase) -> bool:
+    ratio = case.overhead.profiled_over_plain
+    spread = case.timing.plain.rel_iqr
+    return not 0.5 <= ratio <= 1.5 or (spread is not None and spread > 0.25)
 
 
-def variant(case: dict[str, Any]) -> str:
-    return f"{case.get('dtype')} {case.get('formulation', 'folded')}"
+def variant(case: ProfileCase) -> str:
+    return f"{case.dtype} {case.formulation}"
 
 
-def phases_frame(cases: list[tuple[ResultFile, dict[str, Any]]]) -> pd.DataFrame:
-    rows = []
-    for _, case in cases:
-        for r in case.get("phases") or []:
-            rows.append(
-                {
-                    "model": case.get("model"),
-                    "preset": case.get("preset"),
-                    "batch": case.get("batch"),
-                    "dtype": case.get("dtype"),
-                    "formulation": case.get("formulation"),
-                    "phase": r.get("phase"),
-                    "time_s": r.get("time_s"),
-                    "share": r.get("share"),
-                    "flop": r.get("flop"),
-                    "flop_per_s": r.get("flop_per_s"),
-                    "share_of_peak": r.get("share_of_peak"),
-                }
-            )
+def phases_frame(cases: Iterable[Case]) -> pd.DataFrame:
+    rows = [
+        {
+            "model": case.model,
+            "preset": case.preset,
+            "batch": case.batch,
+            "dtype": case.dtype,
+            "formulation": case.formulation,
+            "phase": r.phase,
+            "time_s": r.time_s,
+            "share": r.share,
+            "flop": r.flop,
+            "flop_per_s": r.flop_per_s,
+            "share_of_peak": r.share_of_peak,
+        }
+        for _, case in cases
+        for r in case.phases
+    ]
     return pd.DataFrame(rows)
 
 
-def furthest_below_peak(case: dict[str, Any]) -> dict[str, Any] | None:
+def furthest_below_peak(case: ProfileCase) -> Phase | None:
     """The phase with counted FLOPs that runs furthest below the peak (lowest share of peak)."""
-    rated = [r for r in case.get("phases") or [] if r.get("share_of_peak") is not None and r.get("flop")]
-    return min(rated, key=lambda r: r["share_of_peak"]) if rated else None
+    rated = [r for r in case.phases if r.share_of_peak is not None and r.flop]
+    return min(rated, key=lambda r: r.share_of_peak) if rated else None
 
 
 def _phase_order(frame: pd.DataFrame) -> list[str]:
@@ -120,6 +111,20 @@ def _phase_order(frame: pd.DataFrame) -> list[str]:
     return known[:at] + extra + known[at:]
 
 
+def _stack_bars(ax: Any, sub: pd.DataFrame, phases: list[str], colours: dict[str, str]) -> None:
+    """One horizontal bar per precision/formulation of one model, a segment per phase."""
+    labels = list(dict.fromkeys(sub["dtype"] + " " + sub["formulation"]))
+    left = [0.0] * len(labels)
+    for phase in phases:
+        widths = []
+        for label in labels:
+            d, form = label.split(" ", 1)
+            hit = sub[(sub["dtype"] == d) & (sub["formulation"] == form) & (sub["phase"] == phase)]
+            widths.append(float(hit["time_s"].sum()) * 1e3)
+        ax.barh(labels, widths, left=left, color=colours[phase], label=PHASE_NAMES.get(phase, phase))
+        left = [a + b for a, b in zip(left, widths)]
+
+
 def _figure(frame: pd.DataFrame, ctx: ReportContext, sources: list) -> Any:
     from gqnbench.report.plotting import plt, sns
 
@@ -129,17 +134,7 @@ def _figure(frame: pd.DataFrame, ctx: ReportContext, sources: list) -> Any:
     bars = max(len(frame[frame["model"] == m][["dtype", "formulation"]].drop_duplicates()) for m in models)
     fig, axes = plt.subplots(len(models), 1, figsize=(8, 1.2 + 0.55 * bars * len(models)), squeeze=False)
     for ax, model in zip(axes[:, 0], models):
-        sub = frame[frame["model"] == model]
-        labels = list(dict.fromkeys(sub["dtype"] + " " + sub["formulation"]))
-        left = [0.0] * len(labels)
-        for phase in phases:
-            widths = []
-            for label in labels:
-                d, form = label.split(" ", 1)
-                hit = sub[(sub["dtype"] == d) & (sub["formulation"] == form) & (sub["phase"] == phase)]
-                widths.append(float(hit["time_s"].sum()) * 1e3)
-            ax.barh(labels, widths, left=left, color=colours[phase], label=PHASE_NAMES.get(phase, phase))
-            left = [a + b for a, b in zip(left, widths)]
+        _stack_bars(ax, frame[frame["model"] == model], phases, colours)
         ax.set_title(model_label(model))
         ax.set_xlabel("ms per training step (profiled)")
         ax.invert_yaxis()
@@ -154,83 +149,80 @@ def _figure(frame: pd.DataFrame, ctx: ReportContext, sources: list) -> Any:
     )
 
 
-def build(results: ResultSet, ctx: ReportContext) -> Section:
-    section = Section("Where the time goes", "profile")
-    files = results.of_kind("profile")
-    cases, superseded = collect_cases(files)
-    if not cases:
-        section.blocks.append(
-            Note(
-                "No profile results among the inputs. `gqnbench profile --model gqn --preset cpu` writes one "
-                "(phase table, trace and `profile.json`); the main job's profile stage profiles both models."
-            )
-        )
-        return section
-    sources = [f.path for f in files]
-    frame = phases_frame(cases)
-    devices = sorted({str(c.get("device")) for _, c in cases})
-    steps = sorted({int(c.get("steps", 0)) for _, c in cases})
-    section.blocks.append(
-        Paragraph(
-            "One training step split into phases by `torch.profiler.record_function` labels: forward hooks on each "
-            "model's module groups switch the open label as execution enters or leaves the representation, the "
-            "cores (their L steps summed) and the heads; the rest of the forward (sampling, KL, NLL) is the loss "
-            "phase, and the step code labels backward and the optimizer. Exactly one label is open at a time, so "
-            f"the phases add up to the step. Measured on {', '.join(devices)} over {'/'.join(map(str, steps))} "
-            "profiled steps after warm-up; phase time is wall time on CPU and kernel time on CUDA. FLOPs are the "
-            "FLOP harness's counts of the same module groups (2 per multiply-add, conv and matmul only: the loss "
-            "and optimizer are elementwise and have no rate); share of peak divides the achieved FLOP/s by the "
-            "dense matmul peak measured in the same run."
-            + (
-                f" {superseded} older profile(s) of the same cases were superseded by newer files."
-                if superseded
-                else ""
-            )
-        )
+def _intro(cases: list[Case], superseded: int) -> Paragraph:
+    devices = sorted({c.device for _, c in cases})
+    steps = sorted({c.steps for _, c in cases})
+    return Paragraph(
+        "One training step split into phases by `torch.profiler.record_function` labels: forward hooks on each "
+        "model's module groups switch the open label as execution enters or leaves the representation, the "
+        "cores (their L steps summed) and the heads; the rest of the forward (sampling, KL, NLL) is the loss "
+        "phase, and the step code labels backward and the optimizer. Exactly one label is open at a time, so "
+        f"the phases add up to the step. Measured on {', '.join(devices)} over {'/'.join(map(str, steps))} "
+        "profiled steps after warm-up; phase time is wall time on CPU and kernel time on CUDA. FLOPs are the "
+        "FLOP harness's counts of the same module groups (2 per multiply-add, conv and matmul only: the loss "
+        "and optimizer are elementwise and have no rate); share of peak divides the achieved FLOP/s by the "
+        "dense matmul peak measured in the same run."
+        + (f" {superseded} older profile(s) of the same cases were superseded by newer files." if superseded else "")
     )
-    section.blocks.append(_figure(frame, ctx, sources))
 
+
+def _case_columns(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    """The model and variant columns every per-case table opens with."""
+    return {"model": frame["model"].map(model_label), "variant": frame["dtype"] + " " + frame["formulation"]}
+
+
+def _phase_table(model: str, sub: pd.DataFrame, ctx: ReportContext, sources: list) -> Any:
+    return ctx.table(
+        f"profile_phases_{model}",
+        sub,
+        f"{model_label(model)}: phases of one training step (`{sub['preset'].iloc[0]}` preset, batch "
+        f"{sub['batch'].iloc[0]})",
+        sources,
+        display=pd.DataFrame(
+            {
+                "precision": sub["dtype"],
+                "formulation": sub["formulation"],
+                "phase": sub["phase"].map(lambda p: PHASE_NAMES.get(p, p)),
+                "ms/step": sub["time_s"].map(lambda v: F.fmt_ms(v, 1)),
+                "share of step": sub["share"].map(F.fmt_pct),
+                "GFLOP": sub["flop"].map(lambda v: F.fmt_float(None if v is None else v / 1e9, 3)),
+                "GFLOP/s": sub["flop_per_s"].map(lambda v: F.fmt_float(None if v is None else v / 1e9, 1)),
+                "share of peak": sub["share_of_peak"].map(F.fmt_pct),
+            }
+        ),
+    )
+
+
+def _furthest_below_peak_line(model: str, cases: list[Case]) -> Paragraph | None:
+    lows = []
+    for _, case in cases:
+        low = furthest_below_peak(case) if case.model == model else None
+        if low is not None:
+            lows.append(
+                f"{variant(case)}: **{PHASE_NAMES.get(low.phase, low.phase)}** "
+                f"({F.fmt_pct(low.share_of_peak)} of the {case.dtype} peak)"
+            )
+    if not lows:
+        return None
+    return Paragraph(f"{model_label(model)}, the phase furthest below the matmul peak: " + "; ".join(lows) + ".")
+
+
+def _per_model_blocks(frame: pd.DataFrame, cases: list[Case], ctx: ReportContext, sources: list) -> list:
+    blocks: list = []
     for model in dict.fromkeys(frame["model"]):
-        sub = frame[frame["model"] == model].reset_index(drop=True)
-        section.blocks.append(
-            ctx.table(
-                f"profile_phases_{model}",
-                sub,
-                f"{model_label(model)}: phases of one training step (`{sub['preset'].iloc[0]}` preset, batch "
-                f"{sub['batch'].iloc[0]})",
-                sources,
-                display=pd.DataFrame(
-                    {
-                        "precision": sub["dtype"],
-                        "formulation": sub["formulation"],
-                        "phase": sub["phase"].map(lambda p: PHASE_NAMES.get(p, p)),
-                        "ms/step": sub["time_s"].map(lambda v: F.fmt_ms(v, 1)),
-                        "share of step": sub["share"].map(F.fmt_pct),
-                        "GFLOP": sub["flop"].map(lambda v: F.fmt_float(None if v is None else v / 1e9, 3)),
-                        "GFLOP/s": sub["flop_per_s"].map(lambda v: F.fmt_float(None if v is None else v / 1e9, 1)),
-                        "share of peak": sub["share_of_peak"].map(F.fmt_pct),
-                    }
-                ),
-            )
-        )
-        lows = []
-        for _, case in cases:
-            if case.get("model") != model:
-                continue
-            low = furthest_below_peak(case)
-            if low is not None:
-                lows.append(
-                    f"{variant(case)}: **{PHASE_NAMES.get(low['phase'], low['phase'])}** "
-                    f"({F.fmt_pct(low['share_of_peak'])} of the {case.get('dtype')} peak)"
-                )
-        if lows:
-            section.blocks.append(
-                Paragraph(f"{model_label(model)}, the phase furthest below the matmul peak: " + "; ".join(lows) + ".")
-            )
+        blocks.append(_phase_table(model, frame[frame["model"] == model].reset_index(drop=True), ctx, sources))
+        line = _furthest_below_peak_line(model, cases)
+        if line is not None:
+            blocks.append(line)
+    return blocks
 
+
+def _warnings(frame: pd.DataFrame, cases: list[Case]) -> list[Note]:
+    """Phases above the peak and cases measured on a busy host."""
+    notes = []
     above = frame[frame["share_of_peak"].fillna(0) > 1.0]
     if len(above):
-        section.blocks.append(
+        notes.append(
             Note(
                 f"{len(above)} phase(s) above 100% of the matmul peak: the dense matmul is not this machine's fastest "
                 "kernel (on an AMD EPYC host torch.mm's fp32 GEMM ran at about half the rate of the oneDNN "
@@ -238,141 +230,164 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
                 "during those steps. Shares of peak compare phases with each other here, not with the hardware."
             )
         )
-
-    loud = [f"{model_label(str(c.get('model')))} {variant(c)}" for _, c in cases if noisy(c)]
+    loud = [f"{model_label(c.model)} {variant(c)}" for _, c in cases if noisy(c)]
     if loud:
-        section.blocks.append(Note(f"{', '.join(loud)}: {NOISY_NOTE}."))
+        notes.append(Note(f"{', '.join(loud)}: {NOISY_NOTE}."))
+    return notes
 
-    over = pd.DataFrame(
+
+def _overhead_frame(cases: list[Case]) -> pd.DataFrame:
+    return pd.DataFrame(
         [
             {
-                "model": c.get("model"),
-                "dtype": c.get("dtype"),
-                "formulation": c.get("formulation"),
-                "plain_s": ((c.get("timing") or {}).get("plain") or {}).get("median_s"),
-                "labelled_s": ((c.get("timing") or {}).get("labelled") or {}).get("median_s"),
-                "profiled_s": ((c.get("timing") or {}).get("profiled") or {}).get("median_s"),
-                "plain_rel_iqr": ((c.get("timing") or {}).get("plain") or {}).get("rel_iqr"),
-                "profiled_over_plain": (c.get("overhead") or {}).get("profiled_over_plain"),
-                "labelled_over_plain": (c.get("overhead") or {}).get("labelled_over_plain"),
-                "phase_sum_s": c.get("phase_sum_s"),
-                "profiled_step_s": c.get("profiled_step_s"),
-                "trace_file": c.get("trace_file"),
+                "model": c.model,
+                "dtype": c.dtype,
+                "formulation": c.formulation,
+                "plain_s": c.timing.plain.median_s,
+                "labelled_s": c.timing.labelled.median_s,
+                "profiled_s": c.timing.profiled.median_s,
+                "plain_rel_iqr": c.timing.plain.rel_iqr,
+                "profiled_over_plain": c.overhead.profiled_over_plain,
+                "labelled_over_plain": c.overhead.labelled_over_plain,
+                "phase_sum_s": c.phase_sum_s,
+                "profiled_step_s": c.profiled_step_s,
+                "trace_file": c.trace_file,
             }
             for _, c in cases
         ]
     )
-    section.blocks.append(
-        ctx.table(
-            "profile_overhead",
-            over,
-            "The profiler's cost: plain, labelled (no profiler) and profiled step times measured in the same run "
-            "(medians), and how much of the profiled step the phases cover",
-            sources,
-            display=pd.DataFrame(
-                {
-                    "model": over["model"].map(model_label),
-                    "variant": over["dtype"] + " " + over["formulation"],
-                    "plain (ms)": over["plain_s"].map(F.fmt_ms),
-                    "labels only (ms)": over["labelled_s"].map(F.fmt_ms),
-                    "profiled (ms)": over["profiled_s"].map(F.fmt_ms),
-                    "profiler overhead": over["profiled_over_plain"].map(
-                        lambda v: F.fmt_pct(None if v is None else v - 1, signed=True)
-                    ),
-                    "plain spread (IQR/median)": over["plain_rel_iqr"].map(F.fmt_pct),
-                    "phases / profiled step": [
-                        F.fmt_pct(a / b if a is not None and b else None)
-                        for a, b in zip(over["phase_sum_s"], over["profiled_step_s"])
-                    ],
-                    "trace": over["trace_file"].map(lambda t: f"`{t}`" if t else F.MISSING),
-                }
-            ),
-        )
+
+
+def _overhead_table(cases: list[Case], ctx: ReportContext, sources: list) -> Any:
+    over = _overhead_frame(cases)
+    return ctx.table(
+        "profile_overhead",
+        over,
+        "The profiler's cost: plain, labelled (no profiler) and profiled step times measured in the same run "
+        "(medians), and how much of the profiled step the phases cover",
+        sources,
+        display=pd.DataFrame(
+            {
+                **_case_columns(over),
+                "plain (ms)": over["plain_s"].map(F.fmt_ms),
+                "labels only (ms)": over["labelled_s"].map(F.fmt_ms),
+                "profiled (ms)": over["profiled_s"].map(F.fmt_ms),
+                "profiler overhead": over["profiled_over_plain"].map(
+                    lambda v: F.fmt_pct(None if v is None else v - 1, signed=True)
+                ),
+                "plain spread (IQR/median)": over["plain_rel_iqr"].map(F.fmt_pct),
+                "phases / profiled step": [
+                    F.fmt_pct(a / b if a is not None and b else None)
+                    for a, b in zip(over["phase_sum_s"], over["profiled_step_s"])
+                ],
+                "trace": over["trace_file"].map(lambda t: f"`{t}`" if t else F.MISSING),
+            }
+        ),
     )
 
+
+def _operators_table(cases: list[Case], ctx: ReportContext, sources: list) -> Any | None:
     ops = pd.DataFrame(
         [
             {
-                "model": c.get("model"),
-                "dtype": c.get("dtype"),
-                "formulation": c.get("formulation"),
+                "model": c.model,
+                "dtype": c.dtype,
+                "formulation": c.formulation,
                 "rank": i + 1,
-                "operator": op.get("name"),
-                "self_s": op.get("self_s"),
-                "calls_per_step": op.get("calls_per_step"),
-                "share": op.get("share"),
+                "operator": op.name,
+                "self_s": op.self_s,
+                "calls_per_step": op.calls_per_step,
+                "share": op.share,
             }
             for _, c in cases
-            for i, op in enumerate(c.get("top_operators") or [])
+            for i, op in enumerate(c.top_operators)
         ]
     )
-    if len(ops):
-        shown = ops[ops["rank"] <= TOP_OPERATORS].reset_index(drop=True)
-        section.blocks.append(
-            ctx.table(
-                "profile_top_operators",
-                ops,
-                f"Top {TOP_OPERATORS} operators by self time per case (all recorded ones in the CSV)",
-                sources,
-                display=pd.DataFrame(
-                    {
-                        "model": shown["model"].map(model_label),
-                        "variant": shown["dtype"] + " " + shown["formulation"],
-                        "operator": shown["operator"].map(lambda n: f"`{n}`"),
-                        "self ms/step": shown["self_s"].map(F.fmt_ms),
-                        "calls/step": shown["calls_per_step"].map(lambda v: F.fmt_float(v, 0)),
-                        "share of step": shown["share"].map(F.fmt_pct),
-                    }
-                ),
-            )
-        )
-
-    mem_rows = []
-    for _, c in cases:
-        mem = c.get("memory")
-        if not isinstance(mem, dict):
-            continue
-        held = sorted((mem.get("at_peak") or {}).items(), key=lambda kv: -(kv[1] or 0))
-        mem_rows.append(
+    if not len(ops):
+        return None
+    shown = ops[ops["rank"] <= TOP_OPERATORS].reset_index(drop=True)
+    return ctx.table(
+        "profile_top_operators",
+        ops,
+        f"Top {TOP_OPERATORS} operators by self time per case (all recorded ones in the CSV)",
+        sources,
+        display=pd.DataFrame(
             {
-                "model": c.get("model"),
-                "dtype": c.get("dtype"),
-                "formulation": c.get("formulation"),
-                "device": c.get("device"),
-                "peak_allocated_bytes": mem.get("peak_allocated_bytes"),
-                "timeline_peak_bytes": mem.get("timeline_peak_bytes"),
-                "held_at_peak": ", ".join(f"{k} {F.fmt_float(F.mib(v), 1)} MiB" for k, v in held[:4] if v)
-                or mem.get("error")
-                or F.MISSING,
+                **_case_columns(shown),
+                "operator": shown["operator"].map(lambda n: f"`{n}`"),
+                "self ms/step": shown["self_s"].map(F.fmt_ms),
+                "calls/step": shown["calls_per_step"].map(lambda v: F.fmt_float(v, 0)),
+                "share of step": shown["share"].map(F.fmt_pct),
             }
-        )
-    if mem_rows:
-        mem = pd.DataFrame(mem_rows)
-        section.blocks.append(
-            ctx.table(
-                "profile_memory",
-                mem,
-                "Memory: the allocator's peak over the profiled steps (CUDA) and the memory timeline's peak with "
-                "what holds it (torch.profiler's categories)",
-                sources,
-                display=pd.DataFrame(
-                    {
-                        "model": mem["model"].map(model_label),
-                        "variant": mem["dtype"] + " " + mem["formulation"],
-                        "device": mem["device"],
-                        "peak allocated (MiB)": mem["peak_allocated_bytes"].map(lambda v: F.fmt_float(F.mib(v), 1)),
-                        "timeline peak (MiB)": mem["timeline_peak_bytes"].map(lambda v: F.fmt_float(F.mib(v), 1)),
-                        "held at the peak": mem["held_at_peak"],
-                    }
-                ),
-            )
-        )
-    elif all(str(c.get("device", "cpu")).startswith("cpu") for _, c in cases):
-        section.blocks.append(Note("Measured on CPU: the CUDA memory timeline is recorded on CUDA runs only."))
-    section.blocks.append(
-        Note(
-            "Open a trace in TensorBoard (`pip install -e '.[profile]'`, then `tensorboard --logdir <trace folder>`, "
-            "PyTorch Profiler tab; the phase labels show in its Trace view) or drop the file on https://ui.perfetto.dev."
-        )
+        ),
     )
+
+
+def _memory_row(c: ProfileCase, mem: dict[str, Any]) -> dict[str, Any]:
+    """One case's CUDA memory record; ``memory`` is the harness's open-ended timeline breakdown."""
+    held = sorted((mem.get("at_peak") or {}).items(), key=lambda kv: -(kv[1] or 0))
+    return {
+        "model": c.model,
+        "dtype": c.dtype,
+        "formulation": c.formulation,
+        "device": c.device,
+        "peak_allocated_bytes": mem.get("peak_allocated_bytes"),
+        "timeline_peak_bytes": mem.get("timeline_peak_bytes"),
+        "held_at_peak": ", ".join(f"{k} {F.fmt_float(F.mib(v), 1)} MiB" for k, v in held[:4] if v)
+        or mem.get("error")
+        or F.MISSING,
+    }
+
+
+def _memory_block(cases: list[Case], ctx: ReportContext, sources: list) -> Any | None:
+    rows = [_memory_row(c, c.memory) for _, c in cases if c.memory is not None]
+    if not rows:
+        if all(c.device.startswith("cpu") for _, c in cases):
+            return Note("Measured on CPU: the CUDA memory timeline is recorded on CUDA runs only.")
+        return None
+    mem = pd.DataFrame(rows)
+    return ctx.table(
+        "profile_memory",
+        mem,
+        "Memory: the allocator's peak over the profiled steps (CUDA) and the memory timeline's peak with "
+        "what holds it (torch.profiler's categories)",
+        sources,
+        display=pd.DataFrame(
+            {
+                **_case_columns(mem),
+                "device": mem["device"],
+                "peak allocated (MiB)": mem["peak_allocated_bytes"].map(lambda v: F.fmt_float(F.mib(v), 1)),
+                "timeline peak (MiB)": mem["timeline_peak_bytes"].map(lambda v: F.fmt_float(F.mib(v), 1)),
+                "held at the peak": mem["held_at_peak"],
+            }
+        ),
+    )
+
+
+NO_PROFILE = (
+    "No profile results among the inputs. `gqnbench profile --model gqn --preset cpu` writes one "
+    "(phase table, trace and `profile.json`); the main job's profile stage profiles both models."
+)
+TRACE_HINT = (
+    "Open a trace in TensorBoard (`pip install -e '.[profile]'`, then `tensorboard --logdir <trace folder>`, "
+    "PyTorch Profiler tab; the phase labels show in its Trace view) or drop the file on https://ui.perfetto.dev."
+)
+
+
+def build(results: ResultSet, ctx: ReportContext) -> Section:
+    section = Section("Where the time goes", "profile")
+    files = results.of_kind("profile")
+    cases, superseded = collect_cases(files)
+    if not cases:
+        section.blocks.append(Note(NO_PROFILE))
+        return section
+    sources = [f.path for f in files]
+    frame = phases_frame(cases)
+    section.blocks += [_intro(cases, superseded), _figure(frame, ctx, sources)]
+    section.blocks += _per_model_blocks(frame, cases, ctx, sources)
+    section.blocks += _warnings(frame, cases)
+    section.blocks.append(_overhead_table(cases, ctx, sources))
+    optional = [_operators_table(cases, ctx, sources), _memory_block(cases, ctx, sources)]
+    section.blocks += [b for b in optional if b is not None]
+    section.blocks.append(Note(TRACE_HINT))
     return section
