@@ -339,3 +339,123 @@ def test_committed_thresholds_file_loads():
     cpu = th.for_benchmark("x", "train-gqn-tiny-b4", "cpu-intel-xeon-processor")
     assert gpu.time.max_slowdown_pct == 10.0 and cpu.time.max_slowdown_pct == 25.0
     assert th.memory.max_increase_pct == 10.0 and th.gate_missing is True
+
+
+# --- One engine: the report's --baseline comparison and the gate see the same rows ---------------
+
+PLAIN_LIMITS = {  # no overrides, no memory floor: the gate's thresholds are the report's 10 %
+    "time": {"max_slowdown_pct": 10.0, "report_speedup_pct": 10.0},
+    "memory": {"max_increase_pct": 10.0, "min_increase_bytes": 0},
+}
+SLOW = "benchmarks/test_step.py::test_train_step[gqn-tiny-b4-fp32-eager]"
+NOISY = "benchmarks/test_step.py::test_train_step[metagqn-tiny-b4-fp32-eager]"
+HEAVY = "benchmarks/test_step.py::test_infer_step[gqn-tiny-b4-fp32-eager]"
+
+
+def _report_rows(tmp_path: Path, cur: Path, base: Path) -> dict[str, dict]:
+    """``python -m gqnbench.report CUR --baseline BASE --threshold 0.10``: its comparison table, by key."""
+    import csv
+    import subprocess
+    import sys
+
+    out = tmp_path / "report"
+    cmd = [sys.executable, "-m", "gqnbench.report", str(cur / "bench.json"), str(cur / "train"), "--baseline"]
+    cmd += [str(base / "bench.json"), str(base / "train"), "--out", str(out), "--threshold", "0.10"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    with open(out / "tables" / "comparison.csv", newline="") as fh:
+        return {row["key"]: row for row in csv.DictReader(fh)}
+
+
+def _gate_rows(capsys, tmp_path: Path, cur: Path, base: Path, **limits: dict) -> dict[str, dict]:  # noqa: ANN001
+    th = tmp_path / f"th-{len(list(tmp_path.glob('th-*')))}.json"
+    th.write_text(json.dumps({**PLAIN_LIMITS, **limits}))
+    run_cli(capsys, "check", "--current", str(cur), "--baseline", str(base), "--thresholds", str(th))
+    return {r["key"]: r for r in json.loads((cur / "verdict.json").read_text())["rows"]}
+
+
+def test_report_and_gate_share_rows_and_rules_only_change_statuses(tmp_path, capsys):
+    base = make_run(tmp_path / "base")
+    benches = dict(BENCHES)
+    benches[SLOW] = (0.012 * 1.3, 300e6)  # steady and 30 % slower: both flag it
+    benches[NOISY] = (0.009 * 1.3, 280e6)  # 30 % slower but noisy: the gate's unstable rule
+    benches[HEAVY] = (0.004, 250e6 * 1.3)  # 30 % more memory (75 MB): the gate's floor rule when raised
+    # +3 nats is 0.4 % of the NLL (the report: ok) but outside the band of +-1.5 nats (the gate's rule).
+    cur = make_run(tmp_path / "cur", benches=benches, noisy=(NOISY,), val_nll=NLL_CONSTANT + 33.0)
+
+    report = _report_rows(tmp_path, cur, base)
+    gate = _gate_rows(capsys, tmp_path, cur, base)
+
+    # Same keys: the gate judges every time, memory and NLL row of the report (its MSE rows stay in the report).
+    assert {k for k, r in report.items() if r["category"] != "mse"} == set(gate)
+    for key, g in gate.items():
+        r = report[key]
+        assert g["metric"] == r["category"]
+        assert g["current"] == pytest.approx(float(r["current"])) and g["baseline"] == pytest.approx(
+            float(r["baseline"])
+        )
+        expected_delta = g["current"] - g["baseline"] if g["metric"] == "nll" else float(r["delta_pct"])
+        assert g["delta"] == pytest.approx(expected_delta)
+
+    # Statuses agree wherever no gate rule applies...
+    ruled = {f"bench/{NOISY}": "unstable", TRAIN_KEY: "regressed"}
+    for key, g in gate.items():
+        shared = {"regression": "regressed"}.get(report[key]["status"], report[key]["status"])
+        assert g["status"] == ruled.get(key, shared), key
+    assert report[f"bench/{SLOW}"]["status"] == "regression" and gate[f"bench/{SLOW}"]["gates"]
+    assert report[f"bench/{HEAVY}/peak_memory"]["status"] == "regression"
+    # ...and the rules change only the status: unstable (the report flags it), NLL band (the report does not).
+    assert report[f"bench/{NOISY}"]["status"] == "regression" and not gate[f"bench/{NOISY}"]["gates"]
+    assert report[TRAIN_KEY]["status"] == "ok" and gate[TRAIN_KEY]["gates"]
+
+    # The memory floor: the same +30 % row, now below min_increase_bytes, is ok for the gate only.
+    floored = _gate_rows(capsys, tmp_path, cur, base, memory={"max_increase_pct": 10.0, "min_increase_bytes": 1e8})
+    heavy = f"bench/{HEAVY}/peak_memory"
+    assert floored[heavy]["status"] == "ok" and floored[heavy]["delta"] == pytest.approx(gate[heavy]["delta"])
+    assert {k: (r["current"], r["baseline"]) for k, r in floored.items()} == {
+        k: (r["current"], r["baseline"]) for k, r in gate.items()
+    }
+
+
+@pytest.mark.parametrize("name", ["cpu-amd-epyc", "nvidia-h200"])
+def test_committed_baselines_load_and_pass_against_themselves(name, tmp_path, capsys):
+    """The committed baselines predate the shared metrics (old format): read as they are, same keys."""
+    path = CI_DIR / "baselines" / f"{name}.json"
+    assert "benchmarks" in json.loads(path.read_text())  # still the old format on disk
+    loaded = read_baseline(path)
+    assert loaded.device_name == name
+    assert {"time", "nll"} <= {m.category for m in loaded.metrics.values()} <= {"time", "memory", "nll"}
+    assert all(k.startswith(("bench/", "val_nll/")) for k in loaded.metrics)
+    assert {"val_nll/gqn/tiny", "val_nll/metagqn/tiny"} <= set(loaded.metrics)
+    verdict = tmp_path / "v.json"
+    rc, out, _ = run_cli(capsys, "check", "--current", str(path), "--baseline", str(path), "--verdict", str(verdict))
+    assert rc == 0 and "verdict: PASS" in out
+    counts = json.loads(verdict.read_text())["counts"]
+    assert counts == ({"ok": 22} if name == "cpu-amd-epyc" else {"ok": 18, "unstable": 5})
+
+
+def test_old_format_baseline_gates_a_run_like_a_new_one(pinned, tmp_path, capsys):
+    """A baseline in the pre-engine format (raw stats + training entries) gives the same verdict rows."""
+    run, base = pinned
+    doc = json.loads(base.read_text())
+    metrics = doc.pop("metrics")
+    doc["benchmarks"] = {
+        k.removeprefix("bench/"): {
+            "group": m["group"], "median_s": m["value"], "iqr_s": m["value"] * m["spread"], "mean_s": m["value"],
+            "stddev_s": m["value"] * m["cv"], "rounds": m["rounds"],
+            "peak_memory_bytes": metrics[k + "/peak_memory"]["value"], "info": {},
+        }
+        for k, m in metrics.items() if m["category"] == "time"
+    }  # fmt: skip
+    doc["training"] = {
+        "train:gqn-tiny-seed0-30steps": {"model": "gqn", "preset": "tiny", "seed": 0, "steps": 30,
+                                         "val_nll": NLL_CONSTANT + 27.0, "nll_constant": NLL_CONSTANT,
+                                         "status": "completed", "final_step": 30, "run_file": "x.json"}
+    }  # fmt: skip
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(doc))
+    rc, out, _ = run_cli(capsys, "check", "--current", str(run), "--baseline", str(old))
+    assert rc == 1 and "above its band" in out  # the NLL doctored to 27 nats over the constant
+    rows = json.loads((run / "verdict.json").read_text())["rows"]
+    assert {r["key"] for r in rows} == set(metrics) - {k for k, m in metrics.items() if m["category"] == "mse"}
+    assert sum(r["status"] == "ok" for r in rows) == 6
