@@ -52,6 +52,11 @@ class ThroughputRow(OpenPart):
     mfu: float | None = None
     peak_memory_bytes: int | None = None
     compiled: bool | None = None
+    preset: str | None = None
+    device: str | None = None
+    fold_linear_ops: bool | None = None
+    compile_s: float | None = None
+    graph_breaks: int | None = None
 
 
 class ScalingPoint(OpenPart):
@@ -70,6 +75,13 @@ class MatmulPeak(OpenPart):
     fp32_flop_per_s: float | None = None
     bf16_flop_per_s: float | None = None
     device: str | None = None
+    n: int | None = None
+
+    def rates(self) -> dict[str, float]:
+        """``{"fp32": FLOP/s, "bf16": ..., other dtypes measured}``, the measured ones only."""
+        named = {"fp32": self.fp32_flop_per_s, "bf16": self.bf16_flop_per_s}
+        named |= {k.removesuffix("_flop_per_s"): v for k, v in self.extras().items() if k.endswith("_flop_per_s")}
+        return {dtype: float(v) for dtype, v in named.items() if v is not None}
 
 
 class Reference(OpenPart):

@@ -17,10 +17,11 @@ import pandas as pd
 from gqnbench.report import formatting as F
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
-from gqnbench.report.inputs import PYTEST_BENCHMARK, ResultSet
+from gqnbench.report.inputs import PYTEST_BENCHMARK, ResultFile, ResultSet
 from gqnbench.report.study import model_label
 from gqnbench.report.tables import bytes_to_mib_columns, display_generic, flatten_nested
 from gqnbench.results import as_float
+from gqnbench.schema.costs import CostsDoc, ThroughputRow
 
 _DTYPES = {
     "float32": "fp32",
@@ -68,50 +69,60 @@ def _formulation(fold_linear_ops: Any) -> str:
     return "folded" if fold_linear_ops else "unfolded"
 
 
+def costs_docs(results: ResultSet) -> list[tuple[ResultFile, CostsDoc]]:
+    """Every costs file with its typed document."""
+    return [(f, f.as_(CostsDoc)) for f in results.of_kind("costs")]
+
+
+def _harness_row(path: Any, doc: CostsDoc, row: ThroughputRow) -> dict[str, Any]:
+    return {
+        "source": "harness",
+        "benchmark": None,
+        "model": row.model,
+        "preset": row.preset,
+        "mode": row.mode,
+        "batch": row.batch,
+        "dtype": row.dtype,
+        "compiled": row.compiled,
+        "formulation": _formulation(row.fold_linear_ops),
+        # A row without its own device was measured on the file's.
+        "device": row.device if row.device is not None else doc.device,
+        "median_s": row.median_s,
+        "iqr_s": row.iqr_s,
+        "images_per_s": row.images_per_s,
+        "flop_per_s": row.flop_per_s,
+        "mfu": row.mfu,
+        "peak_memory_bytes": row.peak_memory_bytes,
+        "compile_s": row.compile_s,
+        "graph_breaks": row.graph_breaks,
+        "file": path,
+    }
+
+
+def _benchmark_row(path: Any, bench: dict[str, Any]) -> dict[str, Any]:
+    """A pytest-benchmark entry (its own JSON format; ``extra_info`` holds a harness row's fields)."""
+    info = bench.get("extra_info") or {}
+    median = as_float(bench["stats"]["median"])
+    flop = info.get("flop_per_step")
+    return {
+        "source": "pytest-benchmark",
+        "benchmark": bench["fullname"],
+        **{k: info.get(k) for k in ("model", "preset", "mode", "batch", "dtype", "compiled")},
+        "formulation": _formulation(info.get("fold_linear_ops")),
+        "device": info.get("device"),
+        "median_s": median,
+        "iqr_s": as_float(bench["stats"].get("iqr")),
+        "images_per_s": info.get("images_per_s"),
+        "flop_per_s": as_float(flop) / median if flop is not None and median > 0 else None,
+        **{k: info.get(k) for k in ("mfu", "peak_memory_bytes", "compile_s", "graph_breaks")},
+        "file": path,
+    }
+
+
 def throughput_frame(results: ResultSet) -> pd.DataFrame:
     """Step-time rows from costs files (source 'harness') and pytest-benchmark JSON (source 'pytest-benchmark')."""
-    rows: list[dict[str, Any]] = []
-    for costs in results.of_kind("costs"):
-        for row in costs.doc.get("throughput") or []:
-            rows.append(
-                {
-                    "source": "harness",
-                    "benchmark": None,
-                    **{k: row.get(k) for k in THROUGHPUT_COLUMNS if k not in ("source", "benchmark", "file")},
-                    "formulation": _formulation(row.get("fold_linear_ops")),
-                    "device": row.get("device", costs.doc.get("device")),
-                    "file": costs.path,
-                }
-            )
-    for bench_file in results.of_kind(PYTEST_BENCHMARK):
-        for bench in bench_file.doc["benchmarks"]:
-            info = bench.get("extra_info") or {}
-            stats = bench["stats"]
-            median = as_float(stats["median"])
-            flop = info.get("flop_per_step")
-            rows.append(
-                {
-                    "source": "pytest-benchmark",
-                    "benchmark": bench["fullname"],
-                    "model": info.get("model"),
-                    "preset": info.get("preset"),
-                    "mode": info.get("mode"),
-                    "batch": info.get("batch"),
-                    "dtype": info.get("dtype"),
-                    "compiled": info.get("compiled"),
-                    "formulation": _formulation(info.get("fold_linear_ops")),
-                    "device": info.get("device"),
-                    "median_s": median,
-                    "iqr_s": as_float(stats.get("iqr")),
-                    "images_per_s": info.get("images_per_s"),
-                    "flop_per_s": as_float(flop) / median if flop is not None and median > 0 else None,
-                    "mfu": info.get("mfu"),
-                    "peak_memory_bytes": info.get("peak_memory_bytes"),
-                    "compile_s": info.get("compile_s"),
-                    "graph_breaks": info.get("graph_breaks"),
-                    "file": bench_file.path,
-                }
-            )
+    rows = [_harness_row(f.path, doc, row) for f, doc in costs_docs(results) for row in doc.throughput or []]
+    rows += [_benchmark_row(f.path, b) for f in results.of_kind(PYTEST_BENCHMARK) for b in f.doc["benchmarks"]]
     frame = pd.DataFrame(rows, columns=THROUGHPUT_COLUMNS)
     if len(frame):
         frame["dtype"] = frame["dtype"].map(norm_dtype)
@@ -179,38 +190,33 @@ def pair_frame(throughput: pd.DataFrame, column: str, base: Any) -> pd.DataFrame
 
 def flops_frame(results: ResultSet) -> pd.DataFrame:
     rows = []
-    for costs in results.of_kind("costs"):
-        for model, entry in (costs.doc.get("flops") or {}).items():
-            if not isinstance(entry, dict):
-                continue
-            fwd = as_float(entry.get("forward_per_scene"))
-            macs = as_float(entry.get("fvcore_forward_macs_per_scene"))
+    for f, doc in costs_docs(results):
+        for model, entry in (doc.flops or {}).items():
+            fwd = as_float(entry.forward_per_scene)
+            macs = as_float(entry.fvcore_forward_macs_per_scene)
             rows.append(
                 {
-                    "model": entry.get("model", model),
-                    "preset": entry.get("preset", costs.doc.get("preset")),
+                    "model": model,
+                    "preset": doc.preset,
                     "forward_gflop_per_scene": fwd / 1e9,
-                    "train_gflop_per_scene": as_float(entry.get("train_per_scene")) / 1e9,
-                    "infer_gflop_per_scene": as_float(entry.get("infer_per_scene")) / 1e9,
+                    "train_gflop_per_scene": as_float(entry.train_per_scene) / 1e9,
+                    "infer_gflop_per_scene": as_float(entry.infer_per_scene) / 1e9,
                     # Older costs files lack the authors' formulation: NaN, shown as a dash.
-                    "authors_train_gflop_per_scene": as_float(entry.get("authors_train_per_scene")) / 1e9,
+                    "authors_train_gflop_per_scene": as_float(entry.authors_train_per_scene) / 1e9,
                     "fvcore_forward_gmac_per_scene": macs / 1e9,
                     "flopcounter_over_2x_fvcore": fwd / (2 * macs) if macs else math.nan,
-                    "file": costs.path,
+                    "file": f.path,
                 }
             )
     return pd.DataFrame(rows)
 
 
 def per_module_frame(results: ResultSet, section: str, value_name: str) -> pd.DataFrame:
-    """``costs[section][model]['per_module']`` as rows (model, module, ...)."""
+    """``costs[section][model].per_module`` (``section`` is ``params`` or ``flops``) as rows (model, module, ...)."""
     frames = []
-    for costs in results.of_kind("costs"):
-        per_model = {
-            m: e.get("per_module")
-            for m, e in (costs.doc.get(section) or {}).items()
-            if isinstance(e, dict) and e.get("per_module")
-        }
+    for f, doc in costs_docs(results):
+        entries = doc.params if section == "params" else doc.flops
+        per_model = {m: e.per_module for m, e in (entries or {}).items() if e.per_module}
         if not per_model:
             continue
         frame = flatten_nested(
@@ -220,20 +226,21 @@ def per_module_frame(results: ResultSet, section: str, value_name: str) -> pd.Da
             },
             ["model", "module"],
         )
-        frame["file"] = costs.path
+        frame["file"] = f.path
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def generic_frame(results: ResultSet, section: str, levels: list[str]) -> pd.DataFrame:
+    """An open-ended costs section (``memory``, ``numerics``) flattened to rows along ``levels``."""
     frames = []
-    for costs in results.of_kind("costs"):
-        data = costs.doc.get(section)
+    for f, doc in costs_docs(results):
+        data = getattr(doc, section)
         if not data:
             continue
         frame = flatten_nested(data, levels)
         if len(frame):
-            frame["file"] = costs.path
+            frame["file"] = f.path
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -280,157 +287,145 @@ def _pair_display(pairs: pd.DataFrame, column: str, base: str, names: dict[str, 
     return out
 
 
+UNITS = (
+    "Units: GFLOP = 10⁹ floating-point operations, counted as **2 FLOP per multiply-add** by "
+    "`torch.utils.flop_counter.FlopCounterMode` (convolutions and matmuls, backward included for training); "
+    "fvcore counts multiply-adds (GMAC, forward only). Times are medians after warm-up with the device "
+    "synchronised; spread = IQR / median. Memory in MiB (2²⁰ bytes). MFU = achieved FLOP/s ÷ the dense "
+    "matmul peak measured on the same device in the same run."
+)
+
+
+def _peak_paragraphs(results: ResultSet, ctx: ReportContext) -> list[Paragraph]:
+    out = []
+    for f, doc in costs_docs(results):
+        peak = doc.matmul_peak
+        if peak is None or not peak.model_fields_set:
+            continue
+        parts = [f"{dtype} {F.fmt_float(rate / 1e9)} GFLOP/s" for dtype, rate in peak.rates().items()]
+        if peak.n:
+            parts.append(f"{peak.n}² matrices")
+        device = doc.device if doc.device is not None else "?"
+        out.append(Paragraph(f"Dense matmul peak on `{device}`: {', '.join(parts)} ({ctx.rel(f.path)})."))
+    return out
+
+
+def _params_blocks(results: ResultSet, ctx: ReportContext) -> list:
+    per_module = per_module_frame(results, "params", "total")
+    if not len(per_module):
+        return []
+    disp = per_module.drop(columns=["file"]).copy()
+    disp["model"] = disp["model"].map(model_label)
+    caption = "Parameters per module (all / used by the objective)"
+    raw = per_module.drop(columns=["file"])
+    return [ctx.table("params_per_module", raw, caption, per_module["file"], display=display_generic(disp))]
+
+
+def _flops_display(flops: pd.DataFrame) -> pd.DataFrame:
+    def fmt(column: str, digits: int) -> pd.Series:
+        return flops[column].map(lambda v: F.fmt_float(v, digits))
+
+    return pd.DataFrame(
+        {
+            "model": flops["model"].map(model_label),
+            "preset": flops["preset"].astype(str),
+            "forward (GFLOP/scene)": fmt("forward_gflop_per_scene", 2),
+            "forward + backward (GFLOP/scene)": fmt("train_gflop_per_scene", 2),
+            "inference (GFLOP/scene)": fmt("infer_gflop_per_scene", 2),
+            "forward + backward, authors' formulation (GFLOP/scene)": fmt("authors_train_gflop_per_scene", 2),
+            "fvcore forward (GMAC/scene)": fmt("fvcore_forward_gmac_per_scene", 3),
+            "FlopCounter ÷ (2 × fvcore)": fmt("flopcounter_over_2x_fvcore", 4),
+        }
+    )
+
+
+def _flops_per_module_block(results: ResultSet, ctx: ReportContext) -> list:
+    flops_mod = per_module_frame(results, "flops", "forward")
+    if not len(flops_mod):
+        return []
+    raw = flops_mod.drop(columns=["file"])
+    disp = raw.copy()
+    disp["model"] = disp["model"].map(model_label)
+    for col in disp.columns[2:]:
+        disp[col] = disp[col].map(lambda v: F.fmt_float(as_float(v) / 1e9, 3))
+    disp.columns = [*disp.columns[:2], *[f"{c} (GFLOP)" for c in disp.columns[2:]]]
+    return [ctx.table("flops_per_module", raw, "FLOPs per module and scene", flops_mod["file"], display=disp)]
+
+
+def _flops_blocks(results: ResultSet, ctx: ReportContext) -> list:
+    flops = flops_frame(results)
+    if not len(flops):
+        return []
+    caption = "FLOPs per scene (GFLOP, 2 FLOP per multiply-add; fvcore in GMAC)"
+    table = ctx.table("flops", flops.drop(columns=["file"]), caption, flops["file"], display=_flops_display(flops))
+    return [table, *_flops_per_module_block(results, ctx)]
+
+
+def _memory_blocks(results: ResultSet, ctx: ReportContext) -> list:
+    memory = generic_frame(results, "memory", ["model", "mode"])
+    if not len(memory):
+        return []
+    raw = memory.drop(columns=["file"])
+    methods = sorted({str(m) for m in raw.get("method", pd.Series(dtype=object)).dropna()})
+    disp = bytes_to_mib_columns(raw.drop(columns=[c for c in ("method",) if c in raw]))
+    if "model" in disp:
+        disp["model"] = disp["model"].map(model_label)
+    blocks: list = [ctx.table("memory", raw, "Peak memory (MiB)", memory["file"], display=display_generic(disp))]
+    if methods:
+        blocks.append(Paragraph("Memory measured by: " + "; ".join(methods) + "."))
+    return blocks
+
+
+def _throughput_blocks(throughput: pd.DataFrame, ctx: ReportContext) -> list:
+    if not len(throughput):
+        return []
+    files = list(dict.fromkeys(throughput["file"]))
+    raw = throughput.drop(columns=["file"])
+    blocks: list = [
+        ctx.table("throughput", raw, "Step time, throughput and MFU", files, display=_throughput_display(throughput))
+    ]
+    pairs = {}
+    for name, column, base, caption, names in _PAIR_TABLES:
+        pairs[column] = pair_frame(throughput, column, base)
+        if len(pairs[column]):
+            display = _pair_display(pairs[column], column, str(base), names)
+            blocks.append(ctx.table(name, pairs[column], caption, files, display=display))
+    if not len(pairs["compiled"]) and not len(pairs["dtype"]):
+        blocks.append(Note("No like-for-like eager/compiled or fp32/bf16 pairs among the throughput rows."))
+    return blocks
+
+
+def _numerics_blocks(results: ResultSet, ctx: ReportContext) -> list:
+    numerics = generic_frame(results, "numerics", ["model", "path"])
+    if not len(numerics):
+        return []
+    raw = numerics.drop(columns=["file"])
+    disp = raw.copy()
+    if "model" in disp:
+        disp["model"] = disp["model"].map(model_label)
+    caption = "Numerics of the fast paths (errors against an fp64 reference)"
+    return [ctx.table("numerics", raw, caption, numerics["file"], display=display_generic(disp))]
+
+
 def build(results: ResultSet, ctx: ReportContext) -> Section:
     section = Section("Costs", "costs")
-    costs_files = results.of_kind("costs")
     throughput = throughput_frame(results)
-    if not costs_files and throughput.empty:
+    if not results.of_kind("costs") and throughput.empty:
         section.blocks.append(Note("No costs.json and no pytest-benchmark JSON: this section is omitted."))
         return section
-    section.blocks.append(
-        Paragraph(
-            "Units: GFLOP = 10⁹ floating-point operations, counted as **2 FLOP per multiply-add** by "
-            "`torch.utils.flop_counter.FlopCounterMode` (convolutions and matmuls, backward included for training); "
-            "fvcore counts multiply-adds (GMAC, forward only). Times are medians after warm-up with the device "
-            "synchronised; spread = IQR / median. Memory in MiB (2²⁰ bytes). MFU = achieved FLOP/s ÷ the dense "
-            "matmul peak measured on the same device in the same run."
-        )
-    )
-    for costs in costs_files:
-        peak = costs.doc.get("matmul_peak")
-        if isinstance(peak, dict) and peak:
-            parts = [
-                f"{k.split('_')[0]} {F.fmt_float(as_float(v) / 1e9)} GFLOP/s"
-                for k, v in peak.items()
-                if k.endswith("_flop_per_s") and v is not None
-            ]
-            if peak.get("n"):
-                parts.append(f"{peak['n']}² matrices")
-            section.blocks.append(
-                Paragraph(
-                    f"Dense matmul peak on `{costs.doc.get('device', '?')}`: {', '.join(parts)} ({ctx.rel(costs.path)})."
-                )
-            )
-
-    per_module = per_module_frame(results, "params", "total")
-    if len(per_module):
-        disp = per_module.drop(columns=["file"]).copy()
-        disp["model"] = disp["model"].map(model_label)
-        section.blocks.append(
-            ctx.table(
-                "params_per_module",
-                per_module.drop(columns=["file"]),
-                "Parameters per module (all / used by the objective)",
-                per_module["file"],
-                display=display_generic(disp),
-            )
-        )
-
-    flops = flops_frame(results)
-    if len(flops):
-        section.blocks.append(
-            ctx.table(
-                "flops",
-                flops.drop(columns=["file"]),
-                "FLOPs per scene (GFLOP, 2 FLOP per multiply-add; fvcore in GMAC)",
-                flops["file"],
-                display=pd.DataFrame(
-                    {
-                        "model": flops["model"].map(model_label),
-                        "preset": flops["preset"].astype(str),
-                        "forward (GFLOP/scene)": flops["forward_gflop_per_scene"].map(lambda v: F.fmt_float(v, 2)),
-                        "forward + backward (GFLOP/scene)": flops["train_gflop_per_scene"].map(
-                            lambda v: F.fmt_float(v, 2)
-                        ),
-                        "inference (GFLOP/scene)": flops["infer_gflop_per_scene"].map(lambda v: F.fmt_float(v, 2)),
-                        "forward + backward, authors' formulation (GFLOP/scene)": flops[
-                            "authors_train_gflop_per_scene"
-                        ].map(lambda v: F.fmt_float(v, 2)),
-                        "fvcore forward (GMAC/scene)": flops["fvcore_forward_gmac_per_scene"].map(
-                            lambda v: F.fmt_float(v, 3)
-                        ),
-                        "FlopCounter ÷ (2 × fvcore)": flops["flopcounter_over_2x_fvcore"].map(
-                            lambda v: F.fmt_float(v, 4)
-                        ),
-                    }
-                ),
-            )
-        )
-        flops_mod = per_module_frame(results, "flops", "forward")
-        if len(flops_mod):
-            raw = flops_mod.drop(columns=["file"])
-            disp = raw.copy()
-            disp["model"] = disp["model"].map(model_label)
-            for col in disp.columns[2:]:
-                disp[col] = disp[col].map(lambda v: F.fmt_float(as_float(v) / 1e9, 3))
-            disp.columns = [*disp.columns[:2], *[f"{c} (GFLOP)" for c in disp.columns[2:]]]
-            section.blocks.append(
-                ctx.table("flops_per_module", raw, "FLOPs per module and scene", flops_mod["file"], display=disp)
-            )
-
-    memory = generic_frame(results, "memory", ["model", "mode"])
-    if len(memory):
-        raw = memory.drop(columns=["file"])
-        methods = sorted({str(m) for m in raw.get("method", pd.Series(dtype=object)).dropna()})
-        disp = bytes_to_mib_columns(raw.drop(columns=[c for c in ("method",) if c in raw]))
-        if "model" in disp:
-            disp["model"] = disp["model"].map(model_label)
-        section.blocks.append(
-            ctx.table("memory", raw, "Peak memory (MiB)", memory["file"], display=display_generic(disp))
-        )
-        if methods:
-            section.blocks.append(Paragraph("Memory measured by: " + "; ".join(methods) + "."))
-
-    if len(throughput):
-        files = list(dict.fromkeys(throughput["file"]))
-        section.blocks.append(
-            ctx.table(
-                "throughput",
-                throughput.drop(columns=["file"]),
-                "Step time, throughput and MFU",
-                files,
-                display=_throughput_display(throughput),
-            )
-        )
-        pairs = {}
-        for name, column, base, caption, names in _PAIR_TABLES:
-            pairs[column] = pair_frame(throughput, column, base)
-            if len(pairs[column]):
-                section.blocks.append(
-                    ctx.table(
-                        name,
-                        pairs[column],
-                        caption,
-                        files,
-                        display=_pair_display(pairs[column], column, str(base), names),
-                    )
-                )
-        if not len(pairs["compiled"]) and not len(pairs["dtype"]):
-            section.blocks.append(Note("No like-for-like eager/compiled or fp32/bf16 pairs among the throughput rows."))
-
-    numerics = generic_frame(results, "numerics", ["model", "path"])
-    if len(numerics):
-        raw = numerics.drop(columns=["file"])
-        disp = raw.copy()
-        if "model" in disp:
-            disp["model"] = disp["model"].map(model_label)
-        section.blocks.append(
-            ctx.table(
-                "numerics",
-                raw,
-                "Numerics of the fast paths (errors against an fp64 reference)",
-                numerics["file"],
-                display=display_generic(disp),
-            )
-        )
+    section.blocks.append(Paragraph(UNITS))
+    section.blocks += _peak_paragraphs(results, ctx)
+    section.blocks += _params_blocks(results, ctx)
+    section.blocks += _flops_blocks(results, ctx)
+    section.blocks += _memory_blocks(results, ctx)
+    section.blocks += _throughput_blocks(throughput, ctx)
+    section.blocks += _numerics_blocks(results, ctx)
     return section
 
 
 def scaling_frame(results: ResultSet) -> pd.DataFrame:
-    rows = []
-    for costs in results.of_kind("costs"):
-        for row in costs.doc.get("scaling") or []:
-            rows.append({**row, "file": costs.path})
+    # Rows keep every field the harness wrote (the timing statistics are open-ended).
+    rows = [{**row.model_dump(), "file": f.path} for f, doc in costs_docs(results) for row in doc.scaling or []]
     frame = pd.DataFrame(rows)
     if len(frame):
         frame["step_s"] = frame["step_s"].map(as_float)
@@ -453,23 +448,18 @@ def _scaling_display(frame: pd.DataFrame, axes_order: list[str]) -> pd.DataFrame
     return out
 
 
-def build_scaling(results: ResultSet, ctx: ReportContext) -> Section:
+_AXIS_NAMES = {
+    "L": "generation steps L",
+    "image_size": "image size (pixels)",
+    "batch": "batch (scenes)",
+    "M": "context views M",
+}
+
+
+def _scaling_figure(frame: pd.DataFrame, axes_order: list[str]) -> Any:
+    """Step time and peak memory (rows) against each scaled axis (columns), one line per model."""
     from gqnbench.report.plotting import palette_for, plt, sns
 
-    section = Section("Scaling", "scaling")
-    frame = scaling_frame(results)
-    if frame.empty:
-        section.blocks.append(Note("No scaling rows in costs.json: this section is omitted."))
-        return section
-    frame["label"] = frame["model"].map(model_label)
-    axes_order = [a for a in ("L", "image_size", "batch", "M") if a in set(frame["axis"])]
-    axes_order += [a for a in dict.fromkeys(frame["axis"]) if a not in axes_order]
-    names = {
-        "L": "generation steps L",
-        "image_size": "image size (pixels)",
-        "batch": "batch (scenes)",
-        "M": "context views M",
-    }
     metrics = [("step_s", "step time (s)"), ("peak_memory_mib", "peak memory (MiB)")]
     metrics = [(c, n) for c, n in metrics if frame[c].notna().any()]
     fig, grid = plt.subplots(
@@ -479,32 +469,30 @@ def build_scaling(results: ResultSet, ctx: ReportContext) -> Section:
     for r, (col, ylabel) in enumerate(metrics):
         for c, axis in enumerate(axes_order):
             ax = grid[r][c]
+            first = r == 0 and c == 0
             sub = frame[frame["axis"] == axis]
-            sns.lineplot(
-                data=sub, x="value", y=col, hue="label", palette=palette, marker="o", ax=ax, legend=(r == 0 and c == 0)
-            )
-            ax.set_xlabel(names.get(axis, axis))
+            sns.lineplot(data=sub, x="value", y=col, hue="label", palette=palette, marker="o", ax=ax, legend=first)
+            ax.set_xlabel(_AXIS_NAMES.get(axis, axis))
             ax.set_ylabel(ylabel if c == 0 else "")
-            if r == 0 and c == 0:
+            if first:
                 ax.legend(title=None, fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def build_scaling(results: ResultSet, ctx: ReportContext) -> Section:
+    section = Section("Scaling", "scaling")
+    frame = scaling_frame(results)
+    if frame.empty:
+        section.blocks.append(Note("No scaling rows in costs.json: this section is omitted."))
+        return section
+    frame["label"] = frame["model"].map(model_label)
+    axes_order = [a for a in ("L", "image_size", "batch", "M") if a in set(frame["axis"])]
+    axes_order += [a for a in dict.fromkeys(frame["axis"]) if a not in axes_order]
     files = list(dict.fromkeys(frame["file"]))
-    section.blocks.append(
-        ctx.figure(
-            "scaling",
-            fig,
-            "Cost as work grows: training-step time and peak memory against L, image size, batch and M.",
-            files,
-        )
-    )
+    caption = "Cost as work grows: training-step time and peak memory against L, image size, batch and M."
+    section.blocks.append(ctx.figure("scaling", _scaling_figure(frame, axes_order), caption, files))
     raw = frame.drop(columns=["file", "label"])
-    section.blocks.append(
-        ctx.table(
-            "scaling",
-            raw,
-            "Scaling data",
-            files,
-            display=_scaling_display(frame, axes_order),
-        )
-    )
+    display = _scaling_display(frame, axes_order)
+    section.blocks.append(ctx.table("scaling", raw, "Scaling data", files, display=display))
     return section
