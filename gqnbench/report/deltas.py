@@ -1,7 +1,7 @@
 """Lower-is-better metrics against a baseline: key pairing, presence and percent change.
 
-Pure and light (no pandas), so the nightly CI gate (``ci/nightlyci/compare.py``) shares these
-with :mod:`gqnbench.report.compare` without pulling in the report's dependencies.
+The arithmetic under :mod:`gqnbench.report.compare` (the one comparison engine); the nightly
+gate's rules (:mod:`gqnbench.nightly.gate`) use its ``MISSING``/``NEW`` names for one-sided rows.
 """
 
 from __future__ import annotations
