@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gqnbench.report.compare import Metric, collect_metrics, compare_metrics, compare_values, regressions
+from gqnbench.report.compare import Metric, collect_metrics, compare_metrics, compare_rows, compare_values, regressions
 from gqnbench.report.inputs import load_results
 
 FIXTURES = Path(__file__).parent / "fixtures" / "report"
@@ -66,3 +66,20 @@ def test_a_result_set_compared_with_itself_has_no_regression():
     assert metrics["bench/benchmarks/test_throughput.py::test_train_step[gqn-float32-eager]"].spread == pytest.approx(
         (0.39 * 1.01 - 0.39 * 0.99) / 0.39, rel=1e-6
     )
+
+
+def test_compare_rows_take_a_threshold_per_metric_and_keep_both_metrics():
+    current = {"a": Metric("a", "time", 1.08, "s", group="g1"), "b": Metric("b", "time", 1.08, "s", group="g2")}
+    baseline = {"a": m("a", 1.0), "b": m("b", 1.0)}
+    rows = compare_rows(current, baseline, lambda metric: 0.05 if metric.group == "g1" else 0.10)
+    assert [(r.key, r.status, r.threshold_pct) for r in rows] == [("a", "regression", 5.0), ("b", "ok", 10.0)]
+    assert rows[0].current is current["a"] and rows[0].baseline is baseline["a"]
+    assert rows[0].delta_pct == pytest.approx(8.0) and rows[0].regression
+
+
+def test_collected_metrics_carry_what_the_gate_reads():
+    metrics = collect_metrics(load_results([FIXTURES / "current"]))
+    bench = metrics["bench/benchmarks/test_throughput.py::test_train_step[gqn-float32-eager]"]
+    assert bench.rounds == 5 and bench.group == "train-gqn-cpu-b16" and bench.cv == pytest.approx(0.0192, abs=1e-4)
+    nll = metrics["val_nll/gqn/cpu"]  # median of three seeds: the setup names them, so the gate can tell a change
+    assert nll.setup == "2000 steps, seed 0, 1, 2" and nll.nll_constant == pytest.approx(2822.979)
