@@ -19,13 +19,15 @@ from gqnbench.report.runs import curve_frame, main_runs, roughness
 from gqnbench.report.sections.claims import sweep_claim
 from gqnbench.report.study import model_label
 from gqnbench.results import as_float
+from gqnbench.schema.training import SweepDoc, SweepRun, SweepSummary
 
 
 def settings_frame(results: ResultSet) -> pd.DataFrame:
     """One row per sweep x model x value: seeds, final/best NLL medians, learned and diverged counts."""
     rows = []
     for sweep in results.of_kind("sweep"):
-        runs = pd.DataFrame(sweep.doc["runs"])
+        doc = sweep.as_(SweepDoc)
+        runs = pd.DataFrame([r.model_dump() for r in doc.runs])
         for col in ("final_val_nll", "best_val_nll", "final_mse_ratio", "final_fg_ratio"):
             runs[col] = runs[col].map(as_float) if col in runs else np.nan
         for col in ("learned", "diverged"):
@@ -35,7 +37,7 @@ def settings_frame(results: ResultSet) -> pd.DataFrame:
             ok = group[~group["diverged"] & (group["status"].eq("completed") if "status" in group else True)]
             rows.append(
                 {
-                    "field": sweep.doc["field"],
+                    "field": doc.field,
                     "model": model,
                     "value": value,
                     "seeds": len(group),
@@ -54,20 +56,29 @@ def settings_frame(results: ResultSet) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _fallback_summary(own: list[dict]) -> dict[str, float]:
+def _fallback_summary(own: list[SweepRun]) -> dict[str, float]:
     """The sweep writer's summary definitions, for files that lack a summary (gqnbench.training.sweep)."""
     per_value: dict[str, list[float]] = {}
     for r in own:
-        final = as_float(r.get("final_val_nll"))
-        if not r.get("diverged") and np.isfinite(final):
-            per_value.setdefault(repr(r["value"]), []).append(final)
+        final = as_float(r.final_val_nll)
+        if not r.diverged and np.isfinite(final):
+            per_value.setdefault(repr(r.value), []).append(final)
     finals = [float(np.median(v)) for v in per_value.values()]
     return {
         "final_nll_spread": max(finals) - min(finals) if finals else np.nan,
         "final_nll_median": float(np.median(finals)) if finals else np.nan,
-        "fraction_learned": sum(bool(r.get("learned")) for r in own) / len(own),
-        "diverged": sum(bool(r.get("diverged")) for r in own),
+        "fraction_learned": sum(r.learned for r in own) / len(own),
+        "diverged": sum(r.diverged for r in own),
     }
+
+
+def _summary_row(field: str, model: str, own: list[SweepRun], written: SweepSummary | None) -> dict:
+    row = {"field": field, "model": model, "settings": len({repr(r.value) for r in own}), "runs": len(own)}
+    for key, value in _fallback_summary(own).items():
+        stored = getattr(written, key) if written is not None else None
+        row[key] = as_float(stored) if stored is not None else value
+    row["fraction_reached_target"] = as_float(written.fraction_reached_target if written is not None else None)
+    return row
 
 
 def summary_frame(results: ResultSet) -> pd.DataFrame:
@@ -78,19 +89,11 @@ def summary_frame(results: ResultSet) -> pd.DataFrame:
     """
     rows = []
     for sweep in results.of_kind("sweep"):
-        runs = sweep.doc["runs"]
-        summary = sweep.doc.get("summary") or {}
-        for model in dict.fromkeys(r["model"] for r in runs):
-            own = [r for r in runs if r["model"] == model]
-            written = summary.get(model) or {}
-            fallback = _fallback_summary(own)
-            row = {"field": sweep.doc["field"], "model": model, "settings": len({repr(r["value"]) for r in own})}
-            row["runs"] = len(own)
-            for key, value in fallback.items():
-                row[key] = as_float(written[key]) if written.get(key) is not None else value
-            row["fraction_reached_target"] = as_float(written.get("fraction_reached_target"))
-            row["file"] = sweep.path
-            rows.append(row)
+        doc = sweep.as_(SweepDoc)
+        summary = doc.summary or {}
+        for model in dict.fromkeys(r.model for r in doc.runs):
+            own = [r for r in doc.runs if r.model == model]
+            rows.append({**_summary_row(doc.field, model, own, summary.get(model)), "file": sweep.path})
     return pd.DataFrame(rows)
 
 
@@ -112,6 +115,97 @@ def stability_frame(results: ResultSet) -> pd.DataFrame:
     )
 
 
+def _summary_table(results: ResultSet, ctx: ReportContext, sweep_files: list) -> object:
+    summary = summary_frame(results)
+    return ctx.table(
+        "robustness_summary",
+        summary.drop(columns=["file"]),
+        "Robustness summary per model",
+        sweep_files,
+        display=pd.DataFrame(
+            {
+                "swept field": summary["field"],
+                "model": summary["model"].map(model_label),
+                "settings / runs": [f"{s} settings, {r} runs" for s, r in zip(summary["settings"], summary["runs"])],
+                "fraction of runs that learn": summary["fraction_learned"].map(F.fmt_pct),
+                "fraction at target NLL": summary["fraction_reached_target"].map(F.fmt_pct),
+                "diverged runs": summary["diverged"].map(F.fmt_int),
+                "final NLL median": summary["final_nll_median"].map(F.fmt_float),
+                "final NLL spread (max − min)": summary["final_nll_spread"].map(F.fmt_float),
+            }
+        ),
+    )
+
+
+def _claim_paragraphs(results: ResultSet) -> list[Paragraph]:
+    """What "learned" means, and the study's claim judged on the sweeps."""
+    sweeps = [s.as_(SweepDoc) for s in results.of_kind("sweep")]
+    out = []
+    criteria = {s.learned_criterion for s in sweeps} - {None}
+    if criteria:
+        out.append(Paragraph("*Learned* means: " + "; ".join(sorted(map(str, criteria))) + "."))
+    shown, verdict = sweep_claim(results)
+    seeds = sorted({len(s.seeds or []) for s in sweeps})
+    out.append(
+        Paragraph(
+            f"**The study's claim** (the proposed model learns at z = 3, 32 and 128, GQN fails at 128): "
+            f"**{verdict}** at this scale. {shown} ({', '.join(map(str, seeds))} seed(s) per setting, every "
+            "setting with the same step budget as the main runs)."
+        )
+    )
+    return out
+
+
+def _settings_table(settings: pd.DataFrame, ctx: ReportContext, sweep_files: list) -> object:
+    return ctx.table(
+        "robustness_settings",
+        settings.drop(columns=["file"]),
+        "Per setting: final and best validation NLL (median over seeds), runs that learned / diverged",
+        sweep_files,
+        display=pd.DataFrame(
+            {
+                "model": settings["model"].map(model_label),
+                "setting": [f"{f.rsplit('.', 1)[-1]} = {v}" for f, v in zip(settings["field"], settings["value"])],
+                "final NLL": settings["final_val_nll_median"].map(F.fmt_float),
+                "MSE / mean frame": settings["mse_ratio_median"].map(lambda v: F.fmt_sig(v, 3)),
+                "fg MSE / mean frame": settings["fg_ratio_median"].map(lambda v: F.fmt_sig(v, 3)),
+                "best NLL": settings["best_val_nll_median"].map(F.fmt_float),
+                "learned": [f"{a} / {n}" for a, n in zip(settings["learned"], settings["seeds"])],
+                "diverged": [
+                    status_cell(f"diverged: {d} (step {s})", "warn") if d else "0"
+                    for d, s in zip(settings["diverged"], settings["diverged_steps"])
+                ],
+            }
+        ),
+    )
+
+
+STABILITY = (
+    "**Stability** (the study says the proposed model's validation curve is more stable): the total "
+    "rise of each main run's validation NLL curve, i.e. the sum of every increase between consecutive "
+    "evaluations, in nats. 0 means the curve only goes down."
+)
+
+
+def _stability_blocks(results: ResultSet, stability: pd.DataFrame, ctx: ReportContext) -> list:
+    runs, _ = main_runs(results)
+    table = ctx.table(
+        "stability",
+        stability,
+        "Validation-curve stability of the main runs (sum of increases, nats)",
+        [r.path for r in runs],
+        display=pd.DataFrame(
+            {
+                "model": stability["model"].map(model_label),
+                "seeds": stability["seeds"].map(F.fmt_int),
+                "median total rise (nats)": stability["rise_median"].map(F.fmt_float),
+                "worst seed (nats)": stability["rise_max"].map(F.fmt_float),
+            }
+        ),
+    )
+    return [Paragraph(STABILITY), table]
+
+
 def build(results: ResultSet, ctx: ReportContext) -> Section:
     section = Section("Robustness", "robustness")
     settings = settings_frame(results)
@@ -123,89 +217,9 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
         section.blocks.append(Note("No sweep results: the per-setting robustness tables are omitted."))
     else:
         sweep_files = list(dict.fromkeys(settings["file"]))
-        summary = summary_frame(results)
-        section.blocks.append(
-            ctx.table(
-                "robustness_summary",
-                summary.drop(columns=["file"]),
-                "Robustness summary per model",
-                sweep_files,
-                display=pd.DataFrame(
-                    {
-                        "swept field": summary["field"],
-                        "model": summary["model"].map(model_label),
-                        "settings / runs": [
-                            f"{s} settings, {r} runs" for s, r in zip(summary["settings"], summary["runs"])
-                        ],
-                        "fraction of runs that learn": summary["fraction_learned"].map(F.fmt_pct),
-                        "fraction at target NLL": summary["fraction_reached_target"].map(F.fmt_pct),
-                        "diverged runs": summary["diverged"].map(F.fmt_int),
-                        "final NLL median": summary["final_nll_median"].map(F.fmt_float),
-                        "final NLL spread (max − min)": summary["final_nll_spread"].map(F.fmt_float),
-                    }
-                ),
-            )
-        )
-        criteria = {s.doc.get("learned_criterion") for s in results.of_kind("sweep")} - {None}
-        if criteria:
-            section.blocks.append(Paragraph("*Learned* means: " + "; ".join(sorted(map(str, criteria))) + "."))
-        shown, verdict = sweep_claim(results)
-        seeds = sorted({len(s.doc.get("seeds") or []) for s in results.of_kind("sweep")})
-        section.blocks.append(
-            Paragraph(
-                f"**The study's claim** (the proposed model learns at z = 3, 32 and 128, GQN fails at 128): "
-                f"**{verdict}** at this scale. {shown} ({', '.join(map(str, seeds))} seed(s) per setting, every "
-                "setting with the same step budget as the main runs)."
-            )
-        )
-        section.blocks.append(
-            ctx.table(
-                "robustness_settings",
-                settings.drop(columns=["file"]),
-                "Per setting: final and best validation NLL (median over seeds), runs that learned / diverged",
-                sweep_files,
-                display=pd.DataFrame(
-                    {
-                        "model": settings["model"].map(model_label),
-                        "setting": [
-                            f"{f.rsplit('.', 1)[-1]} = {v}" for f, v in zip(settings["field"], settings["value"])
-                        ],
-                        "final NLL": settings["final_val_nll_median"].map(F.fmt_float),
-                        "MSE / mean frame": settings["mse_ratio_median"].map(lambda v: F.fmt_sig(v, 3)),
-                        "fg MSE / mean frame": settings["fg_ratio_median"].map(lambda v: F.fmt_sig(v, 3)),
-                        "best NLL": settings["best_val_nll_median"].map(F.fmt_float),
-                        "learned": [f"{a} / {n}" for a, n in zip(settings["learned"], settings["seeds"])],
-                        "diverged": [
-                            status_cell(f"diverged: {d} (step {s})", "warn") if d else "0"
-                            for d, s in zip(settings["diverged"], settings["diverged_steps"])
-                        ],
-                    }
-                ),
-            )
-        )
+        section.blocks.append(_summary_table(results, ctx, sweep_files))
+        section.blocks += _claim_paragraphs(results)
+        section.blocks.append(_settings_table(settings, ctx, sweep_files))
     if not stability.empty:
-        runs, _ = main_runs(results)
-        section.blocks.append(
-            Paragraph(
-                "**Stability** (the study says the proposed model's validation curve is more stable): the total "
-                "rise of each main run's validation NLL curve, i.e. the sum of every increase between consecutive "
-                "evaluations, in nats. 0 means the curve only goes down."
-            )
-        )
-        section.blocks.append(
-            ctx.table(
-                "stability",
-                stability,
-                "Validation-curve stability of the main runs (sum of increases, nats)",
-                [r.path for r in runs],
-                display=pd.DataFrame(
-                    {
-                        "model": stability["model"].map(model_label),
-                        "seeds": stability["seeds"].map(F.fmt_int),
-                        "median total rise (nats)": stability["rise_median"].map(F.fmt_float),
-                        "worst seed (nats)": stability["rise_max"].map(F.fmt_float),
-                    }
-                ),
-            )
-        )
+        section.blocks += _stability_blocks(results, stability, ctx)
     return section
