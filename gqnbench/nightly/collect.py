@@ -23,7 +23,7 @@ from typing import Any
 from gqnbench.nightly import BASELINE_DIR
 from gqnbench.nightly.schema import NightlyBaseline, NightlyRun, StepRecord, read_doc, write_doc
 from gqnbench.report.inputs import PYTEST_BENCHMARK, ResultSet, load_results
-from gqnbench.report.metrics import Metric, collect_metrics
+from gqnbench.report.metrics import Metric, collect_metrics, requested_steps
 from gqnbench.report.runs import failed_runs, run_info
 from gqnbench.results import ResultsError, read_result
 
@@ -73,22 +73,21 @@ def _from_results(run: RunMetrics, results: ResultSet) -> RunMetrics:
     run.metrics = collect_metrics(results)
     for f in failed_runs(results):
         info = run_info(f)
-        steps = ((f.doc.get("config") or {}).get("train") or {}).get("steps")
         run.failed_training[f"val_nll/{info['model']}/{info['preset']}"] = (
-            f"training {info['status']} at step {info['final_step']}, no validation NLL after {steps} steps"
+            f"training {info['status']} at step {info['final_step']}, no validation NLL after {requested_steps(f)} steps"
         )
     benches = results.of_kind(PYTEST_BENCHMARK)
     run.bench_files += [str(f.path) for f in benches]
-    run.cpu_model = next((f.doc.get("machine_info", {}).get("cpu", {}).get("brand_raw") for f in benches), None)
+    brands = ((f.doc.get("machine_info") or {}).get("cpu") or {} for f in benches)
+    run.cpu_model = next((cpu["brand_raw"] for cpu in brands if cpu.get("brand_raw")), None)
     run.gpu_name = run.gpu_name or next(
         (f.environment.get("gpu_name") for f in results.of_kind("training_run") if f.environment.get("gpu_name")), None
     )
     if run.device is None:
         # Without a manifest, the device type is what every benchmark's extra_info says.
-        devices = {
-            str(b.get("extra_info", {}).get("device")).split(":")[0] for f in benches for b in f.doc["benchmarks"]
-        }
-        run.device = devices.pop() if len(devices) == 1 and "None" not in devices else None
+        extra = [b.get("extra_info") or {} for f in benches for b in f.doc["benchmarks"]]
+        devices = {str(e["device"]).split(":")[0] for e in extra if e.get("device")}
+        run.device = devices.pop() if len(devices) == 1 else None
     return run
 
 

@@ -91,6 +91,11 @@ def training_setup(steps: Any, seeds: list[Any]) -> str:
     return f"{steps} steps, seed {', '.join(str(s) for s in sorted(seeds, key=str))}"
 
 
+def requested_steps(run: ResultFile) -> Any:
+    """The step count a training run was asked for (a run that stopped early keeps its request)."""
+    return ((run.doc.get("config") or {}).get("train") or {}).get("steps")
+
+
 def _bench(f: ResultFile) -> list[Metric]:
     out = []
     for bench in f.doc["benchmarks"]:
@@ -126,7 +131,7 @@ def _training(results: ResultSet) -> list[Metric]:
     for (model, preset), pairs in by_group.items():
         infos = [i for i, _ in pairs]
         src = ", ".join(str(i["file"]) for i in infos)
-        steps = ((pairs[0][1].doc.get("config") or {}).get("train") or {}).get("steps", infos[0]["final_step"])
+        steps = requested_steps(pairs[0][1]) or infos[0]["final_step"]
         setup = training_setup(steps, [i["seed"] for i in infos])
         constant = infos[0]["nll_constant"]
         nll = median_inf(i["final_val_nll"] for i in infos)
