@@ -19,24 +19,25 @@ from gqnbench.report.plotting import palette_for, plt
 from gqnbench.report.runs import curve_frame, median_inf, referenced_runs
 from gqnbench.report.study import model_label
 from gqnbench.results import as_float
+from gqnbench.schema.training import Budget, TimeToTargetDoc
 
 
 def seeds_frame(results: ResultSet) -> pd.DataFrame:
     """One row per model x seed of every time_to_target file; not reached -> steps and wall_s = inf."""
     rows = []
     for ttt in results.of_kind("time_to_target"):
-        for entry in ttt.doc["runs"]:
-            reached = bool(entry["reached"])
+        doc = ttt.as_(TimeToTargetDoc)
+        for entry in doc.runs:
             rows.append(
                 {
-                    "model": entry["model"],
-                    "seed": entry["seed"],
-                    "preset": ttt.doc.get("preset"),
-                    "target_nll": as_float(ttt.doc.get("target_nll")),
-                    "reached": reached,
-                    "steps": as_float(entry.get("steps")) if reached else math.inf,
-                    "wall_s": as_float(entry.get("wall_s")) if reached else math.inf,
-                    "run_file": entry.get("run_file"),
+                    "model": entry.model,
+                    "seed": entry.seed,
+                    "preset": doc.preset,
+                    "target_nll": as_float(doc.target_nll),
+                    "reached": entry.reached,
+                    "steps": as_float(entry.steps) if entry.reached else math.inf,
+                    "wall_s": as_float(entry.wall_s) if entry.reached else math.inf,
+                    "run_file": entry.run_file,
                     "file": ttt.path,
                 }
             )
@@ -90,6 +91,74 @@ def _figure(seeds: pd.DataFrame, budget_s: float | None):
     return fig
 
 
+def _finite_budget(budget: Budget) -> dict[str, float]:
+    """The budget's limits that were set (no limit is None or infinite)."""
+    limits = {"steps": budget.steps, "seconds": budget.seconds}
+    return {k: v for k, v in limits.items() if v is not None and math.isfinite(v)}
+
+
+def _intro(doc: TimeToTargetDoc) -> Paragraph:
+    budget_text = ", ".join(f"{F.fmt_int(v)} {k}" for k, v in _finite_budget(doc.budget).items())
+    ratio = (
+        f"(= {doc.target_mse_ratio:.2f}x the mean training frame's MSE on the same validation "
+        "episode, so only a model that uses the scene reaches it; `gqnbench/training/budgets.py` says how "
+        "the fraction was chosen) "
+        if doc.target_mse_ratio is not None
+        else ""
+    )
+    return Paragraph(
+        f"MLPerf-style time to a validation NLL of **{F.fmt_float(doc.target_nll)}** nats "
+        + ratio
+        + f"(preset `{doc.preset}`; budget {budget_text or 'not recorded'}): wall clock from the first "
+        "training step until the validation NLL first reaches the target, evaluation time included. A run that "
+        "misses the target within its budget counts as infinite and enters the median as such."
+    )
+
+
+def _summary_table(seeds: pd.DataFrame, ctx: ReportContext, files: list) -> object:
+    summary = summary_frame(seeds)
+    return ctx.table(
+        "time_to_target_summary",
+        summary,
+        "Time to target: median over seeds",
+        files,
+        display=pd.DataFrame(
+            {
+                "model": summary["model"].map(model_label),
+                "target NLL": summary["target_nll"].map(F.fmt_float),
+                "reached / seeds": [f"{r} / {n}" for r, n in zip(summary["reached"], summary["seeds"])],
+                "median steps": summary["median_steps"].map(lambda v: F.fmt_until(v, 0)),
+                "median wall time (s)": summary["median_wall_s"].map(F.fmt_until),
+            }
+        ),
+    )
+
+
+def _seeds_table(seeds: pd.DataFrame, ctx: ReportContext, files: list) -> object:
+    return ctx.table(
+        "time_to_target_seeds",
+        seeds.drop(columns=["file"]),
+        "Time to target per model and seed",
+        files,
+        display=pd.DataFrame(
+            {
+                "model": seeds["model"].map(model_label),
+                "seed": seeds["seed"].astype(str),
+                "steps": seeds["steps"].map(lambda v: F.fmt_until(v, 0)),
+                "wall time (s)": seeds["wall_s"].map(F.fmt_until),
+                "run": seeds["run_file"].fillna(F.MISSING),
+            }
+        ),
+    )
+
+
+SEEDS_CAPTION = "Time to target per seed (dots); black bar = median over seeds; arrows at the right = not reached (∞)."
+CURVES_CAPTION = (
+    "Every seed's validation curve against its own wall clock (MSE relative to the mean frame; dotted = "
+    "the target); a dot marks the evaluation that first reached the target."
+)
+
+
 def build(results: ResultSet, ctx: ReportContext) -> Section:
     section = Section("Time to target", "time-to-target")
     seeds = seeds_frame(results)
@@ -97,81 +166,16 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
         section.blocks.append(Note("No time_to_target results: this section is omitted."))
         return section
     files = list(dict.fromkeys(seeds["file"]))
-    first = results.by_path(files[0]).doc
-    budget = first.get("budget") or {}
-    budget_text = ", ".join(
-        f"{F.fmt_int(budget[k])} {k}" for k in ("steps", "seconds") if budget.get(k) not in (None, "inf")
-    )
-    section.blocks.append(
-        Paragraph(
-            f"MLPerf-style time to a validation NLL of **{F.fmt_float(first.get('target_nll'))}** nats "
-            + (
-                f"(= {as_float(first['target_mse_ratio']):.2f}x the mean training frame's MSE on the same validation "
-                "episode, so only a model that uses the scene reaches it; `gqnbench/training/budgets.py` says how "
-                "the fraction was chosen) "
-                if first.get("target_mse_ratio") is not None
-                else ""
-            )
-            + f"(preset `{first.get('preset')}`; budget {budget_text or 'not recorded'}): wall clock from the first "
-            "training step until the validation NLL first reaches the target, evaluation time included. A run that "
-            "misses the target within its budget counts as infinite and enters the median as such."
-        )
-    )
-    summary = summary_frame(seeds)
-    section.blocks.append(
-        ctx.table(
-            "time_to_target_summary",
-            summary,
-            "Time to target: median over seeds",
-            files,
-            display=pd.DataFrame(
-                {
-                    "model": summary["model"].map(model_label),
-                    "target NLL": summary["target_nll"].map(F.fmt_float),
-                    "reached / seeds": [f"{r} / {n}" for r, n in zip(summary["reached"], summary["seeds"])],
-                    "median steps": summary["median_steps"].map(lambda v: F.fmt_until(v, 0)),
-                    "median wall time (s)": summary["median_wall_s"].map(F.fmt_until),
-                }
-            ),
-        )
-    )
-    section.blocks.append(
-        ctx.table(
-            "time_to_target_seeds",
-            seeds.drop(columns=["file"]),
-            "Time to target per model and seed",
-            files,
-            display=pd.DataFrame(
-                {
-                    "model": seeds["model"].map(model_label),
-                    "seed": seeds["seed"].astype(str),
-                    "steps": seeds["steps"].map(lambda v: F.fmt_until(v, 0)),
-                    "wall time (s)": seeds["wall_s"].map(F.fmt_until),
-                    "run": seeds["run_file"].fillna(F.MISSING),
-                }
-            ),
-        )
-    )
-    budget_s = as_float(budget.get("seconds")) if budget.get("seconds") not in (None, "inf") else None
-    section.blocks.append(
-        ctx.figure(
-            "time_to_target",
-            _figure(seeds, budget_s),
-            "Time to target per seed (dots); black bar = median over seeds; arrows at the right = not reached (∞).",
-            files,
-        )
-    )
+    first = results.by_path(files[0]).as_(TimeToTargetDoc)
+    section.blocks.append(_intro(first))
+    section.blocks.append(_summary_table(seeds, ctx, files))
+    section.blocks.append(_seeds_table(seeds, ctx, files))
+    budget_s = _finite_budget(first.budget).get("seconds")
+    section.blocks.append(ctx.figure("time_to_target", _figure(seeds, budget_s), SEEDS_CAPTION, files))
     curves, run_files = _seed_curves(results)
     if not curves.empty:
-        section.blocks.append(
-            ctx.figure(
-                "time_to_target_curves",
-                _curves_figure(curves, first.get("target_mse_ratio")),
-                "Every seed's validation curve against its own wall clock (MSE relative to the mean frame; dotted = "
-                "the target); a dot marks the evaluation that first reached the target.",
-                [*files, *run_files],
-            )
-        )
+        figure = _curves_figure(curves, first.target_mse_ratio)
+        section.blocks.append(ctx.figure("time_to_target_curves", figure, CURVES_CAPTION, [*files, *run_files]))
     return section
 
 
@@ -180,14 +184,15 @@ def _seed_curves(results: ResultSet) -> tuple[pd.DataFrame, list]:
     return curve_frame(runs), [r.path for r in runs]
 
 
-def _curves_figure(curves: pd.DataFrame, target_ratio):
+def _curves_figure(curves: pd.DataFrame, target: float | None):
     fig, ax = plt.subplots(figsize=(7.5, 4.0))
     labels = list(dict.fromkeys(curves["label"]))
     colours = palette_for(labels)
-    target = as_float(target_ratio) if target_ratio is not None else None
     for (label, seed), group in curves.groupby(["label", "seed"], sort=False):
         group = group.sort_values("step")
-        ax.plot(group["wall_s"], group["mse_ratio"], color=colours[label], lw=1, alpha=0.8, label=f"{label} seed {seed}")
+        ax.plot(
+            group["wall_s"], group["mse_ratio"], color=colours[label], lw=1, alpha=0.8, label=f"{label} seed {seed}"
+        )
         if target is not None:
             hit = group[group["mse_ratio"] <= target]
             if len(hit):
