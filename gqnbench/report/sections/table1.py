@@ -278,16 +278,7 @@ def _mean_image_text(runs: list[ResultFile]) -> str:
     )
 
 
-def build(results: ResultSet, ctx: ReportContext) -> Section:
-    section = Section("Table 1: the study's numbers beside ours", "table1")
-    params = params_frame(results)
-    runs, how = main_runs(results)
-    nll, step = nll_frame(runs)
-    if params.empty and step is None:
-        section.blocks.append(Note("No costs.json (parameter counts) and no training runs: Table 1 is omitted."))
-        return section
-
-    summary_sources = [*params["file"], *(r.path for r in runs)] or []
+def _intro(nll: pd.DataFrame, step: int | None) -> Paragraph:
     ours = nll[nll["source"] == "ours"]
     scale_note = ""
     if len(ours):
@@ -298,66 +289,67 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
             f"batch {F.fmt_int(row['batch_size'])}, {F.fmt_int(row['context_views'])} context views), not the study's "
             f"{STUDY_STEP:,} steps at {STUDY_IMAGE_SIZE}x{STUDY_IMAGE_SIZE}."
         )
-    section.blocks.append(
-        Paragraph("The study's Table 1 (Shepard-Metzler, 7 parts) next to what this suite measured." + scale_note)
-    )
-    section.blocks.append(
-        ctx.table(
-            "table1_summary",
-            _summary_display(params, nll),
-            "Table 1 (compact, as in the study)",
-            summary_sources,
-        )
-    )
+    return Paragraph("The study's Table 1 (Shepard-Metzler, 7 parts) next to what this suite measured." + scale_note)
 
+
+WHY_TWO_COUNTS = (
+    "**Why two counts.** *All parameters* counts every parameter of the module; *used by the objective* "
+    "counts those that receive a gradient from one training step. For GQN the two agree. The study's "
+    f"{STUDY_PARAMS['metagqn']:,} for the proposed model includes a prior head (η_π, "
+    f"{METAGQN_UNUSED_PRIOR_HEAD:,} parameters) that the authors' code keeps but the proposed objective "
+    f"never uses (there is no KL term), so only {METAGQN_USED_BY_OBJECTIVE:,} parameters are trained. "
+    "Ours shows the unused head when the model was built with `include_unused_prior_head`."
+)
+
+
+def _params_blocks(params: pd.DataFrame, ctx: ReportContext) -> list:
     if params.empty:
-        section.blocks.append(Note("No parameter counts (costs.json `params`): the parameter rows are omitted."))
-    else:
-        section.blocks.append(
-            ctx.table(
-                "table1_params",
-                params.drop(columns=["file"]),
-                "Parameters, counted two ways",
-                params["file"],
-                display=_params_display(params),
-            )
-        )
-        section.blocks.append(
-            Paragraph(
-                "**Why two counts.** *All parameters* counts every parameter of the module; *used by the objective* "
-                "counts those that receive a gradient from one training step. For GQN the two agree. The study's "
-                f"{STUDY_PARAMS['metagqn']:,} for the proposed model includes a prior head (η_π, "
-                f"{METAGQN_UNUSED_PRIOR_HEAD:,} parameters) that the authors' code keeps but the proposed objective "
-                f"never uses (there is no KL term), so only {METAGQN_USED_BY_OBJECTIVE:,} parameters are trained. "
-                "Ours shows the unused head when the model was built with `include_unused_prior_head`."
-            )
-        )
+        return [Note("No parameter counts (costs.json `params`): the parameter rows are omitted.")]
+    raw = params.drop(columns=["file"])
+    table = ctx.table(
+        "table1_params", raw, "Parameters, counted two ways", params["file"], display=_params_display(params)
+    )
+    return [table, Paragraph(WHY_TWO_COUNTS)]
 
+
+def _constant_paragraph(nll: pd.DataFrame, runs: list[ResultFile], how: str) -> Paragraph:
+    """Why NLLs at different image sizes differ by a constant, and which runs are ours."""
+    ours = nll[nll["source"] == "ours"]
+    sizes = sorted({int(s) for s in ours["image_size"].dropna()})
+    size_text = ", ".join(
+        f"{s}x{s}: {3 * s * s:,} × ½ln(2π) = {3 * s * s * 0.5 * math.log(2 * math.pi):,.1f}" for s in sizes
+    )
+    return Paragraph(
+        "The NLL is the study's metric: a unit-variance Gaussian over all pixel values in [0, 1], in nats "
+        "per image, so NLL = constant + ½ · (number of values) · MSE. The constant depends on the image size: "
+        f"at 64x64 it is 12,288 × ½ln(2π) = {STUDY_CONSTANT:,.1f}"
+        + (f"; ours at {size_text}" if size_text else "")
+        + ". NLLs at different image sizes are therefore not comparable; the **per-pixel MSE is**. "
+        + _mean_image_text(runs)
+        + f"Our runs: {how}."
+    )
+
+
+def _nll_blocks(nll: pd.DataFrame, step: int | None, runs: list[ResultFile], how: str, ctx: ReportContext) -> list:
     if step is None:
-        section.blocks.append(Note("No training runs: the validation NLL rows are omitted."))
-    else:
-        section.blocks.append(
-            ctx.table(
-                "table1_nll",
-                nll,
-                f"Validation NLL at a fixed step (study: {STUDY_STEP:,}; ours: {step:,})",
-                [r.path for r in runs],
-                display=_nll_display(nll),
-            )
-        )
-        sizes = sorted({int(s) for s in ours["image_size"].dropna()})
-        size_text = ", ".join(
-            f"{s}x{s}: {3 * s * s:,} × ½ln(2π) = {3 * s * s * 0.5 * math.log(2 * math.pi):,.1f}" for s in sizes
-        )
-        section.blocks.append(
-            Paragraph(
-                "The NLL is the study's metric: a unit-variance Gaussian over all pixel values in [0, 1], in nats "
-                "per image, so NLL = constant + ½ · (number of values) · MSE. The constant depends on the image size: "
-                f"at 64x64 it is 12,288 × ½ln(2π) = {STUDY_CONSTANT:,.1f}"
-                + (f"; ours at {size_text}" if size_text else "")
-                + ". NLLs at different image sizes are therefore not comparable; the **per-pixel MSE is**. "
-                + _mean_image_text(runs)
-                + f"Our runs: {how}."
-            )
-        )
+        return [Note("No training runs: the validation NLL rows are omitted.")]
+    caption = f"Validation NLL at a fixed step (study: {STUDY_STEP:,}; ours: {step:,})"
+    table = ctx.table("table1_nll", nll, caption, [r.path for r in runs], display=_nll_display(nll))
+    return [table, _constant_paragraph(nll, runs, how)]
+
+
+def build(results: ResultSet, ctx: ReportContext) -> Section:
+    section = Section("Table 1: the study's numbers beside ours", "table1")
+    params = params_frame(results)
+    runs, how = main_runs(results)
+    nll, step = nll_frame(runs)
+    if params.empty and step is None:
+        section.blocks.append(Note("No costs.json (parameter counts) and no training runs: Table 1 is omitted."))
+        return section
+    summary_sources = [*params["file"], *(r.path for r in runs)] or []
+    section.blocks.append(_intro(nll, step))
+    summary = _summary_display(params, nll)
+    section.blocks.append(ctx.table("table1_summary", summary, "Table 1 (compact, as in the study)", summary_sources))
+    section.blocks += _params_blocks(params, ctx)
+    section.blocks += _nll_blocks(nll, step, runs, how, ctx)
     return section
