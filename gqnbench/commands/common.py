@@ -7,23 +7,31 @@ import argparse
 from gqnbench.config import parse_override_strings
 from gqnbench.presets import Preset, get_preset, list_presets
 
+SET_HELP = "override any preset field, e.g. --set model.z_channels=32 --set train.batch_size=8 (repeatable)"
+
+
+def add_set_argument(parser: argparse.ArgumentParser, help: str = SET_HELP) -> None:
+    """``--set SECTION.FIELD=VALUE`` (repeatable) into ``args.overrides``; read it with :func:`overrides_from_args`."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE", help=help
+    )
+
 
 def add_preset_arguments(parser: argparse.ArgumentParser, default: str = "cpu") -> None:
+    """``--preset NAME`` and ``--set``: every command that takes a preset takes both."""
     parser.add_argument(
         "--preset", default=default, help=f"size preset: {', '.join(list_presets())} (default {default})"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override any preset field, e.g. --set model.z_channels=32 --set train.batch_size=8 (repeatable)",
-    )
+    add_set_argument(parser)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, str]:
+    """``--set`` as ``{"section.field": "value"}``, the form ``get_preset`` and the results files take."""
+    return parse_override_strings(args.overrides)
 
 
 def preset_from_args(args: argparse.Namespace) -> Preset:
-    return get_preset(args.preset, parse_override_strings(args.overrides))
+    return get_preset(args.preset, overrides_from_args(args))
 
 
 def model_choices() -> list[str]:

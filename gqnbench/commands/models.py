@@ -3,17 +3,55 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import torch
 
 from gqnbench.commands.common import add_preset_arguments, preset_from_args
+from gqnbench.commands.tables import print_table
 from gqnbench.models import build_model, describe_model, list_models
+from gqnbench.models.config import ModelConfig
 from gqnbench.plugins import BROKEN, PLUGIN_MODELS
-from gqnbench.presets import list_presets
+from gqnbench.presets import Preset, list_presets
 
 
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def _meta_count(name: str, cfg: ModelConfig) -> int:
+    with torch.device("meta"):  # counts without allocating paper-size weights
+        return count_parameters(build_model(name, cfg))
+
+
+def _rows(preset_name: str, preset: Preset) -> list[dict[str, str]]:
+    """The table rows of one preset: every model's count and sizes."""
+    rows = []
+    for name in list_models():
+        if name not in preset.models:  # a plugin without a config at this preset
+            rows.append(
+                {"model": name, "preset": preset_name, "parameters": "-", "configuration": "no config at this preset"}
+            )
+            continue
+        cfg = preset.model_config(name)
+        summary = (
+            f"{cfg.image_size}x{cfg.image_size}, L={cfg.num_layers}, hidden={cfg.hidden_channels}, "
+            f"r={cfg.r_channels} ({cfg.representation}), z={cfg.z_channels}, "
+            f"{'shared' if cfg.shared_core else 'per-step'} cores"
+        )
+        rows.append(
+            {
+                "model": name,
+                "preset": preset_name,
+                "parameters": f"{_meta_count(name, cfg):,}",
+                "configuration": summary,
+            }
+        )
+        if name == "metagqn" and not cfg.include_unused_prior_head:
+            full = _meta_count(name, replace(cfg, include_unused_prior_head=True))
+            rows.append({"model": "", "preset": "", "parameters": f"{full:,}",
+                         "configuration": "with the authors' unused prior head (the study's count)"})  # fmt: skip
+    return rows
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -22,27 +60,8 @@ def _run(args: argparse.Namespace) -> int:
     for preset_name in names:  # resolve every preset first, so a bad name or override fails before output
         args.preset = preset_name
         presets.append((preset_name, preset_from_args(args)))
-    print(f"{'model':<10} {'preset':<7} {'parameters':>14}  configuration")
-    for preset_name, preset in presets:
-        for name in list_models():
-            if name not in preset.models:  # a plugin without a config at this preset
-                print(f"{name:<10} {preset_name:<7} {'-':>14}  no config at this preset")
-                continue
-            cfg = preset.model_config(name)
-            with torch.device("meta"):  # counts without allocating paper-size weights
-                n = count_parameters(build_model(name, cfg))
-            summary = (
-                f"{cfg.image_size}x{cfg.image_size}, L={cfg.num_layers}, hidden={cfg.hidden_channels}, "
-                f"r={cfg.r_channels} ({cfg.representation}), z={cfg.z_channels}, "
-                f"{'shared' if cfg.shared_core else 'per-step'} cores"
-            )
-            print(f"{name:<10} {preset_name:<7} {n:>14,}  {summary}")
-            if name == "metagqn" and not cfg.include_unused_prior_head:
-                with torch.device("meta"):
-                    from dataclasses import replace
-
-                    n_full = count_parameters(build_model(name, replace(cfg, include_unused_prior_head=True)))
-                print(f"{'':<10} {'':<7} {n_full:>14,}  with the authors' unused prior head (the study's count)")
+    rows = [row for preset_name, preset in presets for row in _rows(preset_name, preset)]
+    print_table(rows, right={"parameters"})
     print()
     for name in list_models():
         source = f" [plugin: {PLUGIN_MODELS[name]}]" if name in PLUGIN_MODELS else ""

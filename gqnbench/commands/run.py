@@ -7,8 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from gqnbench.commands.common import model_choices
-from gqnbench.config import parse_override_strings
+from gqnbench.commands.common import add_set_argument, model_choices, overrides_from_args
 from gqnbench.mainjob import STAGES, MainJob
 from gqnbench.presets import MODEL_NAMES
 from gqnbench.training.executors import RunsUnfinished, add_executor_arguments, executor_from_args
@@ -27,7 +26,7 @@ def _run(args: argparse.Namespace) -> int:
         command=shlex.join(["gqnbench", *sys.argv[1:]]),
         executor=executor_from_args(args),
         fresh=args.fresh,
-        user_overrides=parse_override_strings(args.overrides),
+        user_overrides=overrides_from_args(args),
     )
     try:
         job.run()
@@ -52,19 +51,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--preset", default="cpu", help="size preset (default cpu; paper needs a GPU)")
     p.add_argument("--quick", action="store_true", help="a smoke run of every stage (< 3 min on 2 cores)")
-    p.add_argument("--data", default=None, metavar="DIR", help="a DeepMind-format data root (default: the embedded set)")
+    p.add_argument(
+        "--data", default=None, metavar="DIR", help="a DeepMind-format data root (default: the embedded set)"
+    )
     p.add_argument("--out", default="reports/latest", help="report folder (results go to OUT/results)")
     p.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=model_choices())
     p.add_argument("--benchmarks", default="benchmarks", help="the pytest-benchmark suite folder")
     p.add_argument("--cache", default=None, help="where the generated data set is cached (default ~/.cache/gqnbench)")
     p.add_argument("--skip", nargs="*", default=[], choices=list(STAGES), help="stages to leave out")
     p.add_argument("--fresh", action="store_true", help="replace a main job with another plan in --out")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
+    add_set_argument(
+        p,
         help="override a preset field for the data, training and samples stages, e.g. --set train.lr_start=5e-4 "
         "(repeatable; the cost stages measure the preset as registered)",
     )

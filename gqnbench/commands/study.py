@@ -4,11 +4,32 @@ Example::
 
     gqnbench learning-study --out results/study --steps 6000 --processes 2      # the whole grid
     gqnbench learning-study --entries s16-base s16-lr2e-3 --steps 3000 --device cuda --processes 8
+    gqnbench learning-study --entries s16-base --set data.generate_scenes=3000   # under every entry
 """
 
 from __future__ import annotations
 
 import argparse
+
+from gqnbench.commands.common import add_preset_arguments, overrides_from_args
+from gqnbench.commands.tables import print_table
+
+# Every column but the entry's name, model and status holds a number.
+_NUMBERS = {"MSE ratio", "fg ratio", "MSE ratio (z mean)", "fg ratio (z mean)", "steps/s"}
+
+
+def _row(e: dict) -> dict:
+    f = e["final"]
+    return {
+        "entry": e["name"],
+        "model": e["model"],
+        "MSE ratio": f"{f['mse_ratio']:.3f}",
+        "fg ratio": f"{f['fg_ratio']:.3f}",
+        "MSE ratio (z mean)": f"{f['mse_ratio_zmean']:.3f}",
+        "fg ratio (z mean)": f"{f['fg_ratio_zmean']:.3f}",
+        "steps/s": f"{e['steps_per_s'] or 0:.1f}",
+        "status": e["status"],
+    }
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -30,16 +51,11 @@ def _study(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds,
         cache_root=args.data_cache,
         progress=not args.no_progress,
+        overrides=overrides_from_args(args),
     )
     doc = read_result(path, "learning_study")
-    print(f"learning study ({doc['steps']} steps; MSE / foreground MSE relative to the mean frame, z sampled):")
-    for e in doc["entries"]:
-        f = e["final"]
-        print(
-            f"  {e['name']:<20} {e['model']:<8} {f['mse_ratio']:.3f} / {f['fg_ratio']:.3f}"
-            f"  (z mean {f['mse_ratio_zmean']:.3f} / {f['fg_ratio_zmean']:.3f})"
-            f"  {e['steps_per_s'] or 0:.1f} steps/s  {e['status']}"
-        )
+    title = f"learning study ({doc['steps']} steps; MSE and foreground MSE relative to the mean frame, z sampled)"
+    print_table([_row(e) for e in doc["entries"]], title=title, right=_NUMBERS)
     print(f"-> {path}")
     return 0
 
@@ -49,7 +65,7 @@ def register(subparsers) -> None:  # noqa: ANN001
     from gqnbench.presets import MODEL_NAMES
 
     p = subparsers.add_parser("learning-study", help="which small configuration learns within a CPU budget")
-    p.add_argument("--preset", default="cpu", help="preset the entries' overrides apply to (default cpu)")
+    add_preset_arguments(p)  # the entries' own overrides apply on top of --preset and --set
     p.add_argument("--entries", nargs="*", default=None, help="study entries to run (default: all)")
     p.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=model_choices())
     p.add_argument("--steps", type=int, default=6000, help="steps per run (default 6000)")
