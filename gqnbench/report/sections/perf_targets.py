@@ -14,8 +14,9 @@ import pandas as pd
 from gqnbench.report import formatting as F
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
-from gqnbench.report.inputs import ResultSet
+from gqnbench.report.inputs import ResultFile, ResultSet
 from gqnbench.report.study import model_label
+from gqnbench.schema.costs import CostsDoc
 
 # check name -> (what it is, how its value is shown, the target's key and direction)
 _CHECKS: dict[str, tuple[str, str, str | None, str]] = {
@@ -112,96 +113,100 @@ def runs_frame(files: list) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+NO_TARGETS = (
+    "No performance-target measurement among the inputs. `gqnbench perf-targets --out "
+    "results/perf_targets.json` measures one (paper-size GQN step, about 3 minutes on 2 cores)."
+)
+
+
+def _runs_table(files: list[ResultFile], ctx: ReportContext) -> Any:
+    runs = runs_frame(files)
+    return ctx.table(
+        "perf_targets_runs",
+        runs,
+        f"{len(files)} measurements, one per file (details of each below)",
+        [f.path for f in files],
+        display=pd.DataFrame(
+            {
+                "measured at": runs["created"].astype(str),
+                "commit": runs["commit"].astype(str),
+                "fp32 MFU": runs["fp32_mfu"].map(F.fmt_pct),
+                "bf16 speed-up": runs["bf16_speedup"].map(lambda v: _fmt(v, "x")),
+                "bf16 MFU": runs["bf16_mfu"].map(F.fmt_pct),
+                "step spread": runs["rel_iqr"].map(F.fmt_pct),
+                "matmul spread (machine)": runs["matmul_rel_iqr"].map(F.fmt_pct),
+                "all met": runs["all_met"].map(lambda m: F.fmt_bool(m, "yes", "no")),
+            }
+        ),
+    )
+
+
+def _measurement_paragraph(doc: dict[str, Any]) -> Paragraph:
+    peak = doc.get("matmul_peak") or {}
+    machine = machine_spread(doc)
+    quiet = machine.get("quiet")
+    spread = F.fmt_pct(machine.get("matmul_rel_iqr")) if machine else "not recorded"
+    return Paragraph(
+        f"{model_label(str(doc.get('model')))}, `{doc.get('preset')}` preset, training step at batch "
+        f"{doc.get('batch')}; rounds interleaved with a {peak.get('n')}² matmul that gives the peaks "
+        f"(fp32 {F.fmt_float(as_giga(peak.get('fp32_flop_per_s')), 0)} GFLOP/s, bf16 "
+        f"{F.fmt_float(as_giga(peak.get('bf16_flop_per_s')), 0)} GFLOP/s). The matmul's own IQR/median "
+        f"was {spread}{'' if quiet is None else (' (quiet machine)' if quiet else ' (machine not quiet)')}. "
+        "MFU counts the FLOPs this implementation executes; the authors' column divides the FLOPs of "
+        "their step-by-step formulation (the SPEC's 272 GFLOP/scene at paper size) by the same time."
+    )
+
+
+def _checks_table(number: int, f: ResultFile, doc: dict[str, Any], ctx: ReportContext) -> Any | None:
+    checks = checks_frame(doc)
+    if not len(checks):
+        return None
+    display = pd.DataFrame(
+        {
+            "target": checks["check"],
+            "measured": checks["shown"],
+            "required": checks["target"],
+            "met": checks["met"].map(lambda m: F.fmt_bool(m, "met", "NOT met")),
+        }
+    )
+    raw = checks.drop(columns=["shown"])
+    return ctx.table(f"perf_targets_checks_{number}", raw, "Targets", [f.path], display=display)
+
+
+def _rows_table(number: int, f: ResultFile, doc: dict[str, Any], ctx: ReportContext) -> Any | None:
+    rows = rows_frame(doc)
+    if not len(rows):
+        return None
+    display = pd.DataFrame(
+        {
+            "variant": rows["variant"],
+            "median (s)": rows["median_s"].map(lambda v: F.fmt_float(v, 3)),
+            "min (s)": rows["min_s"].map(lambda v: F.fmt_float(v, 3)),
+            "IQR/median": rows["rel_iqr"].map(F.fmt_pct),
+            "GFLOP/s": rows["flop_per_s"].map(lambda v: F.fmt_float(as_giga(v), 0)),
+            "MFU": rows["mfu"].map(F.fmt_pct),
+            "authors' FLOPs / peak": rows["authors_flop_rate_of_peak"].map(F.fmt_pct),
+            "compile (s)": rows["compile_s"].map(lambda v: F.fmt_float(v, 1)),
+        }
+    )
+    caption = "The measured variants (median of the interleaved rounds)"
+    return ctx.table(f"perf_targets_rows_{number}", rows, caption, [f.path], display=display)
+
+
 def build(results: ResultSet, ctx: ReportContext) -> Section:
     section = Section("Performance targets", "perf-targets")
-    files = [f for f in results.of_kind("costs") if isinstance(f.doc.get("perf_targets"), dict)]
+    # perf_targets is an open-ended costs section (checks and variants vary by device): read as written.
+    files = [f for f in results.of_kind("costs") if f.as_(CostsDoc).perf_targets is not None]
     if not files:
-        section.blocks.append(
-            Note(
-                "No performance-target measurement among the inputs. `gqnbench perf-targets --out "
-                "results/perf_targets.json` measures one (paper-size GQN step, about 3 minutes on 2 cores)."
-            )
-        )
+        section.blocks.append(Note(NO_TARGETS))
         return section
     if len(files) > 1:
-        runs = runs_frame(files)
-        section.blocks.append(
-            ctx.table(
-                "perf_targets_runs",
-                runs,
-                f"{len(files)} measurements, one per file (details of each below)",
-                [f.path for f in files],
-                display=pd.DataFrame(
-                    {
-                        "measured at": runs["created"].astype(str),
-                        "commit": runs["commit"].astype(str),
-                        "fp32 MFU": runs["fp32_mfu"].map(F.fmt_pct),
-                        "bf16 speed-up": runs["bf16_speedup"].map(lambda v: _fmt(v, "x")),
-                        "bf16 MFU": runs["bf16_mfu"].map(F.fmt_pct),
-                        "step spread": runs["rel_iqr"].map(F.fmt_pct),
-                        "matmul spread (machine)": runs["matmul_rel_iqr"].map(F.fmt_pct),
-                        "all met": runs["all_met"].map(lambda m: F.fmt_bool(m, "yes", "no")),
-                    }
-                ),
-            )
-        )
-    for i, f in enumerate(files):
-        doc = f.doc["perf_targets"]
-        peak = doc.get("matmul_peak") or {}
-        machine = machine_spread(doc)
-        quiet = machine.get("quiet")
-        spread = F.fmt_pct(machine.get("matmul_rel_iqr")) if machine else "not recorded"
-        section.blocks.append(
-            Paragraph(
-                f"{model_label(str(doc.get('model')))}, `{doc.get('preset')}` preset, training step at batch "
-                f"{doc.get('batch')}; rounds interleaved with a {peak.get('n')}² matmul that gives the peaks "
-                f"(fp32 {F.fmt_float(as_giga(peak.get('fp32_flop_per_s')), 0)} GFLOP/s, bf16 "
-                f"{F.fmt_float(as_giga(peak.get('bf16_flop_per_s')), 0)} GFLOP/s). The matmul's own IQR/median "
-                f"was {spread}{'' if quiet is None else (' (quiet machine)' if quiet else ' (machine not quiet)')}. "
-                "MFU counts the FLOPs this implementation executes; the authors' column divides the FLOPs of "
-                "their step-by-step formulation (the SPEC's 272 GFLOP/scene at paper size) by the same time."
-            )
-        )
-        checks = checks_frame(doc)
-        if len(checks):
-            section.blocks.append(
-                ctx.table(
-                    f"perf_targets_checks_{i + 1}",
-                    checks.drop(columns=["shown"]),
-                    "Targets",
-                    [f.path],
-                    display=pd.DataFrame(
-                        {
-                            "target": checks["check"],
-                            "measured": checks["shown"],
-                            "required": checks["target"],
-                            "met": checks["met"].map(lambda m: F.fmt_bool(m, "met", "NOT met")),
-                        }
-                    ),
-                )
-            )
-        rows = rows_frame(doc)
-        if len(rows):
-            section.blocks.append(
-                ctx.table(
-                    f"perf_targets_rows_{i + 1}",
-                    rows,
-                    "The measured variants (median of the interleaved rounds)",
-                    [f.path],
-                    display=pd.DataFrame(
-                        {
-                            "variant": rows["variant"],
-                            "median (s)": rows["median_s"].map(lambda v: F.fmt_float(v, 3)),
-                            "min (s)": rows["min_s"].map(lambda v: F.fmt_float(v, 3)),
-                            "IQR/median": rows["rel_iqr"].map(F.fmt_pct),
-                            "GFLOP/s": rows["flop_per_s"].map(lambda v: F.fmt_float(as_giga(v), 0)),
-                            "MFU": rows["mfu"].map(F.fmt_pct),
-                            "authors' FLOPs / peak": rows["authors_flop_rate_of_peak"].map(F.fmt_pct),
-                            "compile (s)": rows["compile_s"].map(lambda v: F.fmt_float(v, 1)),
-                        }
-                    ),
-                )
-            )
+        section.blocks.append(_runs_table(files, ctx))
+    for number, f in enumerate(files, start=1):
+        doc = f.as_(CostsDoc).perf_targets or {}
+        section.blocks.append(_measurement_paragraph(doc))
+        tables = [_checks_table(number, f, doc, ctx), _rows_table(number, f, doc, ctx)]
+        section.blocks += [t for t in tables if t is not None]
     return section
 
 
