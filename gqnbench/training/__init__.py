@@ -5,8 +5,12 @@ May import ``gqnbench.data``, ``gqnbench.models``, ``gqnbench.metrics``, ``gqnbe
 (and the harness's environment helpers); writes ``training_run``, ``time_to_target``,
 ``sweep`` and ``samples`` results files; never imports the report.
 
-Modules: config (TrainConfig), loop (``train``), evaluation (validation NLL, baselines),
-checkpoint (atomic checkpoints, weights), data_source (scenes + validation episode),
+Modules: config (TrainConfig), loop (``train``, top to bottom), and the loop's parts:
+session (the update loop), run_files (names, paths, reuse/continue/refuse an existing run),
+run_state (checkpointed state, wall clock, the results document), schedule (when to
+log/evaluate/checkpoint/stop), divergence (NaN loss, NLL blow-up), interrupt (Ctrl-C),
+run_log (curve points, TensorBoard, progress bar); evaluation (validation NLL, baselines),
+checkpoint (atomic checkpoints, weights, what a run saves and restores), data_source (scenes + validation episode),
 distributed (torchrun / DDP), runner (jobs in fresh worker processes), numerics
 (flush-to-zero, re-exported from ``gqnbench.step``), time_to_target, sweep, samples, budgets (default targets and the suite's
 per-preset budgets), suite (the suite's training part on that budget). Submodules load on first use, so importing the package is cheap.

@@ -7,6 +7,10 @@ step (``EpisodeSampler.batch(step)``), so the data needs no state of its own.
 
 The weights file (``<run>.pt``) is the small artefact other tools load (samples, reports):
 model name, its config and the state dict.
+
+:func:`save_run_checkpoint` / :func:`restore_run_checkpoint` are what the training loop saves
+and restores: the step object's model, optimizer and scaler, every rank's RNG states and the
+run's state (a plain dict: ``RunState``'s fields).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import numpy as np
 import torch
 
 from gqnbench.results import atomic_write_bytes
+from gqnbench.step import TrainStep, parse_precision
+from gqnbench.training import distributed as D
 
 CHECKPOINT_FORMAT = 1
 
@@ -80,7 +86,10 @@ def check_checkpoint(ckpt: dict[str, Any], path: Path, model: str, config: dict[
             raise CheckpointError(f"{path}: checkpoint was made with a different {section} config; start a new run")
     # Training fields that change the trajectory; steps/eval cadence may change on resume.
     for key in ("batch_size", "lr_start", "lr_end", "lr_anneal_steps", "seed", "amp", "adam_beta1", "adam_beta2"):
-        if saved.get("train", {}).get(key) != config.get("train", {}).get(key):
+        old, new = saved.get("train", {}).get(key), config.get("train", {}).get(key)
+        if key == "amp" and old is not None and new is not None:
+            old, new = parse_precision(old), parse_precision(new)  # train.amp=off is fp32
+        if old != new:
             raise CheckpointError(
                 f"{path}: checkpoint has train.{key}={saved.get('train', {}).get(key)!r}, "
                 f"this run has {config.get('train', {}).get(key)!r}"
@@ -89,3 +98,37 @@ def check_checkpoint(ckpt: dict[str, Any], path: Path, model: str, config: dict[
         raise CheckpointError(
             f"{path}: checkpoint was written by {len(ckpt.get('rng', []))} rank(s), this run has {world_size}"
         )
+
+
+def model_state_dict_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def save_run_checkpoint(
+    path: Path, model_name: str, config: dict[str, Any], state: dict[str, Any], step: TrainStep, ctx: D.DistContext
+) -> None:
+    """Write the resume point (rank 0 writes; every rank contributes its RNG states)."""
+    rngs = D.gather_objects(rng_state(), ctx)
+    if ctx.is_main:
+        save_torch_atomic(
+            path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "model_name": model_name,
+                "config": config,
+                "state": state,
+                "rng": rngs,
+                "model": model_state_dict_of(step.model),
+                "optimizer": step.optimizer.state_dict(),
+                "scaler": step.scaler.state_dict(),
+            },
+        )
+
+
+def restore_run_checkpoint(ckpt: dict[str, Any], step: TrainStep, ctx: D.DistContext) -> dict[str, Any]:
+    """Load a checked checkpoint into ``step`` and this rank's RNGs; returns the run's saved state dict."""
+    step.model.load_state_dict(ckpt["model"])
+    step.optimizer.load_state_dict(ckpt["optimizer"])
+    step.scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"][ctx.rank])
+    return ckpt["state"]
