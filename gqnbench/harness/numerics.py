@@ -129,6 +129,28 @@ def _term_report(
     return report
 
 
+def _failures(
+    loss_fast: torch.Tensor,
+    grad_fast: torch.Tensor,
+    loss: tuple[float, float],
+    grad: tuple[float, float],
+    terms: dict[str, dict[str, float]],
+) -> list[str]:
+    """Why the fast path fails (empty: it passes): non-finite, an error above its bound, a negative KL."""
+    reasons = []
+    if not bool(torch.isfinite(loss_fast).all() and torch.isfinite(grad_fast).all()):
+        reasons.append("non-finite loss or gradient on the fast path")
+    for name, (err, bound) in (("loss", loss), ("gradient", grad)):
+        if err > bound:
+            reasons.append(f"{name} error {err:.3g} > bound {bound:.3g}")
+    for name, term in terms.items():
+        if term["err_fast"] > term["bound"]:
+            reasons.append(f"{name} error {term['err_fast']:.3g} > bound {term['bound']:.3g}")
+    if terms.get("kl", {}).get("fast", 0.0) < 0.0:
+        reasons.append(f"negative KL on the fast path ({terms['kl']['fast']:.3g})")
+    return reasons
+
+
 def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
     denom = ref.norm().item()
     return (x - ref).norm().item() / denom if denom > 0 else (x - ref).norm().item()
@@ -189,19 +211,7 @@ def check_numerics(
     grad_err_fast = _rel(grad_fast, grad_ref)
     loss_bound = multiplier * loss_err_32 + LOSS_FLOOR[dtype]
     grad_bound = multiplier * grad_err_32 + GRAD_FLOOR[dtype]
-    finite = bool(torch.isfinite(loss_fast).all() and torch.isfinite(grad_fast).all())
-    reasons = []
-    if not finite:
-        reasons.append("non-finite loss or gradient on the fast path")
-    if loss_err_fast > loss_bound:
-        reasons.append(f"loss error {loss_err_fast:.3g} > bound {loss_bound:.3g}")
-    if grad_err_fast > grad_bound:
-        reasons.append(f"gradient error {grad_err_fast:.3g} > bound {grad_bound:.3g}")
-    for name, term in terms.items():
-        if term["err_fast"] > term["bound"]:
-            reasons.append(f"{name} error {term['err_fast']:.3g} > bound {term['bound']:.3g}")
-    if terms.get("kl", {}).get("fast", 0.0) < 0.0:
-        reasons.append(f"negative KL on the fast path ({terms['kl']['fast']:.3g})")
+    reasons = _failures(loss_fast, grad_fast, (loss_err_fast, loss_bound), (grad_err_fast, grad_bound), terms)
     cosine = torch.nn.functional.cosine_similarity(grad_fast, grad_ref, dim=0).item()
     return NumericsResult(
         model=model,
