@@ -130,7 +130,22 @@ def test_markdown_round_trips_to_html(tmp_path):
     assert '<a href="#one">the costs</a>' in page and "<code>gqnbench costs --set model.z_channels=32</code>" in page
     assert "<strong>bold</strong> 2 &lt; 3." in page
     assert "<caption>Cells of <strong>status</strong></caption>" in page and '<div class="tw"><table>' in page
-    assert "<th>metric</th>" in page and '<td class="nw">step time</td>' in page and '<td class="num">12.5 ms</td>' in page
+    assert (
+        "<th>metric</th>" in page and '<td class="nw">step time</td>' in page and '<td class="num">12.5 ms</td>' in page
+    )
     embedded = re.search(r'<img alt="A \*figure\*" src="data:image/png;base64,([^"]+)"', page)
     assert embedded and base64.b64decode(embedded.group(1)) == png.read_bytes()
     assert "<figcaption>A <em>figure</em></figcaption>" in page
+
+
+def test_the_report_colours_the_cells_its_sections_mark(tmp_path):
+    # End to end: a marked cell keeps its status through the sections' DataFrames (a pandas string
+    # dtype that copied the text would drop it, and this would fail).
+    report = build_report(
+        load_results([FIXTURES / "current"]), tmp_path / "r", baseline=load_results([FIXTURES / "baseline"])
+    )
+    page = report.html.read_text()
+    assert page.count('<td class="bad">REGRESSION</td>') >= 1
+    assert page.count('<td class="warn">not reached (∞)</td>') >= 1
+    assert page.count('<td class="ok">passed</td>') >= 1
+    assert 'class="bad"' not in report.markdown.read_text()
