@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
+from gqnbench.presets import get_preset
+from gqnbench.training.data_source import load_training_data
 from gqnbench.training.numerics import flush_denormals_for_process
 
 if TYPE_CHECKING:
@@ -39,6 +41,20 @@ if TYPE_CHECKING:
 
 def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def seed_list(seeds: int | Sequence[int]) -> list[int]:
+    """A seed count (``3`` -> 0, 1, 2) or explicit seeds, as a list of ints."""
+    return list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+
+
+def prepare_data(preset: str, jobs: Iterable[dict[str, Any]], cache_root: str | Path | None) -> None:
+    """Generate/open each distinct data set the ``jobs`` train on (``preset`` + their ``overrides``) once, here.
+
+    Done before the workers start so that worker processes never race to create the same data set.
+    """
+    for data_cfg in {get_preset(preset, job["overrides"]).data for job in jobs}:
+        load_training_data(data_cfg, cache_root)
 
 
 def _worker_init(threads: int) -> None:

@@ -31,7 +31,7 @@ from gqnbench.training.budgets import DEFAULT_TARGETS, MseRatioTarget, Target, d
 from gqnbench.training.data_source import TrainingData, load_training_data
 from gqnbench.training.executors import ClusterExecutor, raise_if_unfinished, unfinished_runs
 from gqnbench.training.loop import train
-from gqnbench.training.runner import run_jobs
+from gqnbench.training.runner import run_jobs, seed_list
 
 
 def first_reach(
@@ -76,8 +76,9 @@ def summarize(
     return summary
 
 
-def _seed_list(seeds: int | Sequence[int]) -> list[int]:
-    return list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+def _jobs(models: Sequence[str], seeds: int | Sequence[int], **settings: Any) -> list[dict[str, Any]]:
+    """One job per model x seed, models outermost; ``settings`` are the same for every job."""
+    return [{"model": model, "seed": seed, **settings} for model in models for seed in seed_list(seeds)]
 
 
 def _job(job: dict[str, Any]) -> dict[str, Any]:
@@ -109,6 +110,48 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
         "best_val_nll": min((as_float(p["val_nll"]) for p in curve), default=math.nan),
         "steps_per_s": result.doc.get("steps_per_s"),
         "run_file": str(Path(result.run_file).relative_to(job["out_dir"])),
+    }
+
+
+_PRESET_DEFAULT = "preset default (gqnbench.training.budgets)"
+# A seconds budget alone still needs a step cap; one this large lets the clock decide (the file says null).
+_NO_STEP_CAP = 10**9
+
+
+def _preset_with(preset: str | Preset, overrides: Mapping[str, Any] | None) -> Preset:
+    """The preset by name or object, with ``overrides`` applied (an object is looked up again by name)."""
+    if isinstance(preset, str):
+        return get_preset(preset, overrides)
+    return get_preset(preset.name, overrides) if overrides else preset
+
+
+def _target_and_source(preset_name: str, target: Target | None) -> tuple[Target, str]:
+    """The target to train to and where it came from; a given target equal to the preset's counts as the default."""
+    if target is None:
+        return default_target(preset_name), _PRESET_DEFAULT
+    return target, _PRESET_DEFAULT if target == DEFAULT_TARGETS.get(preset_name) else "given"
+
+
+def _step_cap(preset: Preset, budget_steps: int | None, budget_seconds: float | None) -> int:
+    """The step budget: as given, else the preset's steps, else (a seconds budget alone) no cap."""
+    if budget_steps is not None:
+        return budget_steps
+    return preset.train.steps if budget_seconds is None else _NO_STEP_CAP
+
+
+def _target_fields(spec: Target, source: str, data: TrainingData, image_size: int) -> dict[str, Any]:
+    """The target as the results file records it: NLL and MSE ratio on this data, source, mean-frame reference."""
+    base = data.baseline
+    nll = resolve_target(spec, base.constant, base.mse, image_size)
+    ratio = (
+        spec.ratio if isinstance(spec, MseRatioTarget) else (nll - base.constant) / (0.5 * 3 * image_size**2) / base.mse
+    )
+    return {
+        "target_nll": nll,
+        "target_mse_ratio": ratio,
+        "target_source": source + (f" ({spec.describe()})" if isinstance(spec, MseRatioTarget) else ""),
+        "mean_frame": {"val_nll": base.nll, "val_mse": base.mse},
+        "nll_constant": base.constant,
     }
 
 
@@ -152,77 +195,40 @@ def run_time_to_target(
     the file then summarises the runs that finished, lists the others under ``unfinished_runs``
     and :class:`~gqnbench.training.executors.RunsUnfinished` is raised after writing it.
     """
-    if isinstance(preset, str):
-        preset = get_preset(preset, overrides)
-    elif overrides:
-        preset = get_preset(preset.name, overrides)
-    target_source = "given"
-    if target_nll is None:
-        target_nll, target_source = default_target(preset.name), "preset default (gqnbench.training.budgets)"
-    target_spec = target_nll
-    if target_source == "given" and target_spec == DEFAULT_TARGETS.get(preset.name):
-        target_source = "preset default (gqnbench.training.budgets)"
-    if budget_steps is None:
-        # A seconds budget alone still needs a step cap; a large one lets the clock decide.
-        budget_steps = preset.train.steps if budget_seconds is None else 10**9
+    preset = _preset_with(preset, overrides)
+    spec, source = _target_and_source(preset.name, target_nll)
+    budget_steps = _step_cap(preset, budget_steps, budget_seconds)
     out_dir = Path(out_dir)
-    given = data  # handed to the jobs as is (pickled into the worker when isolated)
-    data = data or load_training_data(preset.data, cache_root)  # generates the data set once, here
-    target_nll = resolve_target(target_spec, data.baseline.constant, data.baseline.mse, preset.data.image_size)
-    target_mse_ratio = (
-        target_spec.ratio
-        if isinstance(target_spec, MseRatioTarget)
-        else (target_nll - data.baseline.constant) / (0.5 * 3 * preset.data.image_size**2) / data.baseline.mse
-    )
-    jobs = [
-        {
-            "preset": preset,
-            "model": model,
-            "seed": seed,
-            "out_dir": out_dir,
-            "target_nll": target_nll,
-            "budget_steps": budget_steps,
-            "budget_seconds": budget_seconds,
-            "resume": resume,
-            "cache_root": cache_root,
-            "progress": progress,
-            "data": given,
-            "stop_at_target": stop_at_target,
-        }
-        for model in models
-        for seed in _seed_list(seeds)
-    ]
-    results = run_jobs(
-        _job,
-        jobs,
-        processes=processes,
-        isolate=isolate,
-        progress=progress,
-        desc="time to target",
-        threads=threads,
-        executor=executor,
+    loaded = data or load_training_data(preset.data, cache_root)  # generates the data set once, here
+    target = _target_fields(spec, source, loaded, preset.data.image_size)
+    jobs = _jobs(
+        models,
+        seeds,
+        preset=preset,
         out_dir=out_dir,
+        target_nll=target["target_nll"],
+        budget_steps=budget_steps,
+        budget_seconds=budget_seconds,
+        resume=resume,
+        cache_root=cache_root,
+        progress=progress,
+        data=data,  # handed to the jobs as is (pickled into the worker when isolated)
+        stop_at_target=stop_at_target,
     )
+    kw = {"processes": processes, "isolate": isolate, "threads": threads, "executor": executor}
+    results = run_jobs(_job, jobs, progress=progress, desc="time to target", out_dir=out_dir, **kw)
     runs = [r for r in results if not r.get("unfinished")]
     unfinished = unfinished_runs(jobs, results)
-    path = write_result(
-        out_dir / file_name,
-        "time_to_target",
-        {
-            "preset": preset.name,
-            "target_nll": target_nll,
-            "target_mse_ratio": target_mse_ratio,
-            "target_source": target_source
-            + (f" ({target_spec.describe()})" if isinstance(target_spec, MseRatioTarget) else ""),
-            "mean_frame": {"val_nll": data.baseline.nll, "val_mse": data.baseline.mse},
-            "nll_constant": data.baseline.constant,
-            "eval_every": preset.train.eval_every,
-            "budget": {"steps": budget_steps if budget_steps < 10**9 else None, "seconds": budget_seconds},
-            "stop_at_target": stop_at_target,
-            "runs": runs,
-            "unfinished_runs": unfinished,
-            "summary": summarize(runs, models, unfinished),
-        },
-    )
+    document = {
+        "preset": preset.name,
+        **target,
+        "eval_every": preset.train.eval_every,
+        "budget": {"steps": budget_steps if budget_steps < _NO_STEP_CAP else None, "seconds": budget_seconds},
+        "stop_at_target": stop_at_target,
+        "runs": runs,
+        "unfinished_runs": unfinished,
+        "summary": summarize(runs, models, unfinished),
+    }
+    path = write_result(out_dir / file_name, "time_to_target", document)
     raise_if_unfinished(path, results, out_dir)
     return path
