@@ -37,13 +37,14 @@ import numpy as np
 
 from gqnbench.presets import get_preset
 from gqnbench.results import as_float, write_result
-from gqnbench.training.data_source import load_training_data
 from gqnbench.training.executors import ClusterExecutor, raise_if_unfinished, unfinished_runs
 from gqnbench.training.judging import LEARNED_CRITERION, final_ratios, learned
-from gqnbench.training.loop import train
-from gqnbench.training.runner import run_jobs
+from gqnbench.training.loop import TrainResult, train
+from gqnbench.training.runner import prepare_data, run_jobs, seed_list
 
 IMPROVED_MSE_FRACTION = 0.5
+# (folder, tag, seeds) of existing runs that stand in for each model's default setting.
+Reuse = tuple[str | Path, str, Sequence[int]]
 
 
 def field_value(preset_name: str, overrides: Mapping[str, Any], field: str, model: str) -> Any:
@@ -72,53 +73,65 @@ def _size(value: Any) -> float:
 def _job(job: dict[str, Any]) -> dict[str, Any]:
     """One training run of the sweep; never raises (errors are recorded)."""
     try:
-        preset = get_preset(job["preset"], job["overrides"])
-        result = train(
-            preset,
-            job["model"],
-            job.get("run_dir", job["out_dir"]),
-            tag=job["tag"],
-            seed=job["seed"],
-            steps=job["steps"],
-            resume=job["resume"],
-            cache_root=job["cache_root"],
-            progress=job["progress"],
-        )
-        doc = result.doc
-        curve = [as_float(p["val_nll"]) for p in doc["eval_curve"]]
-        final = as_float(doc["final"]["val_nll"])
-        return {
-            "status": doc["status"],
-            "final_val_nll": final,
-            "final_val_mse": as_float(doc["final"]["val_mse"]),
-            **{f"final_{k}": v for k, v in final_ratios(doc).items() if k != "val_nll"},
-            "best_val_nll": float(np.nanmin(curve)) if curve else math.nan,
-            "learned": learned(doc),
-            "improved": improved(doc),
-            "diverged": doc["status"] == "diverged",
-            "diverged_step": doc.get("diverged_step"),
-            "diverged_reason": doc.get("diverged_reason"),
-            "total_wall_s": doc.get("total_wall_s"),
-            "steps_per_s": doc.get("steps_per_s"),
-            "skipped": result.skipped,
-            "run_file": os.path.relpath(result.run_file, job["out_dir"]),
-            "reused_main_run": "run_dir" in job,
-        }
+        return _finished_row(_train(job), job)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - one bad setting must not end the sweep
-        return {
-            "status": "failed",
-            "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(limit=5),
-            "final_val_nll": math.nan,
-            "best_val_nll": math.nan,
-            "learned": False,
-            "improved": False,
-            "diverged": False,
-            "diverged_step": None,
-            "run_file": None,
-        }
+        return _failed_row(exc)
+
+
+def _train(job: Mapping[str, Any]) -> TrainResult:
+    """Train (or, when it already finished, read) the job's run; a reused run lives in its own ``run_dir``."""
+    return train(
+        get_preset(job["preset"], job["overrides"]),
+        job["model"],
+        job.get("run_dir", job["out_dir"]),
+        tag=job["tag"],
+        seed=job["seed"],
+        steps=job["steps"],
+        resume=job["resume"],
+        cache_root=job["cache_root"],
+        progress=job["progress"],
+    )
+
+
+def _finished_row(result: TrainResult, job: Mapping[str, Any]) -> dict[str, Any]:
+    """The sweep's row for a run that trained to its end (or diverged): finals, criteria, where its file is."""
+    doc = result.doc
+    curve = [as_float(p["val_nll"]) for p in doc["eval_curve"]]
+    return {
+        "status": doc["status"],
+        "final_val_nll": as_float(doc["final"]["val_nll"]),
+        "final_val_mse": as_float(doc["final"]["val_mse"]),
+        **{f"final_{k}": v for k, v in final_ratios(doc).items() if k != "val_nll"},
+        "best_val_nll": float(np.nanmin(curve)) if curve else math.nan,
+        "learned": learned(doc),
+        "improved": improved(doc),
+        "diverged": doc["status"] == "diverged",
+        "diverged_step": doc.get("diverged_step"),
+        "diverged_reason": doc.get("diverged_reason"),
+        "total_wall_s": doc.get("total_wall_s"),
+        "steps_per_s": doc.get("steps_per_s"),
+        "skipped": result.skipped,
+        "run_file": os.path.relpath(result.run_file, job["out_dir"]),
+        "reused_main_run": "run_dir" in job,
+    }
+
+
+def _failed_row(exc: Exception) -> dict[str, Any]:
+    """The sweep's row for a run that raised: the error and a short traceback, counted as neither learned nor improved."""
+    return {
+        "status": "failed",
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": traceback.format_exc(limit=5),
+        "final_val_nll": math.nan,
+        "best_val_nll": math.nan,
+        "learned": False,
+        "improved": False,
+        "diverged": False,
+        "diverged_step": None,
+        "run_file": None,
+    }
 
 
 def _summary(
@@ -154,6 +167,82 @@ def _summary(
     return out
 
 
+def reuse_location(reuse: Reuse | None, is_default: bool, seed: int) -> dict[str, Any]:
+    """Where an existing run stands in for a setting: ``{"run_dir", "tag"}``, or ``{}`` to train it in the sweep.
+
+    Only the model's default setting, for the seeds ``reuse`` lists, is read from ``reuse``'s folder and tag.
+    """
+    if reuse is not None and is_default and seed in reuse[2]:
+        return {"run_dir": Path(reuse[0]), "tag": reuse[1]}
+    return {}
+
+
+def _sweep_jobs(
+    preset: str,
+    models: Sequence[str],
+    field: str,
+    values: Sequence[Any],
+    seeds: Sequence[int],
+    base: Mapping[str, Any],
+    reuse: Reuse | None,
+    settings: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """One job per model x value x seed (in that nesting); ``settings`` are the same for every job."""
+    jobs = []
+    for model in models:
+        for value in values:
+            overrides = {**base, field: value}
+            typed = field_value(preset, overrides, field, model)  # also validates the field name early
+            is_default = typed == field_value(preset, base, field, model)
+            for seed in seeds:
+                jobs.append(
+                    {
+                        "preset": preset,
+                        "overrides": overrides,
+                        "model": model,
+                        "value": typed,
+                        "seed": seed,
+                        "tag": f"sweep-{field}={typed}",
+                        **settings,
+                        **reuse_location(reuse, is_default, seed),
+                    }
+                )
+    return jobs
+
+
+def _run_largest_first(jobs: Sequence[dict[str, Any]], **run_options: Any) -> list[dict[str, Any]]:
+    """:func:`run_jobs` over ``jobs``, largest swept value first; the results come back in the jobs' order.
+
+    z = 128 is the slowest run: starting the large values first lets parallel workers finish together.
+    """
+    order = sorted(range(len(jobs)), key=lambda i: -_size(jobs[i]["value"]))
+    in_order = run_jobs(_job, [jobs[i] for i in order], **run_options)
+    results: list[dict[str, Any]] = [{}] * len(jobs)
+    for i, result in zip(order, in_order):
+        results[i] = result
+    return results
+
+
+def run_rows(
+    jobs: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]], target_nll: float | None
+) -> list[dict[str, Any]]:
+    """The ``runs`` rows: model, value and seed of each finished job with its result (and ``reached_target``)."""
+    rows = []
+    for job, result in zip(jobs, results):
+        if result.get("unfinished"):
+            continue  # listed under unfinished_runs instead
+        row = {"model": job["model"], "value": job["value"], "seed": job["seed"], **result}
+        if target_nll is not None:
+            row["reached_target"] = math.isfinite(result["final_val_nll"]) and result["final_val_nll"] <= target_nll
+        rows.append(row)
+    return rows
+
+
+def _file_name(field: str) -> str:
+    """``sweep_<field>.json`` with anything a file name should not hold replaced by ``_``."""
+    return "sweep_" + re.sub(r"[^A-Za-z0-9_.=+-]+", "_", field) + ".json"
+
+
 def run_sweep(
     preset: str,
     models: Sequence[str],
@@ -173,7 +262,7 @@ def run_sweep(
     progress: bool = True,
     file_name: str | None = None,
     executor: ClusterExecutor | None = None,
-    reuse: tuple[str | Path, str, Sequence[int]] | None = None,
+    reuse: Reuse | None = None,
 ) -> Path:
     """Train ``models`` x ``values`` of ``field`` x ``seeds`` and write the ``sweep`` results file.
 
@@ -189,80 +278,30 @@ def run_sweep(
         raise ValueError(f"sweep field {field!r} needs a section, e.g. model.z_channels or train.lr_start")
     out_dir = Path(out_dir)
     base = dict(overrides or {})
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    jobs = []
-    for model in models:
-        for value in values:
-            settings = {**base, field: value}
-            typed = field_value(preset, settings, field, model)  # also validates the field name early
-            is_default = typed == field_value(preset, base, field, model)
-            for seed in seed_list:
-                where = {}
-                if reuse is not None and is_default and seed in reuse[2]:
-                    where = {"run_dir": Path(reuse[0]), "tag": reuse[1]}
-                jobs.append(
-                    {
-                        "preset": preset,
-                        "overrides": settings,
-                        "model": model,
-                        "value": typed,
-                        "seed": seed,
-                        "tag": f"sweep-{field}={typed}",
-                        "steps": steps,
-                        "resume": resume,
-                        "out_dir": out_dir,
-                        "cache_root": cache_root,
-                        "progress": progress and processes <= 1,
-                        **where,
-                    }
-                )
-    # Generate/open each distinct data set once, here, so worker processes never race to create it.
-    for data_cfg in {get_preset(preset, j["overrides"]).data for j in jobs}:
-        load_training_data(data_cfg, cache_root)
-
-    # Largest values first (z = 128 is the slowest run), so parallel workers finish together.
-    order = sorted(range(len(jobs)), key=lambda i: -_size(jobs[i]["value"]))
-    results_in_order = run_jobs(
-        _job,
-        [jobs[i] for i in order],
-        processes=processes,
-        isolate=isolate,
-        progress=progress,
-        desc=f"sweep {field}",
-        threads=threads,
-        executor=executor,
-        out_dir=out_dir,
-    )
-    results = [None] * len(jobs)
-    for i, r in zip(order, results_in_order):
-        results[i] = r
-    runs = []
-    for job, r in zip(jobs, results):
-        if r.get("unfinished"):
-            continue
-        row = {"model": job["model"], "value": job["value"], "seed": job["seed"], **r}
-        if target_nll is not None:
-            row["reached_target"] = math.isfinite(r["final_val_nll"]) and r["final_val_nll"] <= target_nll
-        runs.append(row)
+    seed_ids = seed_list(seeds)
+    # A per-run progress bar only when runs go one at a time: parallel bars would overwrite each other.
+    per_run = {"steps": steps, "resume": resume, "out_dir": out_dir, "cache_root": cache_root}
+    per_run["progress"] = progress and processes <= 1
+    jobs = _sweep_jobs(preset, models, field, values, seed_ids, base, reuse, per_run)
+    prepare_data(preset, jobs, cache_root)
+    kw = {"processes": processes, "isolate": isolate, "threads": threads, "executor": executor}
+    results = _run_largest_first(jobs, progress=progress, desc=f"sweep {field}", out_dir=out_dir, **kw)
+    runs = run_rows(jobs, results, target_nll)
     unfinished = unfinished_runs(jobs, results)
-    safe = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", field)
-    path = write_result(
-        out_dir / (file_name or f"sweep_{safe}.json"),
-        "sweep",
-        {
-            "preset": preset,
-            "field": field,
-            "values": [job["value"] for job in jobs if job["model"] == models[0] and job["seed"] == seed_list[0]],
-            "seeds": seed_list,
-            "steps": steps if steps is not None else get_preset(preset, base).train.steps,
-            "overrides": base,
-            "target_nll": target_nll,
-            "learned_criterion": LEARNED_CRITERION,
-            "improved_criterion": f"not diverged and final val MSE <= {IMPROVED_MSE_FRACTION} x the step-0 val MSE",
-            "runs": runs,
-            "unfinished_runs": unfinished,
-            "summary": _summary(runs, models, target_nll, unfinished),
-        },
-    )
+    document = {
+        "preset": preset,
+        "field": field,
+        "values": [job["value"] for job in jobs if job["model"] == models[0] and job["seed"] == seed_ids[0]],
+        "seeds": seed_ids,
+        "steps": steps if steps is not None else get_preset(preset, base).train.steps,
+        "overrides": base,
+        "target_nll": target_nll,
+        "learned_criterion": LEARNED_CRITERION,
+        "improved_criterion": f"not diverged and final val MSE <= {IMPROVED_MSE_FRACTION} x the step-0 val MSE",
+        "runs": runs,
+        "unfinished_runs": unfinished,
+        "summary": _summary(runs, models, target_nll, unfinished),
+    }
+    path = write_result(out_dir / (file_name or _file_name(field)), "sweep", document)
     raise_if_unfinished(path, results, out_dir)
     return path
