@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -17,58 +17,70 @@ import pandas as pd
 from gqnbench.report.inputs import ResultFile, ResultSet
 from gqnbench.report.study import model_label, nll_constant
 from gqnbench.results import as_float
+from gqnbench.schema.training import FinalEval, Metrics, SweepDoc, TimeToTargetDoc, TrainingRunDoc
 
 
-def _get(doc: dict[str, Any], *keys: str, default: Any = None) -> Any:
-    for key in keys:
-        if not isinstance(doc, dict):
-            return default
-        doc = doc.get(key, default)
-    return doc
+def training_doc(run: ResultFile) -> TrainingRunDoc:
+    """The typed training_run document of ``run``."""
+    return run.as_(TrainingRunDoc)
 
 
 def image_size(run: ResultFile) -> int | None:
-    size = _get(run.doc, "config", "model", "image_size") or _get(run.doc, "config", "data", "image_size")
+    """The run's image size from its model config, else its data config; None when neither records one."""
+    config = training_doc(run).config
+    size = config.model.get("image_size") or (config.data or {}).get("image_size")
     return int(size) if size else None
 
 
 def run_info(run: ResultFile) -> dict[str, Any]:
-    """One row describing a training run: identity, scale and outcome."""
-    doc = run.doc
-    final = doc.get("final") or {}
+    """One row describing a training run: identity, scale and outcome (None/NaN where not recorded)."""
+    doc = training_doc(run)
+    model, train, data = doc.config.model, doc.config.train or {}, doc.config.data or {}
     size = image_size(run)
-    constant = final.get("nll_constant")
     return {
-        "model": doc["model"],
-        "preset": doc.get("preset"),
-        "tag": doc.get("tag"),
-        "seed": doc.get("seed"),
-        "z_channels": _get(doc, "config", "model", "z_channels"),
+        "model": doc.model,
+        "preset": doc.preset,
+        "tag": doc.tag,
+        "seed": doc.seed,
+        "z_channels": model.get("z_channels"),
         "image_size": size,
-        "num_layers": _get(doc, "config", "model", "num_layers"),
-        "hidden_channels": _get(doc, "config", "model", "hidden_channels"),
-        "batch_size": _get(doc, "config", "train", "batch_size"),
-        "val_scenes": _get(doc, "config", "data", "val_scenes"),
-        "val_context": _get(doc, "config", "data", "val_context"),
-        "status": doc.get("status"),
-        "diverged_step": doc.get("diverged_step"),
-        "final_step": final.get("step"),
-        "final_val_nll": as_float(final.get("val_nll")),
-        "final_val_mse": as_float(final.get("val_mse")),
-        "nll_constant": as_float(constant) if constant is not None else (nll_constant(size) if size else math.nan),
-        "device": doc.get("device") or run.environment.get("device"),
-        "dtype": doc.get("dtype") or run.environment.get("dtype"),
+        "num_layers": model.get("num_layers"),
+        "hidden_channels": model.get("hidden_channels"),
+        "batch_size": train.get("batch_size"),
+        "val_scenes": data.get("val_scenes"),
+        "val_context": data.get("val_context"),
+        "status": doc.status,
+        "diverged_step": doc.diverged_step,
+        "final_step": doc.final.step,
+        "final_val_nll": as_float(doc.final.val_nll),
+        "final_val_mse": as_float(doc.final.val_mse),
+        "nll_constant": _nll_constant(doc.final, size),
+        "device": doc.device or run.environment.get("device"),
+        "dtype": doc.dtype or run.environment.get("dtype"),
         "file": run.path,
     }
 
 
-def reference(run: ResultFile, name: str = "mean_image") -> dict[str, float]:
-    """A reference predictor's validation numbers recorded in a run (``mean_image``, ``nearest_context``)."""
-    ref = _get(run.doc, "baselines", name) or {}
-    return {k: as_float(ref.get(k)) for k in ("val_nll", "val_mse", "val_fg_mse")}
+def _nll_constant(final: FinalEval, size: int | None) -> float:
+    # Older runs did not record the constant: recompute it from the image size when that is known.
+    if final.nll_constant is not None:
+        return float(final.nll_constant)
+    return nll_constant(size) if size else math.nan
 
 
-def _ratio(value: Any, base: float) -> float:
+ReferenceName = Literal["mean_image", "nearest_context"]
+
+
+def reference(run: ResultFile, name: ReferenceName = "mean_image") -> dict[str, float]:
+    """A reference predictor's validation numbers recorded in a run; NaN for a number (or a
+    reference, ``nearest_context`` is optional) the run did not record."""
+    ref: Metrics | None = getattr(training_doc(run).baselines, name)
+    if ref is None:
+        return {k: math.nan for k in ("val_nll", "val_mse", "val_fg_mse")}
+    return {"val_nll": as_float(ref.val_nll), "val_mse": as_float(ref.val_mse), "val_fg_mse": as_float(ref.val_fg_mse)}
+
+
+def _ratio(value: float | None, base: float) -> float:
     value = as_float(value)
     return value / base if base and math.isfinite(base) else math.nan
 
@@ -80,7 +92,7 @@ def curve_frame(runs: Iterable[ResultFile]) -> pd.DataFrame:
     for run in runs:
         info = run_info(run)
         base = reference(run)
-        for point in run.doc["eval_curve"]:
+        for point in training_doc(run).eval_curve:
             rows.append(
                 {
                     "model": info["model"],
@@ -88,13 +100,13 @@ def curve_frame(runs: Iterable[ResultFile]) -> pd.DataFrame:
                     "seed": info["seed"],
                     "z_channels": info["z_channels"],
                     "preset": info["preset"],
-                    "step": int(point["step"]),
-                    "wall_s": as_float(point.get("wall_s")),
-                    "val_nll": as_float(point["val_nll"]),
-                    "val_mse": as_float(point.get("val_mse")),
-                    "val_fg_mse": as_float(point.get("val_fg_mse")),
-                    "mse_ratio": _ratio(point.get("val_mse"), base["val_mse"]),
-                    "fg_ratio": _ratio(point.get("val_fg_mse"), base["val_fg_mse"]),
+                    "step": point.step,
+                    "wall_s": as_float(point.wall_s),
+                    "val_nll": as_float(point.val_nll),
+                    "val_mse": as_float(point.val_mse),
+                    "val_fg_mse": as_float(point.val_fg_mse),
+                    "mse_ratio": _ratio(point.val_mse, base["val_mse"]),
+                    "fg_ratio": _ratio(point.val_fg_mse, base["val_fg_mse"]),
                     "file": run.path,
                 }
             )
@@ -105,16 +117,20 @@ def curve_frame(runs: Iterable[ResultFile]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def referenced_runs(results: ResultSet, kind: str) -> tuple[list[ResultFile], list[str]]:
+# The kinds whose ``runs`` entries point to training runs (``run_file``).
+_RUN_LISTS: dict[str, type[TimeToTargetDoc] | type[SweepDoc]] = {"time_to_target": TimeToTargetDoc, "sweep": SweepDoc}
+
+
+def referenced_runs(results: ResultSet, kind: Literal["time_to_target", "sweep"]) -> tuple[list[ResultFile], list[str]]:
     """Training runs that files of ``kind`` point to (``run_file``), and references that were not loaded."""
     found: list[ResultFile] = []
     missing: list[str] = []
     for origin in results.of_kind(kind):
-        for entry in origin.doc["runs"]:
-            run = results.resolve_reference(entry.get("run_file"), origin)
+        for entry in origin.as_(_RUN_LISTS[kind]).runs:
+            run = results.resolve_reference(entry.run_file, origin)
             if run is None:
-                if entry.get("run_file"):
-                    missing.append(str(entry["run_file"]))
+                if entry.run_file:
+                    missing.append(entry.run_file)
             elif run not in found:
                 found.append(run)
     return found, missing
@@ -122,7 +138,7 @@ def referenced_runs(results: ResultSet, kind: str) -> tuple[list[ResultFile], li
 
 def is_result(run: ResultFile) -> bool:
     """Whether a training run is a result: it completed (not diverged, interrupted, running or unknown)."""
-    return run.doc.get("status") == "completed"
+    return training_doc(run).status == "completed"
 
 
 def failed_runs(results: ResultSet) -> list[ResultFile]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from gqnbench.schema.base import Part, ResultsDoc, register_kind
+from gqnbench.schema.training import MachineLoad
 
 
 class Plan(Part):
@@ -28,7 +29,7 @@ class Stage(Part):
     wall_s: float | None = None
     detail: str | None = None
     concurrent: bool | None = None
-    load: dict[str, Any] | None = None
+    load: MachineLoad | None = None
 
 
 @register_kind("main_job")

@@ -70,6 +70,21 @@ class RunConfig(OpenPart):
     data: dict[str, Any] | None = None
 
 
+class OtherProcess(Part):
+    """Another gqnbench process seen running on the machine."""
+
+    pid: int
+    command: str | None = None
+
+
+class MachineLoad(OpenPart):
+    """The machine's load around a timed stage (``gqnbench.reliability.load_record``): the load
+    before and after (open-ended), whether another gqnbench process ran, and which."""
+
+    concurrent: bool
+    other_gqnbench: list[OtherProcess]
+
+
 @register_kind("training_run")
 class TrainingRunDoc(ResultsDoc):
     """One training run: config, validation and training curves, divergence, final evaluation."""
@@ -98,7 +113,7 @@ class TrainingRunDoc(ResultsDoc):
     dtype: str | None = None
     world_size: int | None = None
     resumed_from_step: int | None = None
-    machine_load: dict[str, Any] | None = None
+    machine_load: MachineLoad | None = None
     concurrent: bool | None = None
     files: dict[str, str | None] | None = None
 

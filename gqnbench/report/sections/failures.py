@@ -14,60 +14,71 @@ import pandas as pd
 
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section, status_cell
-from gqnbench.report.inputs import ResultSet
+from gqnbench.report.inputs import ResultFile, ResultSet
 from gqnbench.report.runs import failed_runs
+from gqnbench.schema.mainjob import MainJobDoc
+from gqnbench.schema.training import MachineLoad, TrainingRunDoc
 
 
-def _reason(doc: dict[str, Any]) -> str:
-    status = doc.get("status")
-    if status == "diverged":
-        return str(doc.get("diverged_reason") or "diverged")
-    if status == "interrupted":
+def _reason(doc: TrainingRunDoc) -> str:
+    if doc.status == "diverged":
+        return doc.diverged_reason or "diverged"
+    if doc.status == "interrupted":
         return "interrupted (Ctrl-C, a time limit or a stop); continue it by running the same command again"
-    if status == "running":
+    if doc.status == "running":
         return "still running, or killed without a chance to write its status"
-    return f"status {status!r}"
+    return f"status {doc.status!r}"
 
 
-def _step(doc: dict[str, Any]) -> Any:
-    if doc.get("status") == "diverged" and doc.get("diverged_step") is not None:
-        return doc["diverged_step"]
-    return (doc.get("final") or {}).get("step")
+def _step(doc: TrainingRunDoc) -> int | None:
+    """The step a failed run stopped at: where it diverged, else its last evaluation (None if it had none)."""
+    if doc.status == "diverged" and doc.diverged_step is not None:
+        return doc.diverged_step
+    return doc.final.step
 
 
 def _status_cell(status: object) -> str:
     return status_cell(status, "warn") if status == "diverged" else str(status)
 
 
+def _failure_row(run: ResultFile, ctx: ReportContext) -> dict[str, Any]:
+    doc = run.as_(TrainingRunDoc)
+    return {
+        "model": doc.model,
+        "tag": doc.tag,
+        "seed": doc.seed,
+        "status": doc.status,
+        "step": _step(doc),
+        "reason": _reason(doc),
+        "file": ctx.rel(run.path),
+    }
+
+
 def failures_frame(results: ResultSet, ctx: ReportContext) -> pd.DataFrame:
-    rows = [
-        {
-            "model": r.doc.get("model"),
-            "tag": r.doc.get("tag"),
-            "seed": r.doc.get("seed"),
-            "status": r.doc.get("status"),
-            "step": _step(r.doc),
-            "reason": _reason(r.doc),
-            "file": ctx.rel(r.path),
-        }
-        for r in failed_runs(results)
-    ]
+    """One row per training run that is not a result: status, the step it stopped at and why."""
+    rows = [_failure_row(r, ctx) for r in failed_runs(results)]
     return pd.DataFrame(rows, columns=["model", "tag", "seed", "status", "step", "reason", "file"])
 
 
+def _other_pids(load: MachineLoad | None) -> str:
+    """The other gqnbench processes a machine-load record saw, as a comma-separated list of pids."""
+    return ", ".join(str(p.pid) for p in load.other_gqnbench) if load is not None else ""
+
+
 def concurrent_frame(results: ResultSet, ctx: ReportContext) -> pd.DataFrame:
+    """Training runs and main-job stages timed while another gqnbench process ran on the machine."""
     rows = []
     for r in results.of_kind("training_run"):
-        load = r.doc.get("machine_load") or {}
-        if r.doc.get("concurrent"):
-            pids = ", ".join(str(p.get("pid")) for p in load.get("other_gqnbench", []))
-            rows.append({"what": f"training run {r.doc.get('model')} seed {r.doc.get('seed')}", "other pids": pids,
+        doc = r.as_(TrainingRunDoc)
+        if doc.concurrent:
+            rows.append({"what": f"training run {doc.model} seed {doc.seed}", "other pids": _other_pids(doc.machine_load),
                          "file": ctx.rel(r.path)})  # fmt: skip
     for f in results.of_kind("main_job"):
-        for stage, info in (f.doc.get("stages") or {}).items():
-            if isinstance(info, dict) and info.get("concurrent"):
-                pids = ", ".join(str(p.get("pid")) for p in (info.get("load") or {}).get("other_gqnbench", []))
-                rows.append({"what": f"main-job stage {stage}", "other pids": pids, "file": ctx.rel(f.path)})
+        for stage, info in f.as_(MainJobDoc).stages.items():
+            if info.concurrent:
+                rows.append(
+                    {"what": f"main-job stage {stage}", "other pids": _other_pids(info.load), "file": ctx.rel(f.path)}
+                )
     return pd.DataFrame(rows, columns=["what", "other pids", "file"])
 
 
