@@ -1,7 +1,8 @@
 """The decisions the sweep and time-to-target orchestration make, each checked on its own helper.
 
-Which runs a sweep reuses and which it launches, which finished runs become rows, and how a
-time-to-target request turns into a target, its source and a step budget. None of these trains.
+Which runs a sweep reuses and which it launches, which finished runs become rows, how a
+time-to-target request turns into a target, its source and a step budget, and how the learning
+study layers its overrides. None of these trains.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from gqnbench.presets import get_preset
 from gqnbench.training.budgets import MseRatioTarget
+from gqnbench.training.learning_study import study_entries, study_jobs
 from gqnbench.training.sweep import _sweep_jobs, run_rows
 from gqnbench.training.time_to_target import _NO_STEP_CAP, _step_cap, _target_and_source, _target_fields
 
@@ -78,3 +80,20 @@ def test_time_to_target_fields_agree_between_nll_and_mse_ratio(spec: MseRatioTar
     assert fields["mean_frame"] == {"val_nll": 711.0, "val_mse": 0.02} and fields["nll_constant"] == 705.0
     suffix = " (0.75 x the mean-frame MSE)" if isinstance(spec, MseRatioTarget) else ""
     assert fields["target_source"] == "given" + suffix
+
+
+def test_study_jobs_layer_set_then_entry_then_study_settings_and_skip_models_an_entry_is_not_for() -> None:
+    entries = study_entries(["s16-base", "s16-sigma1500"])  # the second is for gqn only
+    given = {"train.lr_start": 9.0, "data.generate_scenes": 500, "train.eval_every": 1}
+    settings = {"train.eval_every": 7, "train.tensorboard": False}
+    jobs = study_jobs("tiny", entries, ["gqn", "metagqn"], given, settings, {"steps": 3})
+    assert [(j["name"], j["model"]) for j in jobs] == [
+        ("s16-base", "gqn"),
+        ("s16-base", "metagqn"),
+        ("s16-sigma1500", "gqn"),
+    ]
+    for job in jobs:
+        assert job["overrides"]["data.generate_scenes"] == 500  # --set where the entry says nothing
+        assert job["overrides"]["train.lr_start"] == 1e-3  # the entry wins over --set
+        assert job["overrides"]["train.eval_every"] == 7  # the study's settings win over both
+        assert job["steps"] == 3

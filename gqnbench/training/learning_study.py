@@ -23,10 +23,9 @@ from typing import Any
 
 from gqnbench.presets import get_preset
 from gqnbench.results import write_result
-from gqnbench.training.data_source import load_training_data
 from gqnbench.training.judging import final_ratios, learned, ratio_curve
 from gqnbench.training.loop import train
-from gqnbench.training.runner import run_jobs
+from gqnbench.training.runner import prepare_data, run_jobs
 
 
 @dataclass(frozen=True)
@@ -128,6 +127,46 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _study_settings(eval_every: int, val_scenes: int, device: str, amp: str) -> dict[str, Any]:
+    """The overrides every run of the study shares (evaluation, device, precision); they win over an entry's."""
+    return {
+        "train.eval_every": eval_every,
+        "train.checkpoint_every": max(eval_every, 1000),
+        "data.val_scenes": val_scenes,
+        "train.device": device,
+        "train.amp": amp,
+        "train.tensorboard": False,
+    }
+
+
+def study_jobs(
+    preset: str,
+    entries: Sequence[StudyEntry],
+    models: Sequence[str],
+    overrides: Mapping[str, Any] | None,
+    settings: Mapping[str, Any],
+    shared: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """One job per entry x model the entry is for (entries outermost).
+
+    A run's overrides are ``overrides`` (``--set``), then the entry's, then the study ``settings``,
+    later ones winning; ``shared`` (steps, folders, time cap) is the same for every job.
+    """
+    return [
+        {
+            "preset": preset,
+            "name": e.name,
+            "description": e.description,
+            "model": m,
+            "overrides": {**(overrides or {}), **e.overrides, **settings},
+            **shared,
+        }
+        for e in entries
+        for m in models
+        if m in e.models
+    ]
+
+
 def run_learning_study(
     preset: str,
     out_dir: str | Path,
@@ -151,45 +190,20 @@ def run_learning_study(
     ``overrides`` (``--set``) change the preset under every entry; an entry's own fields win.
     """
     out_dir = Path(out_dir)
-    common = {
-        "train.eval_every": eval_every,
-        "train.checkpoint_every": max(eval_every, 1000),
-        "data.val_scenes": val_scenes,
-        "train.device": device,
-        "train.amp": amp,
-        "train.tensorboard": False,
-    }
-    jobs = [
-        {
-            "preset": preset,
-            "name": e.name,
-            "description": e.description,
-            "model": m,
-            "overrides": {**(overrides or {}), **e.overrides, **common},
-            "steps": steps,
-            "out_dir": out_dir,
-            "cache_root": cache_root,
-            "max_seconds": max_seconds,
-        }
-        for e in (entries or STUDY_GRID)
-        for m in models
-        if m in e.models
-    ]
-    for data_cfg in {get_preset(preset, j["overrides"]).data for j in jobs}:
-        load_training_data(data_cfg, cache_root)  # generate each data set once, before the workers start
+    shared = {"steps": steps, "out_dir": out_dir, "cache_root": cache_root, "max_seconds": max_seconds}
+    settings = _study_settings(eval_every, val_scenes, device, amp)
+    jobs = study_jobs(preset, entries or STUDY_GRID, models, overrides, settings, shared)
+    prepare_data(preset, jobs, cache_root)
     rows = run_jobs(_job, jobs, processes=processes, progress=progress, desc="learning study", threads=threads)
-    return write_result(
-        out_dir / "learning_study.json",
-        "learning_study",
-        {
-            "preset": preset,
-            "overrides": dict(overrides or {}),
-            "steps": steps,
-            "eval_every": eval_every,
-            "val_scenes": val_scenes,
-            "amp": amp,
-            "max_seconds": max_seconds,
-            "reference": "mean training frame (ratios below 1 beat it)",
-            "entries": rows,
-        },
-    )
+    document = {
+        "preset": preset,
+        "overrides": dict(overrides or {}),
+        "steps": steps,
+        "eval_every": eval_every,
+        "val_scenes": val_scenes,
+        "amp": amp,
+        "max_seconds": max_seconds,
+        "reference": "mean training frame (ratios below 1 beat it)",
+        "entries": rows,
+    }
+    return write_result(out_dir / "learning_study.json", "learning_study", document)
