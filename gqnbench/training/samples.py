@@ -63,6 +63,48 @@ def load_trained_model(run: str | Path, device: str | torch.device = "cpu") -> t
     return blob["model_name"], model.to(device).eval(), int(blob.get("step", 0))
 
 
+def _labelled(runs: Mapping[str, str | Path] | Sequence[str | Path]) -> list[tuple[str | None, str | Path]]:
+    """``(label, file)`` pairs; a plain list has no labels (the model's name is used)."""
+    return list(runs.items()) if isinstance(runs, Mapping) else [(None, r) for r in runs]
+
+
+def _predict(run: str | Path, episode: Episode, seed: int, use_mean: bool) -> tuple[str, torch.Tensor, int]:
+    """(model name, its predictions of the episode's queries, its step) from a run's weights.
+
+    z is drawn with ``seed`` in a forked RNG, so every run sees the same draws and the caller's RNG is untouched.
+    """
+    name, model, step = load_trained_model(run)
+    if model.config.image_size != episode.image_size:
+        raise ValueError(
+            f"{weights_path(run)}: model is for {model.config.image_size}px images, "
+            f"the episode has {episode.image_size}px"
+        )
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return name, model.predict(episode, use_mean=use_mean), step
+
+
+def _scene(
+    episode: Episode,
+    b: int,
+    predictions: Mapping[str, torch.Tensor],
+    mean_image: torch.Tensor,
+    nearest: torch.Tensor,
+) -> dict[str, Any]:
+    """Scene ``b`` as PNGs: its context views, the true query, each model's prediction and the two references."""
+    ctx = episode.context_images[episode.context_scene == b]
+    return {
+        "index": b,
+        "context": [png_base64(img) for img in ctx],
+        "query": png_base64(episode.query_images[b, 0]),
+        "predictions": {label: png_base64(pred[b, 0]) for label, pred in predictions.items()},
+        "references": {
+            "mean frame": png_base64(mean_image),
+            "nearest context view": png_base64(nearest[b, 0]),
+        },
+    }
+
+
 def write_samples(
     preset: str | Preset,
     runs: Mapping[str, str | Path] | Sequence[str | Path],
@@ -87,45 +129,17 @@ def write_samples(
     episode = slice_episode(episode, 0, min(num_scenes, episode.num_scenes))
     mean_image = torch.from_numpy(mean_frame(data.train_scenes.images)).permute(2, 0, 1).float()
     nearest = nearest_context_prediction(episode)
-    items = list(runs.items()) if isinstance(runs, Mapping) else [(None, r) for r in runs]
     predictions: dict[str, torch.Tensor] = {}
     steps: dict[str, int] = {}
-    for label, run in items:
-        name, model, step = load_trained_model(run)
-        label = label or name
-        if model.config.image_size != episode.image_size:
-            raise ValueError(
-                f"{weights_path(run)}: model is for {model.config.image_size}px images, "
-                f"the episode has {episode.image_size}px"
-            )
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            predictions[label] = model.predict(episode, use_mean=use_mean)
-        steps[label] = step
-    scenes: list[dict[str, Any]] = []
-    for b in range(episode.num_scenes):
-        ctx = episode.context_images[episode.context_scene == b]
-        scenes.append(
-            {
-                "index": b,
-                "context": [png_base64(img) for img in ctx],
-                "query": png_base64(episode.query_images[b, 0]),
-                "predictions": {label: png_base64(pred[b, 0]) for label, pred in predictions.items()},
-                "references": {
-                    "mean frame": png_base64(mean_image),
-                    "nearest context view": png_base64(nearest[b, 0]),
-                },
-            }
-        )
-    return write_result(
-        out_path,
-        "samples",
-        {
-            "preset": preset.name,
-            "step": max(steps.values()) if steps else 0,
-            "steps": steps,
-            "image_size": episode.image_size,
-            "z": "mean" if use_mean else f"sampled (seed {seed})",
-            "scenes": scenes,
-        },
-    )
+    for label, run in _labelled(runs):
+        name, prediction, step = _predict(run, episode, seed, use_mean)
+        predictions[label or name], steps[label or name] = prediction, step
+    document = {
+        "preset": preset.name,
+        "step": max(steps.values()) if steps else 0,
+        "steps": steps,
+        "image_size": episode.image_size,
+        "z": "mean" if use_mean else f"sampled (seed {seed})",
+        "scenes": [_scene(episode, b, predictions, mean_image, nearest) for b in range(episode.num_scenes)],
+    }
+    return write_result(out_path, "samples", document)
