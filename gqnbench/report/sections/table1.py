@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from gqnbench.report.study import (
     model_label,
 )
 from gqnbench.results import as_float
+from gqnbench.schema.costs import CostsDoc, ParamCount
 
 MODELS = ("gqn", "metagqn")
 
@@ -44,43 +46,47 @@ def _scale(config: dict[str, Any] | None) -> str | None:
     )
 
 
+def _param_sources(costs: CostsDoc) -> list[tuple[dict[str, ParamCount], str | None]]:
+    """The parameter counts of a costs file with the preset each was counted at: its own, and
+    (under ``reference``) the paper preset's."""
+    sources = [(costs.params or {}, costs.preset)]
+    if costs.reference is not None:
+        sources.append((costs.reference.params or {}, costs.reference.preset))
+    return sources
+
+
+def _param_row(model: str, entry: ParamCount, source_preset: str | None, path: Path) -> dict[str, Any]:
+    config = entry.config
+    # The harness counts at paper size by default, even inside a cpu-preset costs file.
+    paper_sized = config is not None and all(config.get(k) == v for k, v in PAPER_SIZES.items())
+    total = float(entry.total)
+    used = as_float(entry.used_by_objective)  # NaN when the file did not count the used parameters
+    return {
+        "model": model,
+        "preset": "paper" if paper_sized else source_preset,
+        "scale": _scale(config),
+        "study_params": STUDY_PARAMS.get(model, math.nan),
+        "total": total,
+        "used_by_objective": used,
+        "unused": total - used,
+        "total_minus_study": total - STUDY_PARAMS.get(model, math.nan),
+        "file": path,
+    }
+
+
 def params_frame(results: ResultSet) -> pd.DataFrame:
     """Parameter counts from every costs file: model, preset, scale, total, used_by_objective, study's count.
 
-    The preset is the entry's own ``preset``; else ``paper`` when its ``config`` has the paper's
-    sizes (the harness counts at paper size by default, even inside a cpu-preset costs file);
-    else the file's ``preset``.
+    The preset is ``paper`` when the entry's ``config`` has the paper's sizes, else the preset of
+    the part of the file it was counted under (the file's, or ``reference``'s). The study's count
+    is NaN for a model the study did not have.
     """
-    rows = []
-    for costs in results.of_kind("costs"):
-        # The costs file counts at its own preset and, under "reference", at the paper preset.
-        reference = costs.doc.get("reference") if isinstance(costs.doc.get("reference"), dict) else {}
-        sources = [
-            (costs.doc.get("params") or {}, costs.doc.get("preset")),
-            (reference.get("params") or {}, reference.get("preset")),
-        ]
-        for params, source_preset in sources:
-            for key, entry in params.items():
-                if not isinstance(entry, dict):
-                    continue
-                model = entry.get("model", key)
-                config = entry.get("config")
-                paper_sized = isinstance(config, dict) and all(config.get(k) == v for k, v in PAPER_SIZES.items())
-                total = as_float(entry.get("total"))
-                used = as_float(entry.get("used_by_objective"))
-                rows.append(
-                    {
-                        "model": model,
-                        "preset": entry.get("preset") or ("paper" if paper_sized else source_preset),
-                        "scale": _scale(config),
-                        "study_params": STUDY_PARAMS.get(model, math.nan),
-                        "total": total,
-                        "used_by_objective": used,
-                        "unused": total - used,
-                        "total_minus_study": total - STUDY_PARAMS.get(model, math.nan),
-                        "file": costs.path,
-                    }
-                )
+    rows = [
+        _param_row(model, entry, preset, costs.path)
+        for costs in results.of_kind("costs")
+        for params, preset in _param_sources(costs.as_(CostsDoc))
+        for model, entry in params.items()
+    ]
     columns = [
         "model", "preset", "scale", "study_params", "total", "used_by_objective", "unused", "total_minus_study", "file",
     ]  # fmt: skip
@@ -99,56 +105,65 @@ def nll_step(curves: pd.DataFrame) -> int | None:
     return int(max(shared)) if shared else None
 
 
+def _study_rows() -> list[dict[str, Any]]:
+    """The study's own Table 1 rows (35,000 steps at 64x64): no seeds, so no range."""
+    return [
+        {
+            "source": "study",
+            "model": model,
+            "step": STUDY_STEP,
+            "preset": "paper",
+            "image_size": STUDY_IMAGE_SIZE,
+            "batch_size": STUDY_BATCH,
+            "context_views": STUDY_CONTEXT_VIEWS,
+            "seeds": math.nan,
+            "val_nll_median": STUDY_NLL[model],
+            "val_nll_min": math.nan,
+            "val_nll_max": math.nan,
+            "val_mse_median": STUDY_MSE[model],
+            "nll_constant": STUDY_CONSTANT,
+        }
+        for model in MODELS
+    ]
+
+
+def _the_one(values: set[Any]) -> Any:
+    """The value all seeds share, or NaN when they differ (a median over mixed sizes has no one constant)."""
+    return values.pop() if len(values) == 1 else math.nan
+
+
+def _ours_row(model: str, group: pd.DataFrame, infos: dict[Path, dict[str, Any]], step: int) -> dict[str, Any]:
+    """One model's row at ``step``: median and range over its seeds; scale from its first run."""
+    first = infos[group["file"].iloc[0]]
+    return {
+        "source": "ours",
+        "model": model,
+        "step": step,
+        "preset": first["preset"],
+        "image_size": _the_one({infos[f]["image_size"] for f in group["file"]}),
+        "batch_size": first["batch_size"],
+        "context_views": first["val_context"],
+        "seeds": int(group["seed"].nunique()),
+        "val_nll_median": float(np.median(group["val_nll"])),
+        "val_nll_min": float(group["val_nll"].min()),
+        "val_nll_max": float(group["val_nll"].max()),
+        "val_mse_median": float(np.median(group["val_mse"])),
+        "mse_ratio_median": float(np.median(group["mse_ratio"])),
+        "fg_ratio_median": float(np.median(group["fg_ratio"])),
+        "nll_constant": _the_one({round(infos[f]["nll_constant"], 6) for f in group["file"]}),
+    }
+
+
 def nll_frame(runs: list[ResultFile]) -> tuple[pd.DataFrame, int | None]:
     """Validation NLL at the fixed step: the study's rows and ours (median and range over seeds)."""
-    rows: list[dict[str, Any]] = []
-    for model in MODELS:
-        rows.append(
-            {
-                "source": "study",
-                "model": model,
-                "step": STUDY_STEP,
-                "preset": "paper",
-                "image_size": STUDY_IMAGE_SIZE,
-                "batch_size": STUDY_BATCH,
-                "context_views": STUDY_CONTEXT_VIEWS,
-                "seeds": math.nan,
-                "val_nll_median": STUDY_NLL[model],
-                "val_nll_min": math.nan,
-                "val_nll_max": math.nan,
-                "val_mse_median": STUDY_MSE[model],
-                "nll_constant": STUDY_CONSTANT,
-            }
-        )
+    rows = _study_rows()
     curves = curve_frame(runs)
     step = nll_step(curves)
     if step is None:
         return pd.DataFrame(rows), None
     infos = {r.path: run_info(r) for r in runs}
     at_step = curves[curves["step"] == step]
-    for model, group in at_step.groupby("model", sort=False):
-        first = infos[group["file"].iloc[0]]
-        sizes = {infos[f]["image_size"] for f in group["file"]}
-        constants = {round(infos[f]["nll_constant"], 6) for f in group["file"]}
-        rows.append(
-            {
-                "source": "ours",
-                "model": model,
-                "step": step,
-                "preset": first["preset"],
-                "image_size": sizes.pop() if len(sizes) == 1 else math.nan,
-                "batch_size": first["batch_size"],
-                "context_views": first["val_context"],
-                "seeds": int(group["seed"].nunique()),
-                "val_nll_median": float(np.median(group["val_nll"])),
-                "val_nll_min": float(group["val_nll"].min()),
-                "val_nll_max": float(group["val_nll"].max()),
-                "val_mse_median": float(np.median(group["val_mse"])),
-                "mse_ratio_median": float(np.median(group["mse_ratio"])),
-                "fg_ratio_median": float(np.median(group["fg_ratio"])),
-                "nll_constant": constants.pop() if len(constants) == 1 else math.nan,
-            }
-        )
+    rows += [_ours_row(model, group, infos, step) for model, group in at_step.groupby("model", sort=False)]
     rows += _reference_rows(runs, step)
     return pd.DataFrame(rows), step
 
@@ -264,11 +279,7 @@ def _summary_display(params: pd.DataFrame, nll: pd.DataFrame) -> pd.DataFrame:
 
 def _mean_image_text(runs: list[ResultFile]) -> str:
     """A sentence on the mean-frame baseline (the best prediction that ignores the scene), when recorded."""
-    found = {
-        (round(as_float(m.get("val_nll")), 3), round(as_float(m.get("val_mse")), 6))
-        for r in runs
-        if isinstance(m := (r.doc.get("baselines") or {}).get("mean_image"), dict)
-    }
+    found = {(round(ref["val_nll"], 3), round(ref["val_mse"], 6)) for ref in map(reference, runs)}
     if len(found) != 1:
         return ""
     nll, mse = found.pop()
