@@ -30,11 +30,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
+from gqnbench.data.episode import Episode
 from gqnbench.harness.common import as_preset, make_episode, model_config
 from gqnbench.models import GQNFamilyModel, build_model
 from gqnbench.presets import Preset
@@ -92,9 +94,10 @@ class NumericsResult:
         return dataclasses.asdict(self)
 
 
-def _loss_and_grads(
-    trainer: TrainStep, episode, seed: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+Measured = tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]  # loss, flat gradients, loss parts (fp64)
+
+
+def _loss_and_grads(trainer: TrainStep, episode: Episode, seed: int, device: torch.device) -> Measured:
     """The step's loss, flattened gradients (zeros where none) and loss parts, all fp64, with the RNG reseeded."""
     torch.manual_seed(seed)
     if device.type == "cuda":
@@ -177,62 +180,66 @@ def check_numerics(
     preset_obj = as_preset(preset)
     dev = resolve_device(device)
     check_precision(dtype, dev)
-    cfg = model_config(model, preset_obj)
     batch = batch or preset_obj.train.batch_size
-    torch.manual_seed(seed)
-    base = build_model(model, cfg).to(dev)
-    episode = make_episode(cfg, batch, num_context, seed=seed, device=dev)
+    base, episode = _model_and_batch(model, preset_obj, batch, num_context, seed, dev)
     reference = copy.deepcopy(base).double()
     fast_model = copy.deepcopy(base)
     if fast_model_hook is not None:
         fast_model_hook(fast_model)
-    noise_seed = seed + 1
     if compiled:
         torch._dynamo.reset()
-
-    def step_of(net: GQNFamilyModel, precision: str, compile: bool = False) -> TrainStep:
-        # The training step's forward (objective, autocast, compile, flush-to-zero), gradients taken by hand.
-        return build_step(
-            net, preset_obj.train, dev, precision=precision, compile=compile, compile_backend=compile_backend
-        )
-
+    # The training step's forward (objective, autocast, compile, flush-to-zero), gradients taken by hand.
+    step_of = functools.partial(
+        build_step, train=preset_obj.train, device=dev, compile=False, compile_backend=compile_backend
+    )
+    noise_seed = seed + 1
     with same_noise_across_dtypes():
-        loss_ref, grad_ref, terms_ref = _loss_and_grads(
-            step_of(reference, "fp32"), episode.to(dev, torch.float64), noise_seed, dev
-        )
-        loss_32, grad_32, terms_32 = _loss_and_grads(step_of(base, "fp32"), episode, noise_seed, dev)
-        loss_fast, grad_fast, terms_fast = _loss_and_grads(
-            step_of(fast_model, dtype, compiled), episode, noise_seed, dev
-        )
-    terms = _term_report(terms_ref, terms_32, terms_fast, multiplier, LOSS_FLOOR[dtype])
-    loss_err_32 = _rel(loss_32, loss_ref)
-    loss_err_fast = _rel(loss_fast, loss_ref)
-    grad_err_32 = _rel(grad_32, grad_ref)
-    grad_err_fast = _rel(grad_fast, grad_ref)
-    loss_bound = multiplier * loss_err_32 + LOSS_FLOOR[dtype]
-    grad_bound = multiplier * grad_err_32 + GRAD_FLOOR[dtype]
-    reasons = _failures(loss_fast, grad_fast, (loss_err_fast, loss_bound), (grad_err_fast, grad_bound), terms)
-    cosine = torch.nn.functional.cosine_similarity(grad_fast, grad_ref, dim=0).item()
+        ref = _loss_and_grads(step_of(reference, precision="fp32"), episode.to(dev, torch.float64), noise_seed, dev)
+        fp32 = _loss_and_grads(step_of(base, precision="fp32"), episode, noise_seed, dev)
+        fast = _loss_and_grads(step_of(fast_model, precision=dtype, compile=compiled), episode, noise_seed, dev)
     return NumericsResult(
         model=model,
         preset=preset_obj.name,
         dtype=dtype,
         compiled=compiled,
-        passed=not reasons,
-        loss_ref=loss_ref.item(),
-        loss_fast=loss_fast.item(),
-        loss_err_fp32=loss_err_32,
-        loss_err_fast=loss_err_fast,
-        loss_bound=loss_bound,
-        grad_err_fp32=grad_err_32,
-        grad_err_fast=grad_err_fast,
-        grad_bound=grad_bound,
-        grad_cosine=cosine,
         multiplier=multiplier,
         batch=batch,
-        reason="; ".join(reasons),
-        terms=terms,
+        **_judge(ref, fp32, fast, dtype, multiplier),
     )
+
+
+def _model_and_batch(
+    model: str, preset: Preset, batch: int, num_context: int, seed: int, device: torch.device
+) -> tuple[GQNFamilyModel, Episode]:
+    cfg = model_config(model, preset)
+    torch.manual_seed(seed)
+    net = build_model(model, cfg).to(device)
+    return net, make_episode(cfg, batch, num_context, seed=seed, device=device)
+
+
+def _judge(ref: Measured, fp32: Measured, fast: Measured, dtype: str, multiplier: float) -> dict:
+    """The :class:`NumericsResult` fields that compare the fp32 and fast paths with the fp64 reference."""
+    (loss_ref, grad_ref, terms_ref), (loss_32, grad_32, terms_32), (loss_fast, grad_fast, terms_fast) = ref, fp32, fast
+    terms = _term_report(terms_ref, terms_32, terms_fast, multiplier, LOSS_FLOOR[dtype])
+    loss_err_32, loss_err_fast = _rel(loss_32, loss_ref), _rel(loss_fast, loss_ref)
+    grad_err_32, grad_err_fast = _rel(grad_32, grad_ref), _rel(grad_fast, grad_ref)
+    loss_bound = multiplier * loss_err_32 + LOSS_FLOOR[dtype]
+    grad_bound = multiplier * grad_err_32 + GRAD_FLOOR[dtype]
+    reasons = _failures(loss_fast, grad_fast, (loss_err_fast, loss_bound), (grad_err_fast, grad_bound), terms)
+    return {
+        "passed": not reasons,
+        "loss_ref": loss_ref.item(),
+        "loss_fast": loss_fast.item(),
+        "loss_err_fp32": loss_err_32,
+        "loss_err_fast": loss_err_fast,
+        "loss_bound": loss_bound,
+        "grad_err_fp32": grad_err_32,
+        "grad_err_fast": grad_err_fast,
+        "grad_bound": grad_bound,
+        "grad_cosine": torch.nn.functional.cosine_similarity(grad_fast, grad_ref, dim=0).item(),
+        "reason": "; ".join(reasons),
+        "terms": terms,
+    }
 
 
 def perturb_weights(scale: float = 0.05, seed: int = 0) -> Callable[[GQNFamilyModel], None]:

@@ -53,13 +53,7 @@ def measure_targets(
     """
     note = progress or (lambda text: None)
     overrides = tuple(overrides)
-    specs = [StepSpec(model, preset, "train", batch, "fp32", device=device, overrides=overrides)]
-    specs += [
-        StepSpec(
-            model, preset, "train", batch, "bf16", compiled=c, channels_last=cl, device=device, overrides=overrides
-        )
-        for c, cl in bf16_variants
-    ]
+    specs = target_specs(model, preset, batch, bf16_variants, device, overrides)
     rows, peaks = measure_interleaved(specs, rounds, warmup, matmul_n=matmul_n, progress=note)
     fp32, bf16_rows = rows[0], rows[1:]
     best = min(bf16_rows, key=lambda r: r["median_s"])
@@ -67,32 +61,14 @@ def measure_targets(
     numerics = check_numerics(
         model, specs[0].resolved_preset(), "bf16", compiled=best["compiled"], batch=numerics_batch, device=device
     ).as_dict()
-    speedup = fp32["median_s"] / best["median_s"]
-    worst_overhead = max(r["timer_overhead_fraction"] for r in rows)
-    # The spread target is about the benchmarks the targets judge: fp32 eager and the best
-    # bf16 variant. The other variants' spreads are in their rows.
-    worst_spread = max(fp32["rel_iqr"], best["rel_iqr"])
-    checks = {
-        "fp32_mfu": (fp32["mfu"], fp32["mfu"] >= TARGETS["fp32_mfu_min"]),
-        "bf16_speedup": (speedup, speedup >= TARGETS["bf16_speedup_min"]),
-        "bf16_mfu": (best["mfu"], best["mfu"] >= TARGETS["bf16_mfu_min"]),
-        "bf16_numerics": (numerics["grad_err_fast"], bool(numerics["passed"])),
-        "timer_overhead": (worst_overhead, worst_overhead < TARGETS["timer_overhead_max"]),
-        "rel_iqr": (worst_spread, worst_spread < TARGETS["rel_iqr_max"]),
-    }
-    # The spread target assumes a quiet machine. The matmul peak, timed in the same rounds, is
-    # the yardstick: a dense GEMM has no reason to vary, so its own spread is the machine's.
-    matmul_spread = max(peaks.get(f"{name}_rel_iqr", 0.0) for name in ("fp32", "bf16"))
+    checks = judge_targets(fp32, best, numerics, worst_overhead=max(r["timer_overhead_fraction"] for r in rows))
     return {
         "model": model,
         "preset": preset,
         "overrides": dict(overrides),
         "batch": batch,
         "matmul_peak": peaks,
-        "machine": {
-            "matmul_rel_iqr": matmul_spread,
-            "quiet": matmul_spread < TARGETS["rel_iqr_max"],
-        },
+        "machine": _machine(peaks),
         "fp32": fp32,
         "bf16": bf16_rows,
         "bf16_best": {"compiled": best["compiled"], "channels_last": best["channels_last"]},
@@ -101,6 +77,48 @@ def measure_targets(
         "load_avg_1m_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "checks": {name: {"value": value, "met": met} for name, (value, met) in checks.items()},
     }
+
+
+def target_specs(
+    model: str,
+    preset: str,
+    batch: int,
+    bf16_variants: Sequence[tuple[bool, bool]],
+    device: str,
+    overrides: tuple[tuple[str, object], ...],
+) -> list[StepSpec]:
+    """The training steps the targets time: fp32 eager first, then each (compiled, channels_last) bf16 variant."""
+    specs = [StepSpec(model, preset, "train", batch, "fp32", device=device, overrides=overrides)]
+    specs += [
+        StepSpec(
+            model, preset, "train", batch, "bf16", compiled=c, channels_last=cl, device=device, overrides=overrides
+        )
+        for c, cl in bf16_variants
+    ]
+    return specs
+
+
+def judge_targets(fp32: dict, best: dict, numerics: dict, worst_overhead: float) -> dict[str, tuple[object, bool]]:
+    """Each target's measured value and whether it is met, from the fp32 row and the fastest bf16 row."""
+    speedup = fp32["median_s"] / best["median_s"]
+    # The spread target is about the benchmarks the targets judge: fp32 eager and the best
+    # bf16 variant. The other variants' spreads are in their rows.
+    worst_spread = max(fp32["rel_iqr"], best["rel_iqr"])
+    return {
+        "fp32_mfu": (fp32["mfu"], fp32["mfu"] >= TARGETS["fp32_mfu_min"]),
+        "bf16_speedup": (speedup, speedup >= TARGETS["bf16_speedup_min"]),
+        "bf16_mfu": (best["mfu"], best["mfu"] >= TARGETS["bf16_mfu_min"]),
+        "bf16_numerics": (numerics["grad_err_fast"], bool(numerics["passed"])),
+        "timer_overhead": (worst_overhead, worst_overhead < TARGETS["timer_overhead_max"]),
+        "rel_iqr": (worst_spread, worst_spread < TARGETS["rel_iqr_max"]),
+    }
+
+
+def _machine(peaks: dict) -> dict:
+    # The spread target assumes a quiet machine. The matmul peak, timed in the same rounds, is
+    # the yardstick: a dense GEMM has no reason to vary, so its own spread is the machine's.
+    matmul_spread = max(peaks.get(f"{name}_rel_iqr", 0.0) for name in ("fp32", "bf16"))
+    return {"matmul_rel_iqr": matmul_spread, "quiet": matmul_spread < TARGETS["rel_iqr_max"]}
 
 
 def format_targets(result: dict) -> str:

@@ -131,17 +131,24 @@ class _Case:
             self.recompiles = max(0, graphs - 1)
 
     def row(self, timing: Timing, warmup: int, peaks: dict | None, peak_memory: int | None, load_avg) -> dict:
-        spec = self.spec
-        if spec.compiled and self.graph_breaks is not None:
-            # Count recompiles that happened during the timed rounds too.
-            breaks, graphs = _dynamo_counts()
-            self.graph_breaks, self.recompiles = max(self.graph_breaks, breaks), max(self.recompiles, graphs - 1)
-        compile_s = None
-        if spec.compiled and self.first_s is not None:
-            compile_s = max(0.0, self.first_s - timing.median_s)
+        """The throughput row (see the module docstring) for ``timing``, this case's measured rounds."""
+        compiled = self._compile_fields(timing.median_s)  # read the dynamo counters before anything else runs
         overhead = timer_overhead_s(self.device, rounds=200)
-        flop_per_s = self.flop / timing.median_s
-        peak = peak_for(spec.dtype, peaks)
+        return {
+            **self._spec_fields(),
+            **_timing_fields(timing),
+            "warmup": warmup,
+            "first_call_s": self.first_s,
+            **self._rate_fields(timing.median_s, peak_for(self.spec.dtype, peaks)),
+            "peak_memory_bytes": peak_memory,
+            **compiled,
+            "load_avg_1m": load_avg,
+            "timer_overhead_s": overhead,
+            "timer_overhead_fraction": overhead / timing.median_s,
+        }
+
+    def _spec_fields(self) -> dict:
+        spec = self.spec
         return {
             "model": spec.model,
             "preset": spec.preset,
@@ -156,32 +163,43 @@ class _Case:
             "flush_denormal": spec.flush_denormal,
             "fold_linear_ops": self.step.model.config.fold_linear_ops,
             "device": str(self.device),
-            "median_s": timing.median_s,
-            "iqr_s": timing.iqr_s,
-            "q1_s": timing.q1_s,
-            "q3_s": timing.q3_s,
-            "rel_iqr": timing.rel_iqr,
-            "min_s": timing.min_s,
-            "times_s": list(timing.times_s),
-            "rounds": len(timing.times_s),
-            "warmup": warmup,
-            "first_call_s": self.first_s,
-            "images_per_s": self.step.images_per_step / timing.median_s,
+        }
+
+    def _rate_fields(self, median_s: float, peak: float | None) -> dict:
+        flop_per_s = self.flop / median_s
+        return {
+            "images_per_s": self.step.images_per_step / median_s,
             "flop_per_step": self.flop,
             "flop_per_s": flop_per_s,
             "mfu": flop_per_s / peak if peak else None,
             # The same time against the FLOPs of the authors' formulation (SPEC section 7's
             # convention): a speed comparable with their "48% of peak", not a utilisation.
             "authors_flop_per_step": self.authors_flop,
-            "authors_flop_rate_of_peak": self.authors_flop / timing.median_s / peak if peak else None,
-            "peak_memory_bytes": peak_memory,
-            "compile_s": compile_s,
-            "graph_breaks": self.graph_breaks,
-            "recompiles": self.recompiles,
-            "load_avg_1m": load_avg,
-            "timer_overhead_s": overhead,
-            "timer_overhead_fraction": overhead / timing.median_s,
+            "authors_flop_rate_of_peak": self.authors_flop / median_s / peak if peak else None,
         }
+
+    def _compile_fields(self, median_s: float) -> dict:
+        if self.spec.compiled and self.graph_breaks is not None:
+            # Count recompiles that happened during the timed rounds too.
+            breaks, graphs = _dynamo_counts()
+            self.graph_breaks, self.recompiles = max(self.graph_breaks, breaks), max(self.recompiles, graphs - 1)
+        compile_s = None
+        if self.spec.compiled and self.first_s is not None:
+            compile_s = max(0.0, self.first_s - median_s)
+        return {"compile_s": compile_s, "graph_breaks": self.graph_breaks, "recompiles": self.recompiles}
+
+
+def _timing_fields(timing: Timing) -> dict:
+    return {
+        "median_s": timing.median_s,
+        "iqr_s": timing.iqr_s,
+        "q1_s": timing.q1_s,
+        "q3_s": timing.q3_s,
+        "rel_iqr": timing.rel_iqr,
+        "min_s": timing.min_s,
+        "times_s": list(timing.times_s),
+        "rounds": len(timing.times_s),
+    }
 
 
 def _load_avg() -> float | None:
@@ -237,43 +255,63 @@ def measure_interleaved(
     if sum(spec.compiled for spec in specs) > 1:
         # prepare_step resets dynamo per compiled case, which would force the earlier ones to recompile.
         raise ValueError("measure_interleaved takes at most one compiled case")
-    cases = []
-    for spec in specs:
-        if progress is not None:
-            progress(f"preparing {spec.label()}")
-        case = _Case(spec)
-        for i in range(warmup):
-            if i == 0:
-                case.first_call()
-            else:
-                case.step.run()
-        cases.append(case)
-    mm_times: dict[str, list[float]] = {}
-    mm_fns = {}
-    if matmul_n:
-        dev = cases[0].device if cases else resolve_device("cpu")
-        gen = torch.Generator().manual_seed(0)
-        for name in ("fp32", "bf16"):
-            a = torch.randn(matmul_n, matmul_n, generator=gen).to(dev, DTYPES[name])
-            b = torch.randn(matmul_n, matmul_n, generator=gen).to(dev, DTYPES[name])
-            mm_fns[name] = (lambda a=a, b=b: torch.mm(a, b), dev)
-            time_calls(mm_fns[name][0], dev, rounds=1, warmup=2)
-            mm_times[name] = []
+    cases = [_warm_case(spec, warmup, progress) for spec in specs]
+    device = cases[0].device if cases else resolve_device("cpu")
+    matmuls = _MatmulRotation(matmul_n, device) if matmul_n else None
     times: list[list[float]] = [[] for _ in cases]
     load_avg = _load_avg()
     for r in range(rounds):
         if progress is not None:
             progress(f"round {r + 1}/{rounds}")
-        for name, (fn, dev) in mm_fns.items():
-            mm_times[name].extend(time_calls(fn, dev, rounds=3, warmup=0).times_s)
+        if matmuls is not None:
+            matmuls.time_round()
         for case, bucket in zip(cases, times):
             bucket.extend(time_calls(case.step.run, case.device, rounds=1, warmup=0).times_s)
-    if mm_fns:
-        peaks = {"n": matmul_n, "device": str(cases[0].device if cases else "cpu"), "unit": "FLOP/s"}
-        for name, ts in mm_times.items():
-            peaks.update(_peak_fields(name, matmul_n, Timing.from_times(ts)))
+    if matmuls is not None:
+        peaks = matmuls.peaks()
     rows = [case.row(Timing.from_times(ts), warmup, peaks, None, load_avg) for case, ts in zip(cases, times)]
     return rows, peaks
+
+
+def _warm_case(spec: StepSpec, warmup: int, progress: Callable[[str], None] | None) -> _Case:
+    """A prepared case after ``warmup`` calls, the first of them timed alone (a compiled step compiles in it)."""
+    if progress is not None:
+        progress(f"preparing {spec.label()}")
+    case = _Case(spec)
+    for i in range(warmup):
+        if i == 0:
+            case.first_call()
+        else:
+            case.step.run()
+    return case
+
+
+class _MatmulRotation:
+    """The fp32 and bf16 ``n x n`` matmuls that join the round-robin: three calls each per round."""
+
+    def __init__(self, n: int, device: torch.device) -> None:
+        self.n = n
+        self.device = device
+        self.fns: dict[str, Callable[[], object]] = {}
+        self.times: dict[str, list[float]] = {}
+        gen = torch.Generator().manual_seed(0)
+        for name in ("fp32", "bf16"):
+            a = torch.randn(n, n, generator=gen).to(device, DTYPES[name])
+            b = torch.randn(n, n, generator=gen).to(device, DTYPES[name])
+            self.fns[name] = lambda a=a, b=b: torch.mm(a, b)
+            time_calls(self.fns[name], device, rounds=1, warmup=2)
+            self.times[name] = []
+
+    def time_round(self) -> None:
+        for name, fn in self.fns.items():
+            self.times[name].extend(time_calls(fn, self.device, rounds=3, warmup=0).times_s)
+
+    def peaks(self) -> dict:
+        """The peaks the rows' MFU uses, from every round's calls (see :func:`_peak_fields`)."""
+        peaks: dict = {"n": self.n, "device": str(self.device), "unit": "FLOP/s"}
+        for name, ts in self.times.items():
+            peaks.update(_peak_fields(name, self.n, Timing.from_times(ts)))
+        return peaks
 
 
 def throughput_matrix(
