@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from gqnbench.report.build import build_report
 from gqnbench.report.inputs import load_results
-from gqnbench.report.sections.claims import FAILS, HOLDS, UNKNOWN, claims_frame, learning_frame
+from gqnbench.report.sections.claims import (
+    FAILS,
+    HOLDS,
+    UNKNOWN,
+    claims_frame,
+    judged,
+    learned,
+    learning_frame,
+    sweep_verdict,
+)
 from gqnbench.results import write_result
 
 BASE = {"val_nll": 800.0, "val_mse": 0.02, "val_fg_mse": 0.1}
@@ -95,6 +105,29 @@ def test_runs_that_did_not_learn_are_never_judged(tmp_path: Path) -> None:
     results = _results(tmp_path, [750, 752, 751], [760, 761, 765], ratio=0.97)
     assert not learning_frame(results)["learned"].any()
     assert set(claims_frame(results)["verdict"]) == {UNKNOWN}
+
+
+def test_sweep_verdict_follows_every_seed_at_every_setting() -> None:
+    study_like = {key: [ok, ok] for key, ok in STUDY_LIKE.items()}
+    assert sweep_verdict(study_like) == (HOLDS, "")
+    # One GQN seed learning at 128, or one metagqn seed failing at 32, breaks the claim.
+    assert sweep_verdict({**study_like, ("gqn", 128): [False, True]})[0] == FAILS
+    assert sweep_verdict({**study_like, ("metagqn", 32): [True, False]})[0] == FAILS
+    nowhere = {**study_like, **{("metagqn", z): [False] for z in (3, 32, 128)}}
+    assert sweep_verdict(nowhere) == (UNKNOWN, " (metagqn learned at no setting)")
+    assert sweep_verdict({k: v for k, v in study_like.items() if k != ("gqn", 128)}) == (UNKNOWN, "")
+
+
+def test_learned_needs_both_ratios_within_the_margin_and_no_divergence() -> None:
+    frame = pd.DataFrame(
+        {
+            "status": ["completed", "completed", "completed", "diverged"],
+            "mse_ratio": [0.9, 0.91, 0.5, 0.5],
+            "fg_ratio": [0.9, 0.5, 0.95, 0.5],
+        }
+    )
+    assert list(learned(frame)) == [True, False, False, False]
+    assert judged(HOLDS, anyone_learned=False) == UNKNOWN and judged(FAILS, anyone_learned=True) == FAILS
 
 
 @pytest.mark.slow

@@ -32,49 +32,57 @@ import pandas as pd
 from gqnbench.report import formatting as F
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
-from gqnbench.report.inputs import ResultSet
-from gqnbench.report.runs import curve_frame, main_runs, reference, roughness
+from gqnbench.report.inputs import ResultFile, ResultSet
+from gqnbench.report.runs import curve_frame, main_runs, reference, roughness, training_doc
 from gqnbench.report.study import LEARNED_FRACTION, model_label
+from gqnbench.schema.training import SweepDoc
 
 HOLDS, FAILS, UNKNOWN = "holds", "does not hold", "cannot tell at this scale"
+
+
+def _learning_row(run: ResultFile) -> dict[str, Any] | None:
+    """A main run's last evaluation relative to the mean frame, its curve's rises, and the nearest
+    context view's ratios; None for a run without evaluations."""
+    curves = curve_frame([run]).sort_values("step")
+    if curves.empty:
+        return None
+    doc = training_doc(run)
+    last = curves.iloc[-1]
+    base, nearest = reference(run), reference(run, "nearest_context")
+    return {
+        "model": doc.model,
+        "seed": doc.seed,
+        "step": int(last["step"]),
+        "status": doc.status,
+        "mse_ratio": last["mse_ratio"],
+        "fg_ratio": last["fg_ratio"],
+        "nearest_mse_ratio": nearest["val_mse"] / base["val_mse"] if base["val_mse"] else math.nan,
+        "nearest_fg_ratio": nearest["val_fg_mse"] / base["val_fg_mse"] if base["val_fg_mse"] else math.nan,
+        "final_val_nll": last["val_nll"],
+        "rise_nats": roughness(curves["val_nll"]),
+        # The same rise in units of the mean frame's MSE, so it reads at any image size.
+        "rise_ratio": roughness(curves["mse_ratio"]),
+        "file": run.path,
+    }
+
+
+def learned(per_run: pd.DataFrame) -> pd.Series:
+    """The one "learned" rule: not diverged, final MSE and foreground MSE both within the margin."""
+    return (
+        (per_run["status"] != "diverged")
+        & (per_run["mse_ratio"] <= LEARNED_FRACTION)
+        & (per_run["fg_ratio"] <= LEARNED_FRACTION)
+    )
 
 
 def learning_frame(results: ResultSet) -> pd.DataFrame:
     """Per model: seeds, final MSE and foreground MSE relative to the mean frame (median, min, max),
     the nearest context view's ratios, and the number of seeds that learned."""
     runs, _ = main_runs(results)
-    rows = []
-    for run in runs:
-        curves = curve_frame([run])
-        if curves.empty:
-            continue
-        last = curves.sort_values("step").iloc[-1]
-        base, nearest = reference(run), reference(run, "nearest_context")
-        rows.append(
-            {
-                "model": run.doc["model"],
-                "seed": run.doc.get("seed"),
-                "step": int(last["step"]),
-                "status": run.doc.get("status"),
-                "mse_ratio": last["mse_ratio"],
-                "fg_ratio": last["fg_ratio"],
-                "nearest_mse_ratio": nearest["val_mse"] / base["val_mse"] if base["val_mse"] else math.nan,
-                "nearest_fg_ratio": nearest["val_fg_mse"] / base["val_fg_mse"] if base["val_fg_mse"] else math.nan,
-                "final_val_nll": last["val_nll"],
-                "rise_nats": roughness(curves.sort_values("step")["val_nll"]),
-                # The same rise in units of the mean frame's MSE, so it reads at any image size.
-                "rise_ratio": roughness(curves.sort_values("step")["mse_ratio"]),
-                "file": run.path,
-            }
-        )
-    per_run = pd.DataFrame(rows)
+    per_run = pd.DataFrame([row for row in map(_learning_row, runs) if row is not None])
     if per_run.empty:
         return per_run
-    per_run["learned"] = (
-        (per_run["status"] != "diverged")
-        & (per_run["mse_ratio"] <= LEARNED_FRACTION)
-        & (per_run["fg_ratio"] <= LEARNED_FRACTION)
-    )
+    per_run["learned"] = learned(per_run)
     return per_run
 
 
@@ -93,6 +101,10 @@ def _separated(lower: pd.Series, higher: pd.Series) -> bool:
 
 
 def _compare(per_run: pd.DataFrame, column: str) -> str:
+    """HOLDS when every metagqn seed is below every GQN seed in ``column``, FAILS when the reverse,
+    otherwise (overlap, or a model without runs) UNKNOWN."""
+    if per_run.empty:
+        return UNKNOWN
     gqn = per_run.loc[per_run["model"] == "gqn", column].dropna()
     meta = per_run.loc[per_run["model"] == "metagqn", column].dropna()
     if gqn.empty or meta.empty:
@@ -105,100 +117,127 @@ def _compare(per_run: pd.DataFrame, column: str) -> str:
 
 
 def _sweep_rows(results: ResultSet) -> tuple[dict[tuple[str, int], list[bool]], dict[tuple[str, int], list[float]]]:
-    """Per (model, z): whether each run learned, and each run's final MSE relative to the mean frame."""
+    """Per (model, z): whether each run learned, and each run's final MSE relative to the mean frame
+    (runs that did not record the ratio are left out of the ratios, not counted as 0)."""
     learned: dict[tuple[str, int], list[bool]] = {}
     ratios: dict[tuple[str, int], list[float]] = {}
     for sweep in results.of_kind("sweep"):
-        if sweep.doc.get("field") != "model.z_channels":
+        doc = sweep.as_(SweepDoc)
+        if doc.field != "model.z_channels":
             continue
-        for r in sweep.doc["runs"]:
-            if r.get("status") in ("completed", "diverged"):
-                key = (r["model"], int(r["value"]))
-                learned.setdefault(key, []).append(bool(r.get("learned")))
-                if r.get("final_mse_ratio") is not None:
-                    ratios.setdefault(key, []).append(float(r["final_mse_ratio"]))
+        for r in doc.runs:
+            if r.status in ("completed", "diverged"):
+                key = (r.model, int(r.value))
+                learned.setdefault(key, []).append(r.learned)
+                if r.final_mse_ratio is not None:
+                    ratios.setdefault(key, []).append(float(r.final_mse_ratio))
     return learned, ratios
 
 
-def sweep_claim(results: ResultSet) -> tuple[str, str]:
-    rows, ratios = _sweep_rows(results)
-    if not rows:
-        return "no latent-size sweep in these results", UNKNOWN
-    values = sorted({v for _, v in rows})
+# Claim 3's settings: metagqn must learn at each; GQN must fail at the largest.
+CLAIM3_SETTINGS = (3, 32, 128)
+
+
+def sweep_verdict(learned: dict[tuple[str, int], list[bool]]) -> tuple[str, str]:
+    """Claim 3's verdict from whether each (model, z) run learned, and a note on an UNKNOWN verdict.
+
+    HOLDS when metagqn learned in every run at z = 3, 32 and 128 and GQN in no run at 128;
+    UNKNOWN without a run at each of those settings, or when metagqn learned at none of them
+    (the runs are too short to tell); FAILS otherwise.
+    """
+    needed = [("metagqn", v) for v in CLAIM3_SETTINGS] + [("gqn", 128)]
+    if any(k not in learned for k in needed):
+        return UNKNOWN, ""
+    meta_all = all(all(learned[("metagqn", v)]) for v in CLAIM3_SETTINGS)
+    if meta_all and not any(learned[("gqn", 128)]):
+        return HOLDS, ""
+    if not any(any(learned[("metagqn", v)]) for v in CLAIM3_SETTINGS):
+        return UNKNOWN, " (metagqn learned at no setting)"
+    return FAILS, ""
+
+
+def _sweep_shown(learned: dict[tuple[str, int], list[bool]], ratios: dict[tuple[str, int], list[float]]) -> str:
+    """Per model and z: seeds learned / seeds run, and the median final MSE ratio where recorded."""
+    values = sorted({v for _, v in learned})
 
     def cell(model: str, value: int) -> str:
-        got = rows.get((model, value))
+        got = learned.get((model, value))
         if not got:
             return f"z={value}: no run"
         r = ratios.get((model, value))
         return f"z={value}: {sum(got)}/{len(got)}" + (f" ({pd.Series(r).median():.3f})" if r else "")
 
-    shown = "; ".join(
-        f"{model_label(m)} learned at " + ", ".join(cell(m, v) for v in values) for m in ("metagqn", "gqn")
-    ) + " (in brackets: final MSE / mean frame's, median over seeds)"
-    needed = [("metagqn", v) for v in (3, 32, 128)] + [("gqn", 128)]
-    if any(k not in rows for k in needed):
-        return shown, UNKNOWN
-    meta_all = all(all(rows[("metagqn", v)]) for v in (3, 32, 128))
-    gqn_fails = not any(rows[("gqn", 128)])
-    if meta_all and gqn_fails:
-        return shown, HOLDS
-    if not meta_all and not any(any(rows[("metagqn", v)]) for v in (3, 32, 128)):
-        return shown + " (metagqn learned at no setting)", UNKNOWN
-    return shown, FAILS
+    return (
+        "; ".join(f"{model_label(m)} learned at " + ", ".join(cell(m, v) for v in values) for m in ("metagqn", "gqn"))
+        + " (in brackets: final MSE / mean frame's, median over seeds)"
+    )
+
+
+def sweep_claim(results: ResultSet) -> tuple[str, str]:
+    """Claim 3 from the latent-size sweep: what this run shows, and the verdict."""
+    learned, ratios = _sweep_rows(results)
+    if not learned:
+        return "no latent-size sweep in these results", UNKNOWN
+    verdict, note = sweep_verdict(learned)
+    return _sweep_shown(learned, ratios) + note, verdict
+
+
+# The study's three claims: what the claim is and what the study measured.
+CLAIMS = (
+    ("1. The proposed model reaches a lower validation NLL than GQN", "11,353 vs 11,439 nats at 35,000 steps (64x64)"),
+    (
+        "2. Its validation curve is more stable",
+        "Figure 6: GQN's curve rises and falls, the proposed model's falls steadily",
+    ),
+    (
+        "3. It learns at z = 3, 32 and 128; GQN fails at 128",
+        "Figure 7: GQN learns at 3 and 32, fails early at 128; the proposed model learns at all three",
+    ),
+)
+
+
+def _by_model(per_run: pd.DataFrame, column: str, digits: int) -> str:
+    """``column`` per model, metagqn first: median (min–max) and the number of seeds."""
+    parts = []
+    for m in ("metagqn", "gqn"):
+        own = per_run.loc[per_run["model"] == m, column]
+        parts.append(f"{model_label(m)} {_range(own, digits)} ({len(own)} seeds)")
+    return "; ".join(parts)
+
+
+def _curve_claims_shown(per_run: pd.DataFrame) -> tuple[str, str]:
+    """What this run shows for claims 1 (final NLL) and 2 (rise of the curve)."""
+    if per_run.empty:
+        return ("no main training runs in these results",) * 2
+    step = int(per_run["step"].min())
+    nll = f"final validation NLL at step {step:,}, median (min–max): {_by_model(per_run, 'final_val_nll', 1)}"
+    stability = (
+        "total rise of the validation curve (sum of its increases, in units of the mean frame's MSE), median "
+        f"(min–max): {_by_model(per_run, 'rise_ratio', 3)}"
+    )
+    return nll, stability
+
+
+def judged(verdict: str, anyone_learned: bool) -> str:
+    """A claim is judged only when some run learned; at the mean-frame level nothing can be told."""
+    return verdict if anyone_learned else UNKNOWN
 
 
 def claims_frame(results: ResultSet) -> pd.DataFrame:
     """The study's three claims: what the study says, what this run shows, and the verdict."""
     per_run = learning_frame(results)
-    rows: list[dict[str, Any]] = []
-    nobody_learned = per_run.empty or not per_run["learned"].any()
-
-    def judged(verdict: str) -> str:
-        return UNKNOWN if nobody_learned else verdict
-
-    if per_run.empty:
-        nll_shown = stab_shown = "no main training runs in these results"
-    else:
-        step = int(per_run["step"].min())
-
-        def by_model(column: str, digits: int) -> str:
-            parts = []
-            for m in ("metagqn", "gqn"):
-                own = per_run.loc[per_run["model"] == m, column]
-                parts.append(f"{model_label(m)} {_range(own, digits)} ({len(own)} seeds)")
-            return "; ".join(parts)
-
-        nll_shown = f"final validation NLL at step {step:,}, median (min–max): {by_model('final_val_nll', 1)}"
-        stab_shown = (
-            "total rise of the validation curve (sum of its increases, in units of the mean frame's MSE), median "
-            f"(min–max): {by_model('rise_ratio', 3)}"
-        )
-    rows.append(
-        {
-            "claim": "1. The proposed model reaches a lower validation NLL than GQN",
-            "study": "11,353 vs 11,439 nats at 35,000 steps (64x64)",
-            "this run": nll_shown,
-            "verdict": judged(_compare(per_run, "final_val_nll")) if not per_run.empty else UNKNOWN,
-        }
-    )
-    rows.append(
-        {
-            "claim": "2. Its validation curve is more stable",
-            "study": "Figure 6: GQN's curve rises and falls, the proposed model's falls steadily",
-            "this run": stab_shown,
-            "verdict": judged(_compare(per_run, "rise_ratio")) if not per_run.empty else UNKNOWN,
-        }
-    )
-    shown, verdict = sweep_claim(results)
-    rows.append(
-        {
-            "claim": "3. It learns at z = 3, 32 and 128; GQN fails at 128",
-            "study": "Figure 7: GQN learns at 3 and 32, fails early at 128; the proposed model learns at all three",
-            "this run": shown,
-            "verdict": judged(verdict),
-        }
-    )
+    anyone_learned = not per_run.empty and bool(per_run["learned"].any())
+    nll_shown, stability_shown = _curve_claims_shown(per_run)
+    sweep_shown, sweep_verdict = sweep_claim(results)
+    shown_and_verdict = [
+        (nll_shown, _compare(per_run, "final_val_nll")),
+        (stability_shown, _compare(per_run, "rise_ratio")),
+        (sweep_shown, sweep_verdict),
+    ]
+    rows = [
+        {"claim": claim, "study": study, "this run": shown, "verdict": judged(verdict, anyone_learned)}
+        for (claim, study), (shown, verdict) in zip(CLAIMS, shown_and_verdict)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -220,34 +259,44 @@ def _learning_display(per_run: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _learning_intro(per_run: pd.DataFrame) -> Paragraph:
+    """What the ratios mean, the "learned" rule, and whether every main run met it."""
+    every = bool(per_run.groupby("model")["learned"].all().all())
+    return Paragraph(
+        "Ratios are to the **mean training frame** (always predicting the average image; 1.0 = no scene "
+        "knowledge, an untrained model starts near 2). A run has *learned* when its final MSE and its MSE on "
+        f"foreground pixels are both at most {LEARNED_FRACTION}x the mean frame's. The nearest context view "
+        "copies the context image whose camera is closest to the query's. "
+        + (
+            "Every main run of every model learned."
+            if every
+            else "**Not every run learned**: the claims below are judged only where runs learned."
+        )
+    )
+
+
+def _scale_paragraph(per_run: pd.DataFrame) -> Paragraph:
+    """Why a verdict here speaks for this scale only."""
+    return Paragraph(
+        f"What this run does not show: the study trained 35,000 steps at 64x64 with batch 36; these runs end at "
+        f"{int(per_run['step'].max()):,} steps at the size of their preset, so a verdict here is about this scale "
+        "only, and absolute NLLs are not comparable with the study's (compare MSE ratios)."
+    )
+
+
 def build(results: ResultSet, ctx: ReportContext) -> Section:
+    """The report's first section: did the main runs learn, and the verdict on each claim."""
     section = Section("The answer: did the models learn, and the study's claims", "claims")
     per_run = learning_frame(results)
     if per_run.empty:
         section.blocks.append(Note("No main training runs in these results: nothing to judge."))
         return section
     files = list(dict.fromkeys(per_run["file"]))
-    learned = per_run.groupby("model")["learned"].all()
-    section.blocks.append(
-        Paragraph(
-            "Ratios are to the **mean training frame** (always predicting the average image; 1.0 = no scene "
-            "knowledge, an untrained model starts near 2). A run has *learned* when its final MSE and its MSE on "
-            f"foreground pixels are both at most {LEARNED_FRACTION}x the mean frame's. The nearest context view "
-            "copies the context image whose camera is closest to the query's. "
-            + (
-                "Every main run of every model learned."
-                if bool(learned.all())
-                else "**Not every run learned**: the claims below are judged only where runs learned."
-            )
-        )
-    )
+    section.blocks.append(_learning_intro(per_run))
+    caption = "Did the models learn? Final validation errors relative to the mean frame, median (min–max) over seeds"
     section.blocks.append(
         ctx.table(
-            "learning_summary",
-            per_run.drop(columns=["file"]),
-            "Did the models learn? Final validation errors relative to the mean frame, median (min–max) over seeds",
-            files,
-            display=_learning_display(per_run),
+            "learning_summary", per_run.drop(columns=["file"]), caption, files, display=_learning_display(per_run)
         )
     )
     claims = claims_frame(results)
@@ -255,15 +304,7 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
     section.blocks.append(
         ctx.table("claims", claims, "The study's claims and what this run shows", sources, display=claims)
     )
-    scale = per_run["step"].max()
-    section.blocks.append(
-        Paragraph(
-            f"What this run does not show: the study trained 35,000 steps at 64x64 with batch 36; these runs end at "
-            f"{int(scale):,} steps at the size of their preset, so a verdict here is about this scale only, and "
-            "absolute NLLs are not comparable with the study's (compare MSE ratios)."
-        )
-    )
-    counts = per_run.groupby("model").size()
-    if (counts < 3).any():
+    section.blocks.append(_scale_paragraph(per_run))
+    if (per_run.groupby("model").size() < 3).any():
         section.blocks.append(Note("Fewer than 3 seeds for some model: seed ranges are thin."))
     return section
