@@ -179,14 +179,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from gqnbench.training.sweep import run_sweep
 
     _overrides(args)
-    if args.z_channels is not None:
-        if args.field not in (None, "model.z_channels"):
-            raise ValueError("give either --z-channels or --field/--values, not both")
-        field, values = "model.z_channels", [str(v) for v in args.z_channels]
-    elif args.field and args.values:
-        field, values = args.field, args.values
-    else:
-        raise ValueError("say what to sweep: --z-channels 3 32 128, or --field train.lr_start --values 1e-4 5e-4")
+    field, values = _sweep_axis(args)
     from gqnbench.config import parse_override_strings
 
     executor = executor_from_args(args)
@@ -210,7 +203,22 @@ def _sweep(args: argparse.Namespace) -> int:
         )
     except RunsUnfinished as exc:
         path, unfinished = exc.path, exc
-    doc = read_result(path, "sweep")
+    _print_sweep(read_result(path, "sweep"))
+    return _finish(path, unfinished)
+
+
+def _sweep_axis(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The swept field and its values: --z-channels is shorthand for --field model.z_channels."""
+    if args.z_channels is not None:
+        if args.field not in (None, "model.z_channels"):
+            raise ValueError("give either --z-channels or --field/--values, not both")
+        return "model.z_channels", [str(v) for v in args.z_channels]
+    if args.field and args.values:
+        return args.field, args.values
+    raise ValueError("say what to sweep: --z-channels 3 32 128, or --field train.lr_start --values 1e-4 5e-4")
+
+
+def _print_sweep(doc: dict) -> None:
     print(f"sweep of {doc['field']} over {doc['values']} ({doc['preset']}, {doc['steps']} steps):")
     for r in doc["runs"]:
         extra = f", diverged at step {r['diverged_step']}" if r["diverged"] else ""
@@ -226,7 +234,6 @@ def _sweep(args: argparse.Namespace) -> int:
             f"  {model}: final NLL spread {_num(s['final_nll_spread'])}, median {_num(s['final_nll_median'])}, "
             f"learned {_num(s['fraction_learned'], 2)}, improved {_num(s.get('fraction_improved'), 2)}{left}"
         )
-    return _finish(path, unfinished)
 
 
 def _samples(args: argparse.Namespace) -> int:
@@ -239,8 +246,11 @@ def _samples(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:  # noqa: ANN001
-    from gqnbench.presets import MODEL_NAMES
+    for add in (_add_train, _add_time_to_target, _add_sweep, _add_samples):
+        add(subparsers)
 
+
+def _add_train(subparsers) -> None:  # noqa: ANN001
     t = subparsers.add_parser("train", help="train one model (resumable; works under torchrun for DDP)")
     t.add_argument("--model", required=True, choices=model_choices())
     t.add_argument("--steps", type=int, default=None, help="total training steps (default: the preset's)")
@@ -257,6 +267,10 @@ def register(subparsers) -> None:  # noqa: ANN001
     _common(t)
     t.set_defaults(func=_train)
 
+
+def _add_time_to_target(subparsers) -> None:  # noqa: ANN001
+    from gqnbench.presets import MODEL_NAMES
+
     g = subparsers.add_parser("time-to-target", help="MLPerf-style wall clock to a target validation NLL")
     g.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=model_choices())
     g.add_argument("--target", type=float, default=None, help="val NLL in nats/image (default: the preset's)")
@@ -266,6 +280,10 @@ def register(subparsers) -> None:  # noqa: ANN001
     _common(g)
     add_executor_arguments(g)
     g.set_defaults(func=_time_to_target)
+
+
+def _add_sweep(subparsers) -> None:  # noqa: ANN001
+    from gqnbench.presets import MODEL_NAMES
 
     s = subparsers.add_parser("sweep", help="robustness sweep over one config field")
     s.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=model_choices())
@@ -281,6 +299,8 @@ def register(subparsers) -> None:  # noqa: ANN001
     add_executor_arguments(s)
     s.set_defaults(func=_sweep)
 
+
+def _add_samples(subparsers) -> None:  # noqa: ANN001
     p = subparsers.add_parser("samples", help="prediction grids from trained weights (for the report)")
     p.add_argument("runs", nargs="+", help="weights (.pt) or training_run (.json) files")
     p.add_argument("--out", required=True, help="samples JSON file to write")
