@@ -76,7 +76,7 @@ class RunsUnfinished(RuntimeError):
         self.path = Path(path)
         self.counts = dict(counts)
         self.registry = registry
-        states = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
+        states = _count_text(self.counts)
         super().__init__(
             f"{path}: partial summary ({states}); run the same command again later to collect the rest"
             + (f" (job ids in {registry})" if registry else "")
@@ -395,7 +395,21 @@ class ClusterExecutor:
         registry = JobRegistry(out_dir / REGISTRY_FILE)
         folder = (out_dir / SUBMITIT_DIR / "%j").absolute()
         keys = [job_key(job) for job in jobs]
-        live: dict[str, Any] = {}
+        live: dict[str, Any] = {}  # submitit Job objects of this call's submissions, by job id
+        states, to_submit = self._recorded_states(keys, registry, live)
+        if to_submit:
+            self._submit(fn, jobs, keys, to_submit, registry, folder, desc, live, states)
+        counts = self._poll(keys, registry, live, states, desc, progress)
+        self.log(f"{desc}: {len(keys)} {self.name} job(s): " + _count_text(counts))
+        return [self._outcome(registry.get(key), *states[key]) for key in keys]
+
+    def _recorded_states(
+        self, keys: Sequence[str], registry: JobRegistry, live: Mapping[str, Any]
+    ) -> tuple[dict[str, tuple[str, str | None]], list[int]]:
+        """(state of each recorded job, indices of the jobs to submit).
+
+        To submit: jobs never submitted, and failed ones when ``resubmit_failed``.
+        """
         states: dict[str, tuple[str, str | None]] = {}
         to_submit = []
         for i, key in enumerate(keys):
@@ -406,18 +420,44 @@ class ClusterExecutor:
             states[key] = self._state(entry, live)
             if states[key][0] == FAILED and self.resubmit_failed:
                 to_submit.append(i)
-        if to_submit:
-            ex = self._make_executor(folder)
-            for i in to_submit:
-                label = job_label(jobs[i])
-                if self.cluster == "slurm":
-                    ex.update_parameters(job_name=f"gqnbench-{label}")
-                run = ClusterRun(fn, {**jobs[i], "progress": False} if "progress" in jobs[i] else jobs[i], self.threads)
-                submitted = ex.submit(run)
-                live[str(submitted.job_id)] = submitted
-                registry.record(keys[i], label, str(submitted.job_id), self.cluster, str(folder), desc)
-                states[keys[i]] = (PENDING, None)
-            self.log(f"{desc}: submitted {len(to_submit)} {self.name} job(s) (ids in {registry.path})")
+        return states, to_submit
+
+    def _submit(
+        self,
+        fn: Callable[[dict[str, Any]], dict[str, Any]],
+        jobs: Sequence[dict[str, Any]],
+        keys: Sequence[str],
+        to_submit: Sequence[int],
+        registry: JobRegistry,
+        folder: Path,
+        desc: str,
+        live: dict[str, Any],
+        states: dict[str, tuple[str, str | None]],
+    ) -> None:
+        """Submit ``jobs[i]`` for each index, recording each id as soon as it exists; they start pending."""
+        ex = self._make_executor(folder)
+        for i in to_submit:
+            label = job_label(jobs[i])
+            if self.cluster == "slurm":
+                ex.update_parameters(job_name=f"gqnbench-{label}")
+            # No progress bars in a job: they would only fill its log.
+            run = ClusterRun(fn, {**jobs[i], "progress": False} if "progress" in jobs[i] else jobs[i], self.threads)
+            submitted = ex.submit(run)
+            live[str(submitted.job_id)] = submitted
+            registry.record(keys[i], label, str(submitted.job_id), self.cluster, str(folder), desc)
+            states[keys[i]] = (PENDING, None)
+        self.log(f"{desc}: submitted {len(to_submit)} {self.name} job(s) (ids in {registry.path})")
+
+    def _poll(
+        self,
+        keys: Sequence[str],
+        registry: JobRegistry,
+        live: Mapping[str, Any],
+        states: dict[str, tuple[str, str | None]],
+        desc: str,
+        progress: bool,
+    ) -> dict[str, int]:
+        """Refresh the states of pending and running jobs (until none is left with ``wait``); the count per state."""
         shown: dict[str, int] | None = None
         while True:
             for key in keys:
@@ -425,34 +465,27 @@ class ClusterExecutor:
                     states[key] = self._state(registry.get(key), live)
             counts = {s: sum(states[k][0] == s for k in keys) for s in (PENDING, RUNNING, FINISHED, FAILED)}
             if not self.wait or counts[PENDING] + counts[RUNNING] == 0:
-                break
+                return counts
             if progress and counts != shown:
-                self.log(f"{desc}: waiting: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+                self.log(f"{desc}: waiting: " + _count_text(counts))
                 shown = counts
             time.sleep(self.poll_s)
-        self.log(f"{desc}: {len(keys)} {self.name} job(s): " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
-        results = []
+
+    def _outcome(self, entry: Mapping[str, Any], state: str, error: str | None) -> dict[str, Any]:
+        """A finished job's return value (from submitit's result pickle), else the ``unfinished`` entry."""
         from submitit.core.utils import JobPaths, pickle_load
 
-        for key in keys:
-            entry = registry.get(key)
-            state, error = states[key]
-            if state == FINISHED:
-                paths = JobPaths(entry["folder"], job_id=str(entry["job_id"]), task_id=0)
-                results.append(pickle_load(paths.result_pickle)[1])
-            else:
-                results.append(
-                    {
-                        "unfinished": True,
-                        "state": state,
-                        "job_id": entry["job_id"],
-                        "label": entry["label"],
-                        "error": error,
-                    }
-                )
-                if state == FAILED:
-                    self.log(f"  {entry['label']} (job {entry['job_id']}) failed: {error}")
-        return results
+        if state == FINISHED:
+            paths = JobPaths(entry["folder"], job_id=str(entry["job_id"]), task_id=0)
+            return pickle_load(paths.result_pickle)[1]
+        if state == FAILED:
+            self.log(f"  {entry['label']} (job {entry['job_id']}) failed: {error}")
+        return {"unfinished": True, "state": state, "job_id": entry["job_id"], "label": entry["label"], "error": error}
+
+
+def _count_text(counts: Mapping[str, int]) -> str:
+    """``"2 running, 1 finished"``: the states that have jobs, in the order given."""
+    return ", ".join(f"{n} {s}" for s, n in counts.items() if n)
 
 
 class JobRegistry:
