@@ -60,3 +60,26 @@ def test_each_loss_term_is_checked_against_fp64():
     bad = check_numerics("gqn", "tiny", "bf16", fast_model_hook=wrong_prior)
     assert not bad.passed and "kl error" in bad.reason
     assert bad.terms["reconstruction"]["err_fast"] <= bad.terms["reconstruction"]["bound"]
+
+
+def test_judge_bounds_each_error_by_the_fp32_error_plus_the_floor():
+    from gqnbench.harness.numerics import GRAD_FLOOR, LOSS_FLOOR, _judge
+
+    def measured(loss: float, grad: list[float], kl: float = 0.5) -> tuple:
+        t = torch.tensor
+        parts = {"reconstruction": t(loss - kl, dtype=torch.float64), "kl": t(kl, dtype=torch.float64)}
+        return t(loss, dtype=torch.float64), t(grad, dtype=torch.float64), parts
+
+    ref, fp32 = measured(10.0, [3.0, 4.0]), measured(10.001, [3.0, 4.0005])
+    ok = _judge(ref, fp32, measured(10.02, [3.05, 4.0]), "bf16", multiplier=3.0)
+    assert ok["passed"] and ok["reason"] == ""
+    assert ok["loss_err_fast"] == pytest.approx(0.002)
+    assert ok["loss_bound"] == pytest.approx(3 * 1e-4 + LOSS_FLOOR["bf16"])
+    assert ok["grad_err_fast"] == pytest.approx(0.01) and ok["grad_bound"] == pytest.approx(
+        3 * 1e-4 + GRAD_FLOOR["bf16"]
+    )
+    bad = _judge(ref, fp32, measured(11.0, [3.0, 5.0], kl=-0.1), "bf16", multiplier=3.0)
+    assert not bad["passed"]
+    assert (
+        bad["reason"].startswith("loss error") and "gradient error" in bad["reason"] and "negative KL" in bad["reason"]
+    )

@@ -152,3 +152,27 @@ def test_profile_command_prints_the_phase_table_and_writes_both_files(tmp_path, 
     doc = read_result(out / "profile.json", "profile")
     (case,) = doc["cases"]
     assert case["peak_flop_per_s"] > 0 and (out / case["trace_file"]).is_file()
+
+
+def test_phase_rows_come_from_the_median_step_and_rate_only_counted_flops():
+    from gqnbench.harness.profile import PhaseTimes, StepPhases
+
+    phases = ["representation", "loss"]
+    steps = [
+        StepPhases(1.0, {"representation": 0.5, "loss": 0.3}, {"representation": 1, "loss": 1}),
+        StepPhases(4.0, {"representation": 3.0, "loss": 0.5}, {"representation": 1, "loss": 1}),  # a slowed step
+        StepPhases(2.0, {"representation": 1.0, "loss": 0.6}, {"representation": 2, "loss": 1}),  # the median
+    ]
+    times = PhaseTimes(steps, phases)
+    fields = times.fields({"representation": 4e9, "loss": 0.0}, peak=8e9)
+    rep, loss = fields["phases"]
+    assert (rep["time_s"], rep["share"], rep["calls_per_step"]) == (1.0, 0.5, 2)
+    assert rep["mean_time_s"] == pytest.approx(1.5)  # all steps, beside the median's
+    assert (rep["flop_per_s"], rep["share_of_peak"]) == (4e9, 0.5)
+    # The loss has no counted FLOPs: no rate rather than a misleading 0.
+    assert (loss["flop"], loss["flop_per_s"], loss["share_of_peak"]) == (0.0, None, None)
+    assert fields["profiled_step_s"] == 2.0 and fields["phase_sum_s"] == pytest.approx(1.6)
+    assert fields["unlabelled_s"] == pytest.approx(0.4)
+    assert fields["profiled_step_times_s"] == [1.0, 4.0, 2.0] and fields["step_flop"] == 4e9
+    assert times.mean_step_s == pytest.approx(7 / 3)
+    assert PhaseTimes(steps, phases).fields(None, None)["phases"][0]["flop"] is None

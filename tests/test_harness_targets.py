@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gqnbench.harness.targets import TARGETS, format_targets, measure_targets
+from gqnbench.harness.targets import TARGETS, format_targets, judge_targets, measure_targets, target_specs
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +56,31 @@ def test_report_shows_the_targets_as_measured(result: dict, tmp_path) -> None:
     assert f"{result['fp32']['median_s']:.3f}" in md
     csv = (tmp_path / "report" / "tables" / "perf_targets_checks_1.csv").read_text()
     assert csv.splitlines()[0] == "check,value,target,met"
+
+
+def _row(median_s: float, mfu: float, rel_iqr: float = 0.01) -> dict:
+    return {"median_s": median_s, "mfu": mfu, "rel_iqr": rel_iqr}
+
+
+def test_judge_targets_at_the_thresholds() -> None:
+    numerics = {"grad_err_fast": 0.01, "passed": True}
+    fp32 = _row(3.5, TARGETS["fp32_mfu_min"])
+    met = judge_targets(fp32, _row(1.0, TARGETS["bf16_mfu_min"]), numerics, worst_overhead=0.0199)
+    assert all(ok for _, ok in met.values()), met  # each minimum is inclusive
+    assert met["bf16_speedup"][0] == pytest.approx(3.5)
+    # Just past each bound: a slower bf16 step, a lower MFU, a noisy fp32 row, a failed numerics check.
+    missed = judge_targets(
+        _row(3.5, 0.54, rel_iqr=0.05), _row(1.01, 0.39), {"grad_err_fast": 0.5, "passed": False}, worst_overhead=0.02
+    )
+    assert not any(ok for _, ok in missed.values()), missed
+    assert missed["rel_iqr"][0] == 0.05  # the worse of the two judged rows
+
+
+def test_target_specs_put_fp32_eager_first() -> None:
+    specs = target_specs("gqn", "tiny", 2, ((False, False), (True, True)), "cpu", (("model.num_layers", 3),))
+    assert [(s.dtype, s.compiled, s.channels_last) for s in specs] == [
+        ("fp32", False, False),
+        ("bf16", False, False),
+        ("bf16", True, True),
+    ]
+    assert all(s.mode == "train" and s.batch == 2 and s.overrides == (("model.num_layers", 3),) for s in specs)

@@ -140,16 +140,7 @@ def prepare_step(spec: StepSpec) -> PreparedStep:
     if spec.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {spec.mode!r}")
     preset = spec.resolved_preset()
-    cfg = model_config(spec.model, preset)
-    batch = spec.resolved_batch()
-    # Built under the step's flush-to-zero mode: torch's worker threads, started by the first
-    # parallel op (here), keep the mode they were started with.
-    with step_numerics(device, spec.flush_denormal):
-        torch.manual_seed(spec.seed)
-        model = build_model(spec.model, cfg).to(device)
-        if spec.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        episode = make_episode(cfg, batch, spec.num_context, spec.num_queries, spec.seed, device, spec.channels_last)
+    model, episode = _model_and_batch(spec, preset, device)
     if spec.compiled:
         # A fresh dynamo cache per case: every model shares one forward's code object, so
         # without a reset the guards of earlier cases pile up and hit the recompile limit.
@@ -163,21 +154,31 @@ def prepare_step(spec: StepSpec) -> PreparedStep:
         compile_backend=spec.compile_backend,
         flush_denormal=spec.flush_denormal,
     )
-    images = batch * spec.num_queries
+    images = spec.resolved_batch() * spec.num_queries
     if spec.mode == "train":
         model.train()
         return PreparedStep(
-            spec,
-            device,
-            model,
-            episode,
-            lambda: trainer.train_step(episode).loss,
-            images,
-            trainer.optimizer,
+            spec, device, model, episode, lambda: trainer.train_step(episode).loss, images, trainer.optimizer,
             trainer=trainer,
-        )
+        )  # fmt: skip
     model.eval()
     return PreparedStep(spec, device, model, episode, lambda: trainer.predict(episode), images, trainer=trainer)
+
+
+def _model_and_batch(spec: StepSpec, preset: Preset, device: torch.device) -> tuple[GQNFamilyModel, Episode]:
+    """The seeded model and the synthetic batch, on ``device`` (channels-last if asked)."""
+    cfg = model_config(spec.model, preset)
+    # Built under the step's flush-to-zero mode: torch's worker threads, started by the first
+    # parallel op (here), keep the mode they were started with.
+    with step_numerics(device, spec.flush_denormal):
+        torch.manual_seed(spec.seed)
+        model = build_model(spec.model, cfg).to(device)
+        if spec.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        episode = make_episode(
+            cfg, spec.resolved_batch(), spec.num_context, spec.num_queries, spec.seed, device, spec.channels_last
+        )
+    return model, episode
 
 
 @dataclass(frozen=True)

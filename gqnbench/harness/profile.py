@@ -70,6 +70,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function, schedule, tensorboard_trace_handler
 
 from gqnbench.harness.common import (
+    PreparedStep,
     StepSpec,
     Timing,
     UnsupportedCase,
@@ -117,37 +118,49 @@ def profile_step(
     out_dir.mkdir(parents=True, exist_ok=True)
     step = prepare_step(spec)
     device = step.device
-    activities = [ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(ProfilerActivity.CUDA)
     before = set(out_dir.glob(TRACE_GLOB))
-    worker = spec.label().replace("/", "_")
-    snapshot_path = None
-    record_memory = memory_snapshot and device.type == "cuda"
-    if record_memory:
-        torch.cuda.memory._record_memory_history(max_entries=200_000)
-    try:
-        with profile(
-            activities=activities,
-            schedule=schedule(wait=0, warmup=warmup, active=active, repeat=1),
-            on_trace_ready=tensorboard_trace_handler(str(out_dir), worker_name=worker),
-            record_shapes=record_shapes,
-            profile_memory=True,
-        ) as prof:
-            for _ in range(warmup + active):
-                step.run()
-                synchronize(device)
-                prof.step()
-        if record_memory:
-            snapshot_path = out_dir / "memory_snapshot.pickle"
-            torch.cuda.memory._dump_snapshot(str(snapshot_path))
-    finally:
-        if record_memory:
-            torch.cuda.memory._record_memory_history(enabled=None)
+    snapshot_path = out_dir / "memory_snapshot.pickle" if memory_snapshot and device.type == "cuda" else None
+    with _memory_history(snapshot_path):
+        prof = _trace_steps(step, out_dir, warmup, active, record_shapes)
     new = _new_traces(out_dir, before)
     sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=sort_by, row_limit=top_k, max_name_column_width=48)
     return ProfileResult(trace_path=new[-1], table=table, memory_snapshot=snapshot_path, out_dir=out_dir)
+
+
+def _trace_steps(step: PreparedStep, out_dir: Path, warmup: int, active: int, record_shapes: bool) -> profile:
+    """Run ``warmup + active`` steps under the profiler; the last ``active`` are written as a trace."""
+    activities = [ProfilerActivity.CPU]
+    if step.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    worker = step.spec.label().replace("/", "_")
+    with profile(
+        activities=activities,
+        schedule=schedule(wait=0, warmup=warmup, active=active, repeat=1),
+        on_trace_ready=tensorboard_trace_handler(str(out_dir), worker_name=worker),
+        record_shapes=record_shapes,
+        profile_memory=True,
+    ) as prof:
+        for _ in range(warmup + active):
+            step.run()
+            synchronize(step.device)
+            prof.step()
+    return prof
+
+
+@contextlib.contextmanager
+def _memory_history(snapshot: Path | None) -> Iterator[None]:
+    """Record every CUDA allocation while the body runs and dump them to ``snapshot`` (None: record nothing)."""
+    if snapshot is None:
+        yield
+        return
+    torch.cuda.memory._record_memory_history(max_entries=200_000)
+    try:
+        yield
+        # Only a completed run is dumped; a failed one raises past it.
+        torch.cuda.memory._dump_snapshot(str(snapshot))
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
 
 
 # --- phase labels --------------------------------------------------------------------------------------------
@@ -428,25 +441,65 @@ def profile_phases(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     step = prepare_step(spec)
-    device = step.device
     labels = PhaseLabels(step.model, FORWARD_BASE[spec.mode])
     run_labelled = labelled_step(step, labels)
+    runs = _profiled_run(step, run_labelled, out_dir, warmup, active, plain_rounds, record_shapes, gzip)
+    flops = phase_flops(spec) if count_flops else None
+    phases = PhaseTimes(phases_by_step(runs.prof.events(), labels.phases, step.device), labels.phases)
+    mem = None
+    if memory if memory is not None else step.device.type == "cuda":
+        mem = _memory_fields(run_labelled, step.device, out_dir, runs.peak_allocated)
+    return {
+        **_case_header(spec, step.device, warmup, active, runs.trace),
+        **phases.fields(flops, _peak_of(spec.dtype, peaks)),
+        **runs.timing_fields(),
+        # Operators: self time averaged over the profiled steps, as a share of the mean step.
+        "top_operators": _top_operators(runs.prof, step.device, active, phases.mean_step_s, top_k),
+        "memory": mem,
+    }
+
+
+@dataclass
+class ProfiledRun:
+    """The step times of one :func:`profile_phases` run and its profiler (events, trace file, CUDA peak)."""
+
+    plain: list[float]
+    labelled: list[float]
+    profiled: list[float]
+    prof: profile
+    trace: Path
+    peak_allocated: int | None
+
+    def timing_fields(self) -> dict[str, Any]:
+        plain_t, labelled_t, profiled_t = (_timing_dict(x) for x in (self.plain, self.labelled, self.profiled))
+        return {
+            "timing": {"plain": plain_t, "labelled": labelled_t, "profiled": profiled_t},
+            "overhead": {
+                "profiled_over_plain": profiled_t["median_s"] / plain_t["median_s"],
+                "labelled_over_plain": labelled_t["median_s"] / plain_t["median_s"],
+            },
+        }
+
+
+def _profiled_run(
+    step: PreparedStep,
+    run_labelled: Callable[[], object],
+    out_dir: Path,
+    warmup: int,
+    active: int,
+    plain_rounds: int,
+    record_shapes: bool,
+    gzip: bool,
+) -> ProfiledRun:
+    """Warm-up, side-by-side plain/labelled rounds, the profiled labelled steps, side-by-side rounds again."""
+    device = step.device
     for _ in range(max(warmup, 1)):
         step.run()
     synchronize(device)
-    plain: list[float] = []
-    labelled: list[float] = []
-
-    def side_by_side() -> None:
-        # Plain and labelled steps alternate, so a change in the machine's load hits both alike.
-        for _ in range(plain_rounds):
-            plain.append(_timed(step.run, device))
-            labelled.append(_timed(run_labelled, device))
-
-    side_by_side()
+    plain, labelled = _side_by_side(step.run, run_labelled, device, plain_rounds)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     before = set(out_dir.glob(TRACE_GLOB))
-    worker = spec.label().replace("/", "_")
+    worker = step.spec.label().replace("/", "_")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     profiled = []
@@ -464,43 +517,73 @@ def profile_phases(
             prof.step()
     peak_allocated = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     trace = _new_traces(out_dir, before)[-1]
-    side_by_side()
+    # The times before and after the profiler are pooled, so drift shows as spread, not as overhead.
+    plain_after, labelled_after = _side_by_side(step.run, run_labelled, device, plain_rounds)
+    return ProfiledRun(plain + plain_after, labelled + labelled_after, profiled, prof, trace, peak_allocated)
 
-    events = prof.events()
-    # The phases of the median profiled step (by duration): one step slowed by a busy host moves
-    # the mean of every phase, not the median step. Means over all profiled steps are kept beside.
-    per_step = phases_by_step(events, labels.phases, device)
-    median = sorted(per_step, key=lambda st: st.duration_s)[(len(per_step) - 1) // 2]
-    profiled_step_s = median.duration_s
-    flops = phase_flops(spec) if count_flops else None
-    peak = _peak_of(spec.dtype, peaks)
-    rows = []
-    for phase in labels.phases:
-        t = median.time_s.get(phase, 0.0)
-        flop = None if flops is None else flops.get(phase, 0.0)
-        # No counted FLOPs (elementwise work only: loss, optimizer): no rate rather than a misleading 0.
-        rate = flop / t if flop and t > 0 else None
-        rows.append(
-            {
-                "phase": phase,
-                "label": phase_label(phase),
-                "time_s": t,
-                "share": t / profiled_step_s if profiled_step_s > 0 else None,
-                "calls_per_step": median.ranges.get(phase, 0),
-                "mean_time_s": sum(st.time_s.get(phase, 0.0) for st in per_step) / len(per_step),
-                "flop": flop,
-                "flop_per_s": rate,
-                "share_of_peak": rate / peak if rate is not None and peak else None,
-            }
-        )
-    phase_sum = sum(r["time_s"] for r in rows)
+
+def _side_by_side(
+    run_plain: Callable[[], object], run_labelled: Callable[[], object], device: torch.device, rounds: int
+) -> tuple[list[float], list[float]]:
+    # Plain and labelled steps alternate, so a change in the machine's load hits both alike.
+    plain, labelled = [], []
+    for _ in range(rounds):
+        plain.append(_timed(run_plain, device))
+        labelled.append(_timed(run_labelled, device))
+    return plain, labelled
+
+
+class PhaseTimes:
+    """The phase rows of a case from its profiled steps: the median step's times, FLOP/s and share of peak."""
+
+    def __init__(self, per_step: list[StepPhases], phases: list[str]) -> None:
+        self.per_step = per_step
+        self.phases = phases
+        # The phases of the median profiled step (by duration): one step slowed by a busy host moves
+        # the mean of every phase, not the median step. Means over all profiled steps are kept beside.
+        self.median = sorted(per_step, key=lambda st: st.duration_s)[(len(per_step) - 1) // 2]
+        self.mean_step_s = sum(st.duration_s for st in per_step) / len(per_step)
+
+    def rows(self, flops: dict[str, float] | None, peak: float | None) -> list[dict[str, Any]]:
+        step_s = self.median.duration_s
+        rows = []
+        for phase in self.phases:
+            t = self.median.time_s.get(phase, 0.0)
+            flop = None if flops is None else flops.get(phase, 0.0)
+            # No counted FLOPs (elementwise work only: loss, optimizer): no rate rather than a misleading 0.
+            rate = flop / t if flop and t > 0 else None
+            rows.append(
+                {
+                    "phase": phase,
+                    "label": phase_label(phase),
+                    "time_s": t,
+                    "share": t / step_s if step_s > 0 else None,
+                    "calls_per_step": self.median.ranges.get(phase, 0),
+                    "mean_time_s": sum(st.time_s.get(phase, 0.0) for st in self.per_step) / len(self.per_step),
+                    "flop": flop,
+                    "flop_per_s": rate,
+                    "share_of_peak": rate / peak if rate is not None and peak else None,
+                }
+            )
+        return rows
+
+    def fields(self, flops: dict[str, float] | None, peak: float | None) -> dict[str, Any]:
+        """The case's fields from ``phases`` to ``peak_flop_per_s`` (see the module docstring)."""
+        rows = self.rows(flops, peak)
+        phase_sum = sum(r["time_s"] for r in rows)
+        return {
+            "phases": rows,
+            "phase_sum_s": phase_sum,
+            "profiled_step_s": self.median.duration_s,
+            "profiled_step_times_s": [st.duration_s for st in self.per_step],
+            "unlabelled_s": self.median.duration_s - phase_sum,
+            "step_flop": None if flops is None else sum(flops.values()),
+            "peak_flop_per_s": peak,
+        }
+
+
+def _case_header(spec: StepSpec, device: torch.device, warmup: int, active: int, trace: Path) -> dict[str, Any]:
     cfg = model_config(spec.model, spec.resolved_preset())
-    mem = None
-    if memory if memory is not None else device.type == "cuda":
-        mem = memory_at_peak(run_labelled, device, out_dir) or {}
-        mem["peak_allocated_bytes"] = peak_allocated
-        mem["snapshot_hint"] = "gqnbench profile --device cuda writes memory_snapshot.pickle (pytorch.org/memory_viz)"
-    plain_t, labelled_t, profiled_t = (_timing_dict(x) for x in (plain, labelled, profiled))
     return {
         "label": spec.label(),
         "model": spec.model,
@@ -516,24 +599,16 @@ def profile_phases(
         "steps": active,
         "trace_file": str(trace),
         "phase_time": "cuda kernel" if device.type == "cuda" else "cpu wall",
-        "phases": rows,
-        "phase_sum_s": phase_sum,
-        "profiled_step_s": profiled_step_s,
-        "profiled_step_times_s": [st.duration_s for st in per_step],
-        "unlabelled_s": profiled_step_s - phase_sum,
-        "step_flop": None if flops is None else sum(flops.values()),
-        "peak_flop_per_s": peak,
-        "timing": {"plain": plain_t, "labelled": labelled_t, "profiled": profiled_t},
-        "overhead": {
-            "profiled_over_plain": profiled_t["median_s"] / plain_t["median_s"],
-            "labelled_over_plain": labelled_t["median_s"] / plain_t["median_s"],
-        },
-        # Operators: self time averaged over the profiled steps, as a share of the mean step.
-        "top_operators": _top_operators(
-            prof, device, active, sum(st.duration_s for st in per_step) / len(per_step), top_k
-        ),
-        "memory": mem,
     }
+
+
+def _memory_fields(
+    run: Callable[[], object], device: torch.device, out_dir: Path, peak_allocated: int | None
+) -> dict[str, Any]:
+    mem = memory_at_peak(run, device, out_dir) or {}
+    mem["peak_allocated_bytes"] = peak_allocated
+    mem["snapshot_hint"] = "gqnbench profile --device cuda writes memory_snapshot.pickle (pytorch.org/memory_viz)"
+    return mem
 
 
 def _peak_of(dtype: str, peaks: dict | None) -> float | None:
