@@ -78,45 +78,44 @@ def _safe(name: str, builder: Callable[[], Section], strict: bool) -> Section:
         return Section(name, name, [Note(f"This section could not be built ({type(exc).__name__}: {exc}).")])
 
 
-def build_report(
-    results: ResultSet,
-    out_dir: str | os.PathLike,
-    baseline: ResultSet | None = None,
-    threshold: float = 0.05,
-    command: str | None = None,
-    title: str = "gqnbench report",
-    strict: bool = False,
-) -> ReportOutput:
-    """Write report.md, report.html (self-contained), figures/, tables/ and provenance.json to ``out_dir``."""
-    ctx = ReportContext(Path(out_dir))
-    info: dict[str, Any] = {
+def _report_info(command: str | None) -> dict[str, Any]:
+    """When, by which gqnbench and commit, and with which command this report is written."""
+    return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "gqnbench": __version__,
         "commit": git_commit(),
         "command": command or "python -m gqnbench.report",
     }
+
+
+def _sections(
+    results: ResultSet, baseline: ResultSet | None, threshold: float, ctx: ReportContext, strict: bool
+) -> list[Section]:
+    """Every section in reading order except provenance (the comparison first when there is a baseline)."""
     sections = []
     if baseline is not None:
         sections.append(_safe("comparison", lambda: comparison.build(results, baseline, ctx, threshold), strict))
     for name, builder in SECTIONS:
         sections.append(_safe(name, lambda b=builder: b(results, ctx), strict))
-    env_section = _safe("provenance", lambda: environment.build(results, ctx, info), strict)
+    return sections
+
+
+def _provenance_section(results: ResultSet, ctx: ReportContext, info: dict[str, Any], strict: bool) -> Section:
+    """The environment section, ending with every artifact written so far and its sources (so it comes last)."""
+    section = _safe("provenance", lambda: environment.build(results, ctx, info), strict)
     artifacts = pd.DataFrame(
         [{"artifact": a["artifact"], "sources": sources_line(a["sources"])} for a in ctx.artifacts]
     )
     if len(artifacts):
-        env_section.blocks.append(
-            ctx.table(
-                "provenance",
-                artifacts,
-                "Every figure and table and the results files it came from",
-                [f.path for f in results.files],
-            )
-        )
-    sections.append(env_section)
+        caption = "Every figure and table and the results files it came from"
+        section.blocks.append(ctx.table("provenance", artifacts, caption, [f.path for f in results.files]))
+    return section
 
+
+def _intro(results: ResultSet, baseline: ResultSet | None) -> list[Paragraph]:
+    """What the report covers, and how many input files of which kind it read."""
     kinds = pd.Series([f.kind for f in results.files]).value_counts() if results.files else pd.Series(dtype=int)
-    intro = [
+    return [
         Paragraph(
             "Benchmarks of the reference Generative Query Network (GQN) and the 2019 study's meta-learning GQN "
             "(`metagqn`): the study's Table 1 and Figures 6-7 reproduced at our scale, time to a target NLL, "
@@ -130,11 +129,13 @@ def build_report(
             + "."
         ),
     ]
-    doc = Document(title=title, intro=intro, sections=sections)
-    out = ctx.out_dir
-    md_path = atomic_write_text(out / "report.md", render_markdown(doc))
-    html_path = atomic_write_text(out / "report.html", render_html(doc))
-    provenance = {
+
+
+def _provenance(
+    results: ResultSet, baseline: ResultSet | None, threshold: float, ctx: ReportContext, info: dict[str, Any]
+) -> dict[str, Any]:
+    """provenance.json: the report's info, its inputs (relative to the report folder) and every artifact."""
+    return {
         **info,
         "inputs": [ctx.rel(f.path) for f in results.files],
         "baseline_inputs": [ctx.rel(f.path) for f in baseline.files] if baseline is not None else [],
@@ -142,5 +143,26 @@ def build_report(
         "threshold": threshold if baseline is not None else None,
         "artifacts": ctx.artifacts,
     }
+
+
+def build_report(
+    results: ResultSet,
+    out_dir: str | os.PathLike,
+    baseline: ResultSet | None = None,
+    threshold: float = 0.05,
+    command: str | None = None,
+    title: str = "gqnbench report",
+    strict: bool = False,
+) -> ReportOutput:
+    """Write report.md, report.html (self-contained), figures/, tables/ and provenance.json to ``out_dir``."""
+    ctx = ReportContext(Path(out_dir))
+    info = _report_info(command)
+    sections = _sections(results, baseline, threshold, ctx, strict)
+    sections.append(_provenance_section(results, ctx, info, strict))
+    doc = Document(title=title, intro=_intro(results, baseline), sections=sections)
+    out = ctx.out_dir
+    md_path = atomic_write_text(out / "report.md", render_markdown(doc))
+    html_path = atomic_write_text(out / "report.html", render_html(doc))
+    provenance = _provenance(results, baseline, threshold, ctx, info)
     prov_path = atomic_write_text(out / "provenance.json", json.dumps(provenance, indent=2) + "\n")
     return ReportOutput(out, md_path, html_path, prov_path, doc)

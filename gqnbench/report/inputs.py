@@ -54,8 +54,9 @@ class ResultFile:
 
     @property
     def environment(self) -> dict[str, Any]:
-        env = self.doc.get("environment")
-        return env if isinstance(env, dict) else {}
+        """Where the file was measured (open-ended, as ``capture_environment`` wrote it); pytest-benchmark
+        JSON has no such envelope (its machine_info is read by the environment section)."""
+        return self.typed.environment if self.typed is not None else {}
 
 
 @dataclass

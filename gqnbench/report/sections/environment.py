@@ -7,9 +7,10 @@ from typing import Any
 import pandas as pd
 
 from gqnbench.report.context import ReportContext
-from gqnbench.report.document import Note, Paragraph, Section, sources_line
-from gqnbench.report.inputs import PYTEST_BENCHMARK, ResultSet
+from gqnbench.report.document import Note, Paragraph, Section, Table, sources_line
+from gqnbench.report.inputs import PYTEST_BENCHMARK, ResultFile, ResultSet
 from gqnbench.report.tables import display_generic
+from gqnbench.schema.mainjob import MainJobDoc
 
 ENV_FIELDS = [
     "device",
@@ -28,52 +29,58 @@ ENV_FIELDS = [
 ]
 
 
+def _commit_label(commit: dict[str, Any]) -> str | None:
+    """pytest-benchmark's commit_info as the results files write it: 12 hex digits, ``-dirty`` if so."""
+    if not commit.get("id"):
+        return None
+    return str(commit["id"])[:12] + ("-dirty" if commit.get("dirty") else "")
+
+
+def _pytest_benchmark_env(doc: dict[str, Any]) -> dict[str, Any]:
+    """The environment fields of a pytest-benchmark JSON (its own layout, read as written)."""
+    machine = doc.get("machine_info") or {}
+    cpu = machine.get("cpu") or {}
+    return {
+        "device": ", ".join(sorted({str(b.get("extra_info", {}).get("device")) for b in doc["benchmarks"]})),
+        "python": machine.get("python_version"),
+        "platform": f"{machine.get('system', '')} {machine.get('release', '')}".strip() or None,
+        "processor": cpu.get("brand_raw") or machine.get("processor") or None,
+        "cpu_count": cpu.get("count"),
+        "commit": _commit_label(doc.get("commit_info") or {}),
+        "pytest-benchmark": doc.get("version"),
+    }
+
+
+def _env_of(f: ResultFile) -> dict[str, Any]:
+    # A results file's environment is open-ended (capture_environment's fields); a field it lacks shows as missing.
+    return _pytest_benchmark_env(f.doc) if f.kind == PYTEST_BENCHMARK else dict(f.environment)
+
+
 def environment_frame(results: ResultSet, ctx: ReportContext) -> pd.DataFrame:
     """One row per distinct environment among the results files, with the files measured under it."""
-    groups: dict[tuple, dict[str, Any]] = {}
+    fields = [*ENV_FIELDS, "pytest-benchmark"]
+    groups: dict[tuple[str, ...], dict[str, Any]] = {}
     for f in results.files:
-        if f.kind == PYTEST_BENCHMARK:
-            machine = f.doc.get("machine_info") or {}
-            commit = f.doc.get("commit_info") or {}
-            cpu = machine.get("cpu") or {}
-            env = {
-                "device": ", ".join(sorted({str(b.get("extra_info", {}).get("device")) for b in f.doc["benchmarks"]})),
-                "python": machine.get("python_version"),
-                "platform": f"{machine.get('system', '')} {machine.get('release', '')}".strip() or None,
-                "processor": cpu.get("brand_raw") or machine.get("processor") or None,
-                "cpu_count": cpu.get("count"),
-                "commit": (str(commit.get("id"))[:12] + ("-dirty" if commit.get("dirty") else ""))
-                if commit.get("id")
-                else None,
-                "pytest-benchmark": f.doc.get("version"),
-            }
-        else:
-            env = dict(f.environment)
-        key = tuple(str(env.get(k)) for k in [*ENV_FIELDS, "pytest-benchmark"])
-        group = groups.setdefault(
-            key, {**{k: env.get(k) for k in ENV_FIELDS}, "pytest-benchmark": env.get("pytest-benchmark"), "files": []}
-        )
+        env = _env_of(f)
+        key = tuple(str(env.get(k)) for k in fields)
+        group = groups.setdefault(key, {**{k: env.get(k) for k in fields}, "files": []})
         group["files"].append(ctx.rel(f.path))
-    rows = []
-    for group in groups.values():
-        files = group.pop("files")
-        group["files"] = f"{len(files)}: {sources_line(files)}"
-        rows.append(group)
+    rows = [{**group, "files": f"{len(group['files'])}: {sources_line(group['files'])}"} for group in groups.values()]
     frame = pd.DataFrame(rows)
     # Drop fields no results file recorded (e.g. gpu_name on a CPU machine).
     return frame.dropna(axis=1, how="all") if len(frame) else frame
 
 
-def stage_frame(doc: dict[str, Any]) -> pd.DataFrame:
+def stage_frame(job: MainJobDoc) -> pd.DataFrame:
     """The main job's stages in run order with their wall time, plus a total row."""
     rows = [
-        {"stage": name, "status": info.get("status"), "wall_s": info.get("wall_s"), "detail": info.get("detail")}
-        for name, info in (doc.get("stages") or {}).items()
-        if isinstance(info, dict)
+        {"stage": name, "status": stage.status, "wall_s": stage.wall_s, "detail": stage.detail}
+        for name, stage in job.stages.items()
     ]
     if not rows:
         return pd.DataFrame()
-    total = sum(float(r["wall_s"] or 0.0) for r in rows)
+    # The total is over the stages that recorded a time (one that never started has none).
+    total = sum(stage.wall_s for stage in job.stages.values() if stage.wall_s is not None)
     rows.append({"stage": "total", "status": None, "wall_s": round(total, 2), "detail": None})
     return pd.DataFrame(rows)
 
@@ -86,42 +93,42 @@ def transposed(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def build(results: ResultSet, ctx: ReportContext, report_info: dict[str, Any]) -> Section:
-    section = Section("Environment and provenance", "provenance")
-    section.blocks.append(
-        Paragraph(
-            f"Report written {report_info['created']} by gqnbench {report_info['gqnbench']} "
-            f"(commit `{report_info.get('commit') or 'unknown'}`) with: `{report_info['command']}`. "
-            "Every figure and table names the results files it came from; `provenance.json` lists them all."
-        )
+def _written_by(report_info: dict[str, Any]) -> Paragraph:
+    """When, by which gqnbench and commit, and with which command the report was written."""
+    return Paragraph(
+        f"Report written {report_info['created']} by gqnbench {report_info['gqnbench']} "
+        f"(commit `{report_info['commit'] or 'unknown'}`) with: `{report_info['command']}`. "
+        "Every figure and table names the results files it came from; `provenance.json` lists them all."
     )
+
+
+def _environment_block(results: ResultSet, ctx: ReportContext) -> Table | Note:
     env = environment_frame(results, ctx)
-    if len(env):
-        section.blocks.append(
-            ctx.table(
-                "environments",
-                env,
-                "Measurement environments (one column per distinct environment)",
-                [f.path for f in results.files],
-                display=transposed(env),
-            )
-        )
-    else:
-        section.blocks.append(Note("No results files, so no measurement environment to show."))
+    if not len(env):
+        return Note("No results files, so no measurement environment to show.")
+    caption = "Measurement environments (one column per distinct environment)"
+    return ctx.table("environments", env, caption, [f.path for f in results.files], display=transposed(env))
+
+
+def _main_job_blocks(results: ResultSet, ctx: ReportContext) -> list[Table]:
+    """What each main job's stages took."""
+    blocks = []
     for job in results.of_kind("main_job"):
-        stages = stage_frame(job.doc)
+        doc = job.as_(MainJobDoc)
+        stages = stage_frame(doc)
         if len(stages):
-            plan = job.doc.get("plan") or {}
-            section.blocks.append(
-                ctx.table(
-                    "main_job_stages",
-                    stages,
-                    f"What the main job's stages took (preset {plan.get('preset')}"
-                    f"{', quick' if plan.get('quick') else ''}; wall clock, seconds)",
-                    [job.path],
-                    display=display_generic(stages),
-                )
+            caption = (
+                f"What the main job's stages took (preset {doc.plan.preset}"
+                f"{', quick' if doc.plan.quick else ''}; wall clock, seconds)"
             )
+            blocks.append(ctx.table("main_job_stages", stages, caption, [job.path], display=display_generic(stages)))
+    return blocks
+
+
+def build(results: ResultSet, ctx: ReportContext, report_info: dict[str, Any]) -> Section:
+    """Where every number was measured, the main job's stages, and the JSON the scan ignored."""
+    section = Section("Environment and provenance", "provenance")
+    section.blocks += [_written_by(report_info), _environment_block(results, ctx), *_main_job_blocks(results, ctx)]
     if results.ignored:
         names = ", ".join(f"`{ctx.rel(p)}`" for p in results.ignored[:10])
         section.blocks.append(
