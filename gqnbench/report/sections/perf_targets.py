@@ -100,8 +100,8 @@ def runs_frame(files: list) -> pd.DataFrame:
         checks = doc.get("checks") or {}
         rows.append(
             {
-                "created": f.doc.get("created"),
-                "commit": (f.doc.get("environment") or {}).get("commit"),
+                "created": f.as_(CostsDoc).created,
+                "commit": f.environment.get("commit"),
                 "fp32_mfu": (checks.get("fp32_mfu") or {}).get("value"),
                 "bf16_speedup": (checks.get("bf16_speedup") or {}).get("value"),
                 "bf16_mfu": (checks.get("bf16_mfu") or {}).get("value"),

@@ -47,7 +47,7 @@ def collect_cases(files: list[ResultFile]) -> tuple[list[Case], int]:
     """Every case, the newest file winning when one case was profiled more than once; and how many were superseded."""
     latest: dict[tuple, Case] = {}
     total = 0
-    for f in sorted(files, key=lambda f: (str(f.doc.get("created")), str(f.path))):
+    for f in sorted(files, key=lambda f: (str(f.as_(ProfileDoc).created), str(f.path))):
         for case in f.as_(ProfileDoc).cases:
             latest[_key(case)] = (f, case)
             total += 1

@@ -16,6 +16,7 @@ from gqnbench.report.document import Note, Section
 from gqnbench.report.inputs import ReportInputError, ResultFile, ResultSet
 from gqnbench.report.plotting import plt
 from gqnbench.report.study import model_label
+from gqnbench.schema.study import SampleScene, SamplesDoc
 
 _REFERENCE_LABELS = {"mean frame": "ref: mean frame", "nearest context view": "ref: nearest view"}
 
@@ -29,26 +30,27 @@ def decode_png(text: str, where: str) -> np.ndarray:
         raise ReportInputError(f"{where}: not a base64-encoded PNG ({exc})") from exc
 
 
+def _decode_scene(scene: SampleScene, where: str) -> dict:
+    """One scene's PNGs as arrays: context views, the true query, and predictions by model and reference."""
+    references = scene.references or {}  # files written before the references were drawn have none
+    return {
+        "index": scene.index,
+        "context": [decode_png(c, f"{where}.context[{j}]") for j, c in enumerate(scene.context)],
+        "query": decode_png(scene.query, f"{where}.query"),
+        "predictions": {
+            **{m: decode_png(p, f"{where}.predictions.{m}") for m, p in scene.predictions.items()},
+            **{
+                _REFERENCE_LABELS.get(name, f"ref: {name}"): decode_png(p, f"{where}.references.{name}")
+                for name, p in references.items()
+            },
+        },
+    }
+
+
 def decode_scenes(samples: ResultFile) -> list[dict]:
-    scenes = []
-    for i, scene in enumerate(samples.doc["scenes"]):
-        where = f"{samples.path}: scenes[{i}]"
-        scenes.append(
-            {
-                "index": scene.get("index", i),
-                "context": [decode_png(c, f"{where}.context[{j}]") for j, c in enumerate(scene["context"])],
-                "query": decode_png(scene["query"], f"{where}.query"),
-                "predictions": {
-                    **{m: decode_png(p, f"{where}.predictions.{m}") for m, p in scene["predictions"].items()},
-                    # The reference predictors, drawn beside the models (older files have none).
-                    **{
-                        _REFERENCE_LABELS.get(name, f"ref: {name}"): decode_png(p, f"{where}.references.{name}")
-                        for name, p in (scene.get("references") or {}).items()
-                    },
-                },
-            }
-        )
-    return scenes
+    """Every scene of a samples file, decoded; a PNG that does not decode names file and field."""
+    scenes = samples.as_(SamplesDoc).scenes
+    return [_decode_scene(scene, f"{samples.path}: scenes[{i}]") for i, scene in enumerate(scenes)]
 
 
 def prediction_mse(scenes: list[dict]) -> pd.DataFrame:
@@ -89,7 +91,19 @@ def _grid(scenes: list[dict], mse: pd.DataFrame):
     return fig
 
 
+def _caption(doc: SamplesDoc) -> str:
+    # Which z the predictions used is recorded by the writer; a file without it does not say.
+    z = doc.z if doc.z is not None else "z not recorded"
+    return (
+        f"Validation scenes: context views, the true query view, each model's prediction after "
+        f"{F.fmt_int(doc.step)} training steps ({z}) and the two reference predictors (the mean training frame, "
+        "which ignores the scene, and the context view whose camera is nearest the query's); MSE of the "
+        "shown 8-bit image."
+    )
+
+
 def build(results: ResultSet, ctx: ReportContext) -> Section:
+    """A grid per samples file: context views, the true query, each model's and reference's prediction."""
     section = Section("Sample predictions", "samples")
     files = results.of_kind("samples")
     if not files:
@@ -100,15 +114,7 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
         if not scenes:
             section.blocks.append(Note(f"{ctx.rel(samples.path)} holds no scenes."))
             continue
-        mse = prediction_mse(scenes)
-        step = samples.doc.get("step")
-        caption = (
-            "Validation scenes: context views, the true query view, each model's prediction"
-            + (f" after {F.fmt_int(step)} training steps" if step is not None else "")
-            + f" ({samples.doc.get('z', 'z sampled')}) and the two reference predictors (the mean training frame, "
-            "which ignores the scene, and the context view whose camera is nearest the query's); MSE of the "
-            "shown 8-bit image."
-        )
         name = "samples" if len(files) == 1 else f"samples_{i}"
-        section.blocks.append(ctx.figure(name, _grid(scenes, mse), caption, [samples.path]))
+        figure = _grid(scenes, prediction_mse(scenes))
+        section.blocks.append(ctx.figure(name, figure, _caption(samples.as_(SamplesDoc)), [samples.path]))
     return section
