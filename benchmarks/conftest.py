@@ -14,6 +14,9 @@ fp32/bf16, inference fp32), fewer rounds, a 2048^2 peak matmul, and skips tests 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -107,3 +110,19 @@ def matmul_peaks(bench_settings: BenchSettings) -> dict:
     bench_settings.skip_if_unavailable()
     dtypes = ("fp32", "bf16", "fp16") if bench_settings.device == "cuda" else ("fp32", "bf16")
     return matmul_peak(bench_settings.device, dtypes, n=bench_settings.matmul_n)
+
+
+@pytest.fixture
+def measured(benchmark) -> Callable[[], tuple[float, float]]:  # noqa: ANN001
+    """Median and IQR in seconds of the benchmark just run; NaN under --benchmark-disable.
+
+    With benchmarking disabled pytest-benchmark runs the target once, untimed, and keeps no
+    stats, so the rates derived from them are NaN rather than an error.
+    """
+
+    def read() -> tuple[float, float]:
+        if benchmark.stats is None:
+            return math.nan, math.nan
+        return benchmark.stats.stats.median, benchmark.stats.stats.iqr
+
+    return read

@@ -34,33 +34,33 @@ def _info(benchmark, mode: str, **extra) -> None:  # noqa: ANN001
     benchmark.extra_info.update({"preset": "cpu", "mode": mode, "device": "cpu", **extra})
 
 
-def test_render_one_scene(benchmark):
+def test_render_one_scene(measured, benchmark):
     """Ray casting only: 15 views at 64x64 with 2x2 supersampling, one core."""
     counter = iter(range(10**9))
     _info(benchmark, "render", batch=1, workers=1)
     benchmark.pedantic(lambda: render_scene_arrays(0, "train", next(counter)), rounds=30, warmup_rounds=3)
-    benchmark.extra_info["scenes_per_s"] = 1.0 / benchmark.stats.stats.median
+    benchmark.extra_info["scenes_per_s"] = 1.0 / measured()[0]
 
 
-def test_encode_one_scene(benchmark):
+def test_encode_one_scene(measured, benchmark):
     """Ray casting + 15 JPEG encodes + Example serialisation, one core (one generator work item)."""
     counter = iter(range(10**9))
     _info(benchmark, "generate-scene", batch=1, workers=1)
     benchmark.pedantic(lambda: scene_payload(0, "train", next(counter)), rounds=30, warmup_rounds=3)
-    benchmark.extra_info["scenes_per_s"] = 1.0 / benchmark.stats.stats.median
+    benchmark.extra_info["scenes_per_s"] = 1.0 / measured()[0]
 
 
-def test_sampler_batch_cpu_preset(benchmark, cpu_scenes):
+def test_sampler_batch_cpu_preset(measured, benchmark, cpu_scenes):
     """One training episode (batch 16 at 32x32, M ~ U{1..14}) gathered from the memory-mapped cache."""
     sampler = EpisodeSampler(cpu_scenes, CPU.train.batch_size, seed=0)
     counter = iter(range(10**9))
     _info(benchmark, "load", batch=CPU.train.batch_size, workers=0)
     benchmark.pedantic(lambda: sampler.batch(next(counter)), rounds=200, warmup_rounds=10)
-    benchmark.extra_info["episodes_per_s"] = 1.0 / benchmark.stats.stats.median
+    benchmark.extra_info["episodes_per_s"] = 1.0 / measured()[0]
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_train_loader_cpu_preset(benchmark, cpu_scenes, workers):
+def test_train_loader_cpu_preset(measured, benchmark, cpu_scenes, workers):
     """200 episodes through the DataLoader (map-style, indexed by step), with 0 or 2 worker processes."""
     sampler = EpisodeSampler(cpu_scenes, CPU.train.batch_size, seed=0)
     steps = 200
@@ -71,12 +71,12 @@ def test_train_loader_cpu_preset(benchmark, cpu_scenes, workers):
 
     _info(benchmark, "loader", batch=CPU.train.batch_size, workers=workers)
     benchmark.pedantic(run, rounds=3, warmup_rounds=1)
-    benchmark.extra_info["episodes_per_s"] = steps / benchmark.stats.stats.median
+    benchmark.extra_info["episodes_per_s"] = steps / measured()[0]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
-def test_generate_cpu_preset_set(benchmark, tmp_path: Path, workers):
+def test_generate_cpu_preset_set(measured, benchmark, tmp_path: Path, workers):
     """The cpu preset's embedded set (1200 scenes, 9:1) written end to end."""
     scenes = CPU.data.generate_scenes
     runs = iter(range(10**6))
@@ -86,4 +86,4 @@ def test_generate_cpu_preset_set(benchmark, tmp_path: Path, workers):
 
     _info(benchmark, "generate", batch=scenes, workers=workers)
     benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info["scenes_per_s"] = scenes / benchmark.stats.stats.median
+    benchmark.extra_info["scenes_per_s"] = scenes / measured()[0]

@@ -12,7 +12,7 @@ from gqnbench.harness.common import DTYPES, synchronize
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
-def test_matmul_peak(benchmark, dtype, bench_settings):
+def test_matmul_peak(benchmark, measured, dtype, bench_settings):
     bench_settings.skip_if_unavailable()
     device = torch.device(bench_settings.device)
     if dtype == "fp16" and device.type != "cuda":
@@ -28,7 +28,7 @@ def test_matmul_peak(benchmark, dtype, bench_settings):
 
     benchmark.group = f"matmul-peak-{device.type}"  # before pedantic: the stats copy it there
     benchmark.pedantic(target, rounds=10, warmup_rounds=2, iterations=1)
-    median = benchmark.stats.stats.median
+    median = measured()[0]
     benchmark.extra_info.update(
         {"mode": "matmul", "dtype": dtype, "device": str(device), "n": n, "flop_per_s": 2.0 * n**3 / median}
     )

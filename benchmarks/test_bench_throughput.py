@@ -38,7 +38,7 @@ def _cpu_peak_rss(spec: StepSpec) -> int | None:
     return _memory_cache[key]
 
 
-def test_step(benchmark, request, step_case: StepSpec, bench_settings):
+def test_step(benchmark, measured, request, step_case: StepSpec, bench_settings):
     spec = step_case
     bench_settings.skip_if_unavailable()
     try:
@@ -75,8 +75,7 @@ def test_step(benchmark, request, step_case: StepSpec, bench_settings):
     # pytest-benchmark copies the group when the stats are made (inside pedantic): set it first.
     benchmark.group = f"{spec.mode}-{spec.model}-{spec.preset}-b{batch}"
     benchmark.pedantic(target, rounds=bench_settings.rounds, warmup_rounds=bench_settings.warmup, iterations=1)
-    stats = benchmark.stats.stats
-    median = stats.median
+    median, iqr = measured()
     if device.type == "cuda":
         peak_memory = int(torch.cuda.max_memory_allocated(device))
     else:
@@ -107,7 +106,7 @@ def test_step(benchmark, request, step_case: StepSpec, bench_settings):
             "peak_memory_bytes": peak_memory,
             "compile_s": compile_s,
             "graph_breaks": graph_breaks,
-            "rel_iqr": stats.iqr / median if median else None,
+            "rel_iqr": iqr / median if median else None,
             "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         }
     )
