@@ -8,10 +8,16 @@ Subpackages, in the direction data flows (each may import only those before it):
 - ``gqnbench.harness``   cost measurements: parameters, FLOPs, memory, throughput, profiles.
 - ``gqnbench.training``  the training loop, time to target and robustness sweeps.
 - ``gqnbench.report``    turns results files into Markdown/HTML reports; it reads plain
-                         JSON/CSV only and never imports a model.
+                         JSON/CSV only and never imports a model. Its ``metrics`` and
+                         ``compare`` modules are the one comparison engine.
+- ``gqnbench.nightly``   the nightly regression gate (``ci/nightly.py`` is its entry
+                         script): runs benchmarks and a short training as subprocesses and
+                         layers its rules (thresholds, unstable, NLL band) on the report's
+                         comparison rows.
 
 Shared leaf modules: ``config`` (override parsing), ``metrics`` (the study's NLL),
-``results`` (result-file schema, atomic writes, environment capture), ``presets`` and
+``results`` (atomic writes, environment capture), ``schema`` (one pydantic model per
+results kind, checked on write and on read), ``presets`` and
 ``step`` (the one training step: ``build_step`` gives the optimizer, precision/autocast,
 grad scaler, compile and CPU flush-to-zero that both the harness times and training
 trains; one precision vocabulary, fp32 | bf16 | fp16).
