@@ -88,7 +88,7 @@ def test_learning_study_set_goes_under_every_entry(tmp_path, monkeypatch):
     import gqnbench.training.learning_study as study
 
     seen: list[dict] = []
-    monkeypatch.setattr(study, "load_training_data", lambda *a, **k: None)
+    monkeypatch.setattr(study, "prepare_data", lambda *a, **k: None)
     monkeypatch.setattr(study, "run_jobs", lambda job, jobs, **k: seen.extend(jobs) or [])
     argv = ["learning-study", "--entries", "s16-base", "s16-h64", "--models", "gqn", "--out", str(tmp_path)]
     assert main([*argv, "--set", "model.hidden_channels=48", "--set", "train.seed=7", "--no-progress"]) == 0

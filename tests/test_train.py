@@ -246,19 +246,17 @@ def test_cli_budget_parsing() -> None:
         parse_budget("ten")
 
 
-def test_flush_denormals_is_scoped(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gqnbench.training import numerics
+def test_flush_denormals_is_scoped() -> None:
+    from gqnbench.step import flush_denormal_enabled, flush_denormals
 
-    # An earlier in-process CLI test (`gqnbench train` / `costs`) may have turned flush-to-zero on
-    # for the whole process (issue 16: the harness does it process-wide); start from the default
-    # and put the process back as it was.
-    was_process_wide = numerics._PROCESS_WIDE
-    monkeypatch.setattr(numerics, "_PROCESS_WIDE", False)
+    # An earlier in-process CLI test (`gqnbench train` runs in this process) may have turned
+    # flush-to-zero on for the whole process; start from the default and put the process back as it was.
+    was_process_wide = flush_denormal_enabled()
     torch.set_flush_denormal(False)
     try:
         denormal = torch.tensor([1e-39])
         assert (denormal * 1.0).item() != 0.0
-        with numerics.flush_denormals(True):
+        with flush_denormals(True):
             flushed = (denormal * 1.0).item()
         assert (denormal * 1.0).item() != 0.0  # restored afterwards
         if torch.backends.cpu.get_cpu_capability() != "DEFAULT":  # x86 with SSE3+: FTZ/DAZ available

@@ -81,7 +81,7 @@ def _train(args: argparse.Namespace) -> int:
     _overrides(args)
     preset = preset_from_args(args)
     if preset.train.flush_denormal:
-        from gqnbench.training.numerics import flush_denormals_for_process
+        from gqnbench.step import flush_denormals_for_process
 
         flush_denormals_for_process()  # before any torch op, so every intra-op thread gets it
     ctx = D.init_distributed(preset.train.device)

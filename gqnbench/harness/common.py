@@ -16,6 +16,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -200,6 +201,11 @@ class Timing:
     @property
     def rel_iqr(self) -> float:
         return self.iqr_s / self.median_s if self.median_s > 0 else float("nan")
+
+    def fields(self, *names: str) -> dict[str, Any]:
+        """The named statistics for a results file, in the order given (``times_s`` as a list, ``rounds`` its length)."""
+        extra = {"times_s": list(self.times_s), "rounds": len(self.times_s)}
+        return {name: extra[name] if name in extra else getattr(self, name) for name in names}
 
     @classmethod
     def from_times(cls, times: list[float]) -> Timing:

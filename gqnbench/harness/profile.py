@@ -282,16 +282,7 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def _timing_dict(times: list[float]) -> dict[str, Any]:
-    t = Timing.from_times(times)
-    return {
-        "median_s": t.median_s,
-        "q1_s": t.q1_s,
-        "q3_s": t.q3_s,
-        "min_s": t.min_s,
-        "max_s": t.max_s,
-        "rel_iqr": t.rel_iqr,
-        "times_s": list(t.times_s),
-    }
+    return Timing.from_times(times).fields("median_s", "q1_s", "q3_s", "min_s", "max_s", "rel_iqr", "times_s")
 
 
 def phase_flops(spec: StepSpec) -> dict[str, float] | None:

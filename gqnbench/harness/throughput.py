@@ -190,16 +190,7 @@ class _Case:
 
 
 def _timing_fields(timing: Timing) -> dict:
-    return {
-        "median_s": timing.median_s,
-        "iqr_s": timing.iqr_s,
-        "q1_s": timing.q1_s,
-        "q3_s": timing.q3_s,
-        "rel_iqr": timing.rel_iqr,
-        "min_s": timing.min_s,
-        "times_s": list(timing.times_s),
-        "rounds": len(timing.times_s),
-    }
+    return timing.fields("median_s", "iqr_s", "q1_s", "q3_s", "rel_iqr", "min_s", "times_s", "rounds")
 
 
 def _load_avg() -> float | None:

@@ -18,21 +18,17 @@ import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
 from gqnbench.report.metrics import Metric, timing_metrics, training_setup
 from gqnbench.results import read_result, write_result
-from gqnbench.schema import ResultsDoc, register_kind, validate_doc
+from gqnbench.schema import Part, ResultsDoc, register_kind, validate_doc
 
 ENVELOPE = {"schema_id", "kind", "created", "environment"}
 D = TypeVar("D", bound=ResultsDoc)
 
 
-class _Part(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class StepRecord(_Part):
+class StepRecord(Part):
     """One step of a nightly run: its command, exit code (None: not run) and log."""
 
     name: str
@@ -44,7 +40,7 @@ class StepRecord(_Part):
     note: str = ""
 
 
-class PlanRecord(_Part):
+class PlanRecord(Part):
     """What a nightly run was asked to do (the recorded part of its plan)."""
 
     bench_presets: tuple[str, ...] = ()
@@ -76,7 +72,7 @@ class NightlyRun(_Measured):
     steps: list[StepRecord] = []
 
 
-class LegacyBench(_Part):
+class LegacyBench(Part):
     """A benchmark in a baseline pinned before the shared metrics: pytest-benchmark's stats."""
 
     group: str | None = None
@@ -88,7 +84,7 @@ class LegacyBench(_Part):
     peak_memory_bytes: float | None = None
 
 
-class LegacyTraining(_Part):
+class LegacyTraining(Part):
     """A training run in a baseline pinned before the shared metrics."""
 
     model: str
@@ -140,7 +136,7 @@ class NightlyBaseline(_Measured):
         return out
 
 
-class VerdictRow(_Part):
+class VerdictRow(Part):
     """One gated comparison: the shared row's numbers and the gate's status, limit and note."""
 
     metric: str  # time | memory | nll | step (the shared category, or a run step)

@@ -11,8 +11,7 @@ run_state (checkpointed state, wall clock, the results document), schedule (when
 log/evaluate/checkpoint/stop), divergence (NaN loss, NLL blow-up), interrupt (Ctrl-C),
 run_log (curve points, TensorBoard, progress bar); evaluation (validation NLL, baselines),
 checkpoint (atomic checkpoints, weights, what a run saves and restores), data_source (scenes + validation episode),
-distributed (torchrun / DDP), runner (jobs in fresh worker processes), numerics
-(flush-to-zero, re-exported from ``gqnbench.step``), time_to_target, sweep, samples, budgets (default targets and the suite's
+distributed (torchrun / DDP), runner (jobs in fresh worker processes), time_to_target, sweep, samples, budgets (default targets and the suite's
 per-preset budgets), suite (the suite's training part on that budget). Submodules load on first use, so importing the package is cheap.
 
 The step itself (model objective, Adam, autocast, grad scaler, compile, flush-to-zero) is

@@ -23,10 +23,9 @@ from typing import Any
 
 from gqnbench.presets import get_preset
 from gqnbench.results import write_result
-from gqnbench.training.data_source import load_training_data
 from gqnbench.training.judging import final_ratios, learned, ratio_curve
 from gqnbench.training.loop import train
-from gqnbench.training.runner import run_jobs
+from gqnbench.training.runner import prepare_data, run_jobs
 
 
 @dataclass(frozen=True)
@@ -194,8 +193,7 @@ def run_learning_study(
     shared = {"steps": steps, "out_dir": out_dir, "cache_root": cache_root, "max_seconds": max_seconds}
     settings = _study_settings(eval_every, val_scenes, device, amp)
     jobs = study_jobs(preset, entries or STUDY_GRID, models, overrides, settings, shared)
-    for data_cfg in {get_preset(preset, j["overrides"]).data for j in jobs}:
-        load_training_data(data_cfg, cache_root)  # generate each data set once, before the workers start
+    prepare_data(preset, jobs, cache_root)
     rows = run_jobs(_job, jobs, processes=processes, progress=progress, desc="learning study", threads=threads)
     document = {
         "preset": preset,

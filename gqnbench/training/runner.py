@@ -2,7 +2,7 @@
 
 Sweeps and time-to-target runs go through :func:`run_jobs`. By default (``isolate=True``)
 jobs run in a spawned process pool of ``processes`` workers, each of which turns on
-flush-to-zero before its first torch op (see :mod:`gqnbench.training.numerics`) and uses
+flush-to-zero before its first torch op (see :mod:`gqnbench.step`) and uses
 ``cores // processes`` torch threads; so a job runs at full speed whatever this process did
 before (e.g. a cost harness that already started torch's thread pool). ``isolate=False`` and
 ``processes=1`` run the jobs here, one after another (tests, debugging).
@@ -32,8 +32,8 @@ import torch
 from tqdm.auto import tqdm
 
 from gqnbench.presets import get_preset
+from gqnbench.step import flush_denormals_for_process
 from gqnbench.training.data_source import load_training_data
-from gqnbench.training.numerics import flush_denormals_for_process
 
 if TYPE_CHECKING:
     from gqnbench.training.executors import ClusterExecutor
