@@ -282,9 +282,9 @@ class MainJob:
         ttt = read_result(ttt_dir / "time_to_target.json", "time_to_target")
         # One prediction per model: its first completed seed; else its first run, which the samples
         # file then lists as left out with the reason (a run that did not complete shows nothing).
-        rows = sorted((r for r in ttt["runs"] if r["run_file"]), key=lambda r: (r.get("status") != "completed", r["seed"]))
+        rows = [r for r in ttt["runs"] if r["run_file"]]
         runs = {}
-        for row in rows:
+        for row in sorted(rows, key=lambda r: (r.get("status") != "completed", r["seed"])):
             runs.setdefault(row["model"], ttt_dir / row["run_file"])
         path = write_samples(
             get_preset(self.preset, self.overrides()),
@@ -351,7 +351,7 @@ class MainJob:
                 # Failed runs: the stage is not done (a rerun retries them). Diverged runs are
                 # finished: the stage is done; either way the job ends with exit 1 (see below).
                 status = "failed" if exc.failed else "done"
-                detail = f"{exc.path}: {exc}" if exc.failed else f"{exc.path} ({exc.summary()})"
+                detail = str(exc) if exc.failed else f"{exc.path} ({exc.summary()})"
             wall = time.perf_counter() - start
             load = load_record(load_before, machine_load())
             state["stages"][stage] = {

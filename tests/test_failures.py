@@ -88,8 +88,9 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 def test_sweep_with_a_failing_setting_exits_1_and_lists_it_with_its_error(data_root, tmp_path, capsys) -> None:
     out = tmp_path / "sweep"
-    args = ["sweep", "--preset", "tiny", "--models", "gqn", "--field", "model.image_size", "--values", "16", "32"]
-    args += ["--steps", "2", "--out", str(out), "--no-progress", *_sets(data_root)]
+    head = ["sweep", "--preset", "tiny", "--models", "gqn", "--field", "model.image_size", "--values", "16", "32"]
+    tail = ["--no-progress", *_sets(data_root)]
+    args = [*head, "--steps", "2", "--out", str(out), *tail]
     assert cli_main(args) == 1
     printed = capsys.readouterr()
     doc = read_result(out / "sweep_model.image_size.json", "sweep")
@@ -104,6 +105,9 @@ def test_sweep_with_a_failing_setting_exits_1_and_lists_it_with_its_error(data_r
     assert cli_main(args) == 1
     again = read_result(out / "sweep_model.image_size.json", "sweep")
     assert again["runs"][0]["skipped"] is True and again["runs"][1]["status"] == "failed"
+    # A step count out of range is bad input, refused before any run (not a failed row per run).
+    assert cli_main([*head, "--steps", "0", "--out", str(tmp_path / "zero"), *tail]) == 2
+    assert "train.steps=0: must be >= 1" in capsys.readouterr().err and not (tmp_path / "zero").exists()
 
 
 def test_time_to_target_with_a_failed_run_exits_1_and_the_rerun_trains_only_that_run(
@@ -133,7 +137,13 @@ def test_main_job_stage_with_a_failed_run_is_not_done_and_the_rerun_retries_only
 ) -> None:
     out = tmp_path / "job"
     results = out / "results"
-    assert cli_main(_main_job_args(data_root, out, "sweep", "samples")) == 0
+    assert cli_main(_main_job_args(data_root, out, "sweep", "samples", "report")) == 0
+    # --set train.steps=10 wins over --quick's 40 steps: it is what ran and what the plan records.
+    ttt = read_result(results / "time_to_target" / "time_to_target.json", "time_to_target")
+    run = read_result(results / "time_to_target" / ttt["runs"][0]["run_file"], "training_run")
+    assert ttt["budget"]["steps"] == 10 and run["final"]["step"] == 10 and run["request"]["steps"] == 10
+    plan = read_result(results / "mainjob.json", "main_job")["plan"]
+    assert plan["budget"]["ttt_budget_steps"] == 10 and plan["budget"]["sweep_steps"] == 10
     ttt_runs = sorted((results / "time_to_target" / "runs").glob("*.json"))
     before = {p: p.read_bytes() for p in ttt_runs}
     capsys.readouterr()
@@ -187,18 +197,6 @@ def test_run_whose_training_runs_all_diverged_exits_1_and_shows_no_prediction_of
     assert "not shown" in md and "diverged" in md[md.index('<a id="samples"') :]
     # A rerun reuses the diverged runs (they are finished) and still exits 1.
     assert cli_main(args) == 1
-
-
-def test_main_job_steps_override_is_what_runs_and_what_is_recorded(data_root, tmp_path) -> None:
-    out = tmp_path / "job"
-    skip = ("sweep", "samples", "report")
-    assert cli_main(_main_job_args(data_root, out, *skip, sets=("--set", "train.steps=6"))) == 0
-    ttt = read_result(out / "results" / "time_to_target" / "time_to_target.json", "time_to_target")
-    assert ttt["budget"]["steps"] == 6
-    run = read_result(out / "results" / "time_to_target" / ttt["runs"][0]["run_file"], "training_run")
-    assert run["final"]["step"] == 6 and run["request"]["steps"] == 6 and run["config"]["train"]["steps"] == 6
-    plan = read_result(out / "results" / "mainjob.json", "main_job")["plan"]
-    assert plan["budget"]["ttt_budget_steps"] == 6 and plan["budget"]["sweep_steps"] == 6
 
 
 # -- a checkpoint beyond the requested steps is refused, never misreported ----------------------

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from gqnbench.config import replace_fields
 from gqnbench.presets import get_preset
 from gqnbench.results import as_float, write_result
 from gqnbench.training.executors import ClusterExecutor, raise_if_unfinished, unfinished_runs
@@ -292,6 +293,8 @@ def run_sweep(
         raise ValueError(f"sweep field {field!r} needs a section, e.g. model.z_channels or train.lr_start")
     out_dir = Path(out_dir)
     base = dict(overrides or {})
+    if steps is not None:  # a step count out of range is bad input here, not a failed row per run
+        replace_fields(get_preset(preset, base).train, {"steps": steps}, "train.")
     seed_ids = seed_list(seeds)
     # A per-run progress bar only when runs go one at a time: parallel bars would overwrite each other.
     per_run = {"steps": steps, "resume": resume, "out_dir": out_dir, "cache_root": cache_root}

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from gqnbench.config import replace_fields
 from gqnbench.presets import Preset, get_preset
 from gqnbench.results import as_float, write_result
 from gqnbench.training.budgets import DEFAULT_TARGETS, MseRatioTarget, Target, default_target, resolve_target
@@ -217,6 +218,7 @@ def run_time_to_target(
     preset = _preset_with(preset, overrides)
     spec, source = _target_and_source(preset.name, target_nll)
     budget_steps = _step_cap(preset, budget_steps, budget_seconds)
+    replace_fields(preset.train, {"steps": budget_steps}, "train.")  # out of range: bad input, not failed runs
     out_dir = Path(out_dir)
     loaded = data or load_training_data(preset.data, cache_root)  # generates the data set once, here
     target = _target_fields(spec, source, loaded, preset.data.image_size)
