@@ -214,6 +214,14 @@ class TimeToTargetDoc(ResultsDoc):
     stop_at_target: bool | None = None
     unfinished_runs: list[dict[str, Any]] | None = None
 
+    @model_validator(mode="after")
+    def _within_budget(self) -> TimeToTargetDoc:
+        late = [r for r in self.runs if r.steps is not None and self.budget.steps is not None and r.steps > self.budget.steps]
+        if late:
+            raise ValueError(f"runs: {late[0].model} seed {late[0].seed} reached the target after {late[0].steps} "
+                             f"steps, beyond the budget of {self.budget.steps}")  # fmt: skip
+        return self
+
 
 class SweepRun(Part):
     """One model x setting x seed of a sweep (a failed setting has ``error`` and NaN numbers)."""
