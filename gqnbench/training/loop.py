@@ -111,7 +111,9 @@ def train(
     request, continues an unfinished one from its checkpoint, and raises :class:`RunExistsError`
     rather than replace a finished run with a different request; ``True`` also continues a
     finished run with a different request (e.g. more steps) from its checkpoint; ``False``
-    starts over (the old run is replaced).
+    starts over (the old run is replaced once the new one has started: its first results file
+    written). A checkpoint beyond ``steps`` is refused (:class:`RunExistsError`). A run that
+    raises once started is marked ``failed`` with the error in its results file.
     """
     ctx = dist_ctx or D.active_context()
     paths = RunPaths(
