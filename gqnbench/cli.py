@@ -14,6 +14,7 @@ import shlex
 import sys
 
 from gqnbench import __version__
+from gqnbench.results import OUT_OF_SPACE
 
 COMMAND_MODULES = (
     "gqnbench.commands.models",
@@ -26,7 +27,7 @@ COMMAND_MODULES = (
 
 EXIT_CODES = """exit status:
   0    done (a finished run that was reused counts as done)
-  1    a run failed or diverged, or an unexpected error
+  1    a run failed or diverged, a full disk, or an unexpected error
   2    bad input: unknown option or preset, bad --set value, bad data, a run or folder that
        another process is writing, or an existing run this command would replace (see --fresh)
   3    cluster jobs not finished yet (run the same command again later)
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        if isinstance(exc, OSError) and exc.errno in OUT_OF_SPACE:  # a full disk: the command failed, no bad input
+            print(f"gqnbench {args.command}: failed: {msg}", file=sys.stderr)
+            return 1
         print(f"gqnbench {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - an unexpected failure: one line, the traceback with --debug

@@ -7,6 +7,13 @@ command after an interrupt skips finished stages; the training stages also skip 
 runs and continue unfinished ones from their checkpoints. The report stage reads only the
 results folder, so the same report can be rebuilt later with ``python -m gqnbench.report``.
 
+A training stage with a failed run (an error: a full disk, another process writing the run) is
+recorded as ``failed``, not done: the later stages and the report still run (the report lists
+the failure), the job ends with :class:`~gqnbench.training.run_files.RunsFailed` (exit 1), and
+running the same command again retries the failed runs (finished ones are reused). A stage
+that runs again makes the stages that read its results run again too (:data:`DEPENDS`). Runs
+that diverged are finished results of their stage, but the job still ends with ``RunsFailed``.
+
 With a cluster ``executor`` (:mod:`gqnbench.training.executors`) the training stages submit
 their runs as jobs (both stages' jobs at once); while some have not finished, the job stops
 before the samples stage with :class:`~gqnbench.training.executors.RunsUnfinished`, and
@@ -28,13 +35,23 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from gqnbench.presets import MODEL_NAMES, get_preset
+from gqnbench.presets import MODEL_NAMES, Preset, get_preset
 from gqnbench.reliability import LOCK_NAME, hold_lock, load_record, machine_load
-from gqnbench.results import write_result
+from gqnbench.results import read_result, write_result
 from gqnbench.training.budgets import SuiteBudget, suite_budget
 from gqnbench.training.executors import ClusterExecutor, RunsUnfinished
+from gqnbench.training.run_files import RunsFailed
 
 STAGES = ("data", "costs", "benchmarks", "profile", "time_to_target", "sweep", "samples", "report")
+# The stages that read another's results: when that one runs again, so do they.
+DEPENDS = {"sweep": ("time_to_target",), "samples": ("time_to_target",)}
+# The budget fields a user's --set decides (it wins over the budget, and the plan records what ran).
+BUDGET_FIELDS = {
+    "train.steps": ("ttt_budget_steps", "sweep_steps"),
+    "train.eval_every": ("eval_every",),
+    "data.val_scenes": ("val_scenes",),
+    "train.amp": ("amp",),
+}
 STATE_FILE = "mainjob.json"
 QUICK_COST_SECTIONS = ("params", "flops", "reference", "matmul_peak", "memory", "numerics")
 # The default job measures what the report needs, at the quick sizes (about a minute at cpu); the
@@ -54,6 +71,16 @@ def quick_budget(full: SuiteBudget) -> SuiteBudget:
         val_scenes=min(full.val_scenes, 16),
         note="--quick: a smoke run of every stage; the numbers are not converged",
     )
+
+
+def with_user_settings(budget: SuiteBudget, preset: Preset, overrides: dict[str, Any]) -> SuiteBudget:
+    """``budget`` with the fields the user's ``--set`` decides (:data:`BUDGET_FIELDS`) taken from ``preset``."""
+    changes = {}
+    for key, names in BUDGET_FIELDS.items():
+        if key in overrides:
+            section, name = key.split(".")
+            changes.update(dict.fromkeys(names, getattr(getattr(preset, section), name)))
+    return dataclasses.replace(budget, **changes)
 
 
 @dataclass
@@ -85,7 +112,7 @@ class MainJob:
         for model in self.models:  # and on a model with no config at it (a plugin's)
             preset.model_config(model)
         full = suite_budget(self.preset)
-        self.budget = quick_budget(full) if self.quick else full
+        self.budget = with_user_settings(quick_budget(full) if self.quick else full, preset, self.user_overrides)
 
     # -- paths and state --------------------------------------------------------------------
 
@@ -218,14 +245,18 @@ class MainJob:
         return str(path)
 
     def _stage_sweep(self) -> str:
-        from gqnbench.results import read_result
         from gqnbench.training.sweep import run_sweep
 
         b = self.budget
         ttt_dir = self.results / "time_to_target"
         ttt_file = ttt_dir / "time_to_target.json"
         target = read_result(ttt_file, "time_to_target")["target_nll"] if ttt_file.is_file() else None
-        reuse = (ttt_dir, "ttt", (0,)) if b.sweep_reuses_main_runs and b.sweep_steps == b.ttt_budget_steps else None
+        # A main run stands in for a setting only when it is the run the sweep would train: same steps,
+        # not stopped at the target. The sweep then only reads it (the time-to-target stage owns it).
+        # Not on a cluster: both stages' jobs are out at once, and the sweep's would meet the main
+        # run while it is still being written.
+        same = b.sweep_steps == b.ttt_budget_steps and not b.ttt_stop_at_target
+        reuse = (ttt_dir, "ttt", (0,)) if b.sweep_reuses_main_runs and same and self.executor is None else None
         path = run_sweep(
             self.preset,
             self.models,
@@ -245,13 +276,15 @@ class MainJob:
         return str(path)
 
     def _stage_samples(self) -> str:
-        from gqnbench.results import read_result
         from gqnbench.training.samples import write_samples
 
         ttt_dir = self.results / "time_to_target"
         ttt = read_result(ttt_dir / "time_to_target.json", "time_to_target")
-        runs = {}  # each model's first seed: the report shows one prediction per model
-        for row in sorted(ttt["runs"], key=lambda r: r["seed"]):
+        # One prediction per model: its first completed seed; else its first run, which the samples
+        # file then lists as left out with the reason (a run that did not complete shows nothing).
+        rows = [r for r in ttt["runs"] if r["run_file"]]
+        runs = {}
+        for row in sorted(rows, key=lambda r: (r.get("status") != "completed", r["seed"])):
             runs.setdefault(row["model"], ttt_dir / row["run_file"])
         path = write_samples(
             get_preset(self.preset, self.overrides()),
@@ -293,34 +326,43 @@ class MainJob:
             leave=True,
         )
         unfinished: list[RunsUnfinished] = []  # training stages whose cluster jobs are still out
+        ran: set[str] = set()  # stages run in this pass: the stages that read their results run again
         for stage in bar:
             if unfinished and stage not in ("time_to_target", "sweep"):
                 break  # later stages need every run
             done = state["stages"].get(stage, {})
-            if done.get("status") == "done" and stage != "report":
+            fresh_inputs = ran.intersection(DEPENDS.get(stage, ()))
+            if done.get("status") == "done" and stage != "report" and not fresh_inputs:
                 bar.write(f"[{stage}] already done ({done.get('wall_s', 0):.0f} s): {done.get('detail', '')}")
                 continue
+            ran.add(stage)
             bar.set_postfix_str(stage)
             bar.write(f"[{stage}] starting")
             load_before = machine_load()
             start = time.perf_counter()
+            status = "done"
             try:
                 detail = getattr(self, f"_stage_{stage}")()
             except RunsUnfinished as exc:
                 unfinished.append(exc)
                 bar.write(f"[{stage}] not finished: {exc}")
                 continue
+            except RunsFailed as exc:
+                # Failed runs: the stage is not done (a rerun retries them). Diverged runs are
+                # finished: the stage is done; either way the job ends with exit 1 (see below).
+                status = "failed" if exc.failed else "done"
+                detail = str(exc) if exc.failed else f"{exc.path} ({exc.summary()})"
             wall = time.perf_counter() - start
             load = load_record(load_before, machine_load())
             state["stages"][stage] = {
-                "status": "done",
+                "status": status,
                 "wall_s": round(wall, 2),
                 "detail": detail,
                 "concurrent": load["concurrent"],
                 "load": load,
             }
             self._save_state(state)
-            bar.write(f"[{stage}] done in {wall:.0f} s: {detail}")
+            bar.write(f"[{stage}] {status} in {wall:.0f} s: {detail}")
             if load["concurrent"]:
                 pids = ", ".join(str(p["pid"]) for p in load["other_gqnbench"])
                 bar.write(f"[{stage}] note: other gqnbench processes ran meanwhile (pid {pids}); its timings are flagged")
@@ -329,4 +371,20 @@ class MainJob:
             raise unfinished[0]
         total = sum(s.get("wall_s", 0) for s in state["stages"].values())
         log(f"report: {self.out / 'report.md'} and {self.out / 'report.html'} (stages took {total:.0f} s in all)")
+        if bad := self._not_completed():
+            raise RunsFailed(self.results, bad, self.budget.sweep_field)
         return self.out / "report.md"
+
+    def _not_completed(self) -> list[dict[str, Any]]:
+        """The training stages' runs that failed or diverged, from their results files (this pass's or an earlier one's)."""
+        from gqnbench.training.sweep import sweep_file_name
+
+        files = {
+            "time_to_target": (self.results / "time_to_target" / "time_to_target.json", "time_to_target"),
+            "sweep": (self.results / "sweep" / sweep_file_name(self.budget.sweep_field), "sweep"),
+        }
+        rows = []
+        for stage, (path, kind) in files.items():
+            if stage not in self.skip and path.is_file():
+                rows += [r for r in read_result(path, kind)["runs"] if r.get("status") in ("failed", "diverged")]
+        return rows

@@ -41,6 +41,7 @@ renamed into place, so an interrupted run never leaves a half-written results fi
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import math
 import os
@@ -68,6 +69,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+# A write that failed for want of room (a full disk, a quota, a file-size limit): a failure, not bad input.
+OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def schema_id(kind: str) -> str:
@@ -94,7 +97,10 @@ def _jsonable(obj: Any) -> Any:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file + rename (never a half-written file)."""
+    """Write ``data`` to ``path`` via a temporary file + rename (never a half-written file).
+
+    A write that fails (a full disk) leaves ``path`` as it was and raises the OSError naming ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -105,8 +111,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write() names no file; the user needs to know which
         raise
     return path
 

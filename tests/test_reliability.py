@@ -296,7 +296,7 @@ def test_timings_taken_beside_another_gqnbench_process_are_flagged(preset, data,
 
 def test_exit_codes_and_user_errors(data_root, tmp_path, capsys) -> None:
     assert cli_main(_cli_args(data_root, tmp_path / "a", 0)) == 2
-    assert "train.steps must be at least 1" in capsys.readouterr().err
+    assert "train.steps=0: must be >= 1" in capsys.readouterr().err
     assert cli_main(_cli_args(data_root, tmp_path / "a", -5)) == 2
     assert cli_main(_cli_args(data_root, tmp_path / "a", 2, "--resume", "--fresh")) == 2
     assert "not both" in capsys.readouterr().err

@@ -49,7 +49,7 @@ def _points_to(folder: Path, kind: str, names: list[str]) -> None:
     else:
         runs = [
             {"model": "gqn", "value": 3, "seed": 0, "status": "completed", "learned": True, "diverged": False,
-             "run_file": f"{n}.json"}
+             "final_val_nll": 850.0, "run_file": f"{n}.json"}
             for n in names
         ]  # fmt: skip
         payload = {"field": "model.z_channels", "values": [3]}
@@ -109,7 +109,7 @@ def test_a_parameter_count_without_the_used_count_shows_as_missing(tmp_path: Pat
 
 def test_a_stage_without_a_wall_time_adds_nothing_to_the_total() -> None:
     plan = {"preset": "cpu", "quick": True, "data_root": None, "models": ["gqn"], "budget": {}, "overrides": {}}
-    stages = {"train": {"status": "done", "wall_s": 12.5}, "report": {"status": "pending"}}
+    stages = {"train": {"status": "done", "wall_s": 12.5}, "report": {"status": "failed"}}
     frame = stage_frame(MainJobDoc.model_validate({"kind": "main_job", "plan": plan, "stages": stages}))
     assert list(frame["stage"]) == ["train", "report", "total"]
     assert math.isnan(frame["wall_s"].iloc[1]) and frame["wall_s"].iloc[2] == 12.5

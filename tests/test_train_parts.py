@@ -101,21 +101,22 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, 
 def test_existing_run_decides_reuse_continue_or_refuse(finished_run, tmp_path: Path) -> None:
     out, config, request = finished_run
     paths = RunPaths(tmp_path, "gqn-tiny-seed0")
-    assert existing_run(paths, config, request, None, True) is False  # nothing there: a new run
-    assert existing_run(paths, config, request, True, True) is True
+    assert existing_run(paths, config, request, None) is False  # nothing there: a new run
+    assert existing_run(paths, config, request, True) is True
     paths.checkpoint.parent.mkdir(parents=True)
     paths.checkpoint.write_bytes(b"x")
-    assert existing_run(paths, config, request, None, True) is True  # unfinished: continue
-    assert existing_run(paths, config, request, False, True) is False and not paths.checkpoint.exists()
+    assert existing_run(paths, config, request, None) is True  # unfinished: continue
+    # Starting over removes nothing yet: the new run replaces the old files once it has started.
+    assert existing_run(paths, config, request, False) is False and paths.checkpoint.exists()
 
     done = RunPaths(out, "gqn-tiny-seed0")
-    reused = existing_run(done, config, request, None, True)
+    reused = existing_run(done, config, request, None)
     assert isinstance(reused, TrainResult) and reused.skipped and reused.status == "completed"
     more = {**request, "steps": 4}
     with pytest.raises(RunExistsError, match=r"steps 4 \(recorded: 2\).*--fresh"):
-        existing_run(done, config, more, None, True)
-    assert existing_run(done, config, more, True, True) is True  # --resume continues it
-    assert done.checkpoint.is_file()  # only resume=False removes the resume point
+        existing_run(done, config, more, None)
+    assert existing_run(done, config, more, True) is True  # --resume continues it
+    assert done.checkpoint.is_file()
 
 
 def test_run_state_and_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:

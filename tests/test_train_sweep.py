@@ -11,6 +11,7 @@ import pytest
 from gqnbench.data.generate import generate_dataset
 from gqnbench.results import read_result
 from gqnbench.training.judging import LEARNED_CRITERION
+from gqnbench.training.run_files import RunsFailed
 from gqnbench.training.sweep import run_sweep
 
 
@@ -24,7 +25,11 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 def test_sweep_records_a_diverged_setting_and_continues(base: dict, tmp_path: Path) -> None:
     args = ("tiny", ["gqn", "metagqn"], "train.inject_nan_at_step", [None, 3])
     kw = {"seeds": 1, "out_dir": tmp_path, "steps": 12, "overrides": base, "progress": False, "isolate": False}
-    doc = read_result(run_sweep(*args, **kw), "sweep")
+    # The file is written, then the diverged runs are raised: not results, yet no error (nothing to retry).
+    with pytest.raises(RunsFailed, match="0 run.s. failed, 2 diverged") as diverged:
+        run_sweep(*args, **kw)
+    assert not diverged.value.failed
+    doc = read_result(diverged.value.path, "sweep")
     assert doc["field"] == "train.inject_nan_at_step" and doc["values"] == [None, 3]
     assert len(doc["runs"]) == 4
     for run in doc["runs"]:
@@ -38,7 +43,9 @@ def test_sweep_records_a_diverged_setting_and_continues(base: dict, tmp_path: Pa
         assert s["diverged"] == 1 and s["runs"] == 2 and s["fraction_learned"] <= 0.5
         assert s["final_nll_spread"] == 0.0  # one finished setting: no spread
     # Re-running skips every finished run (diverged ones included) and writes the same numbers.
-    again = read_result(run_sweep(*args, **kw), "sweep")
+    with pytest.raises(RunsFailed) as rerun:
+        run_sweep(*args, **kw)
+    again = read_result(rerun.value.path, "sweep")
     assert all(r["skipped"] for r in again["runs"])
     assert [r["final_val_nll"] for r in again["runs"]] == [r["final_val_nll"] for r in doc["runs"]]
 

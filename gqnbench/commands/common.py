@@ -1,11 +1,17 @@
-"""Argument helpers shared by the subcommands: preset selection and ``--set`` overrides."""
+"""Argument helpers shared by the subcommands: preset selection and ``--set`` overrides; how a
+command reports runs that did not complete."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TYPE_CHECKING
 
 from gqnbench.config import parse_override_strings
 from gqnbench.presets import Preset, get_preset, list_presets
+
+if TYPE_CHECKING:
+    from gqnbench.training.run_files import RunsFailed
 
 SET_HELP = "override any preset field, e.g. --set model.z_channels=32 --set train.batch_size=8 (repeatable)"
 
@@ -41,3 +47,12 @@ def model_choices() -> list[str]:
 
     ensure_plugins()
     return list_models()
+
+
+def not_completed(command: str, exc: RunsFailed) -> int:
+    """Say which runs failed (with their error) or diverged, and how to retry; the exit status (1)."""
+    where = f" (listed in {exc.path})" if exc.path is not None else ""
+    retry = "; running the same command again retries the failed ones" if exc.failed else ""
+    lines = "".join(f"\n  {line}" for line in exc.lines)
+    print(f"gqnbench {command}: {exc.summary()}{where}{retry}:{lines}", file=sys.stderr)
+    return 1

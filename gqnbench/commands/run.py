@@ -7,10 +7,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from gqnbench.commands.common import add_set_argument, model_choices, overrides_from_args
+from gqnbench.commands.common import add_set_argument, model_choices, not_completed, overrides_from_args
 from gqnbench.mainjob import STAGES, MainJob
 from gqnbench.presets import MODEL_NAMES
 from gqnbench.training.executors import RunsUnfinished, add_executor_arguments, executor_from_args
+from gqnbench.training.run_files import RunsFailed
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -33,6 +34,8 @@ def _run(args: argparse.Namespace) -> int:
     except RunsUnfinished as exc:
         print(f"training jobs not finished yet ({exc.counts}); run the same command again later to continue")
         return 3
+    except RunsFailed as exc:
+        return not_completed("run", exc)
     return 0
 
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 
-from gqnbench.commands.common import add_preset_arguments, model_choices, preset_from_args
+from gqnbench.commands.common import add_preset_arguments, model_choices, not_completed, preset_from_args
 from gqnbench.training.executors import RunsUnfinished, add_executor_arguments, executor_from_args
+from gqnbench.training.run_files import RunsFailed
 
 
 def parse_budget(text: str) -> tuple[int | None, float | None]:
@@ -129,12 +131,13 @@ def _print_unfinished(doc: dict) -> None:
         print(f"  {r['model']} {what}: {r['state']} (job {r['job_id']}){error}")
 
 
-def _finish(path, unfinished: RunsUnfinished | None) -> int:  # noqa: ANN001
+def _finish(command: str, path, unfinished: RunsUnfinished | None, failed: RunsFailed | None) -> int:  # noqa: ANN001
+    """The exit status: 3 while cluster jobs are out, 1 when a run failed or diverged, else 0."""
     print(f"-> {path}")
-    if unfinished is None:
-        return 0
-    print(f"not finished yet: {unfinished}")
-    return 3
+    if unfinished is not None:
+        print(f"not finished yet: {unfinished}")
+        return 3
+    return not_completed(command, failed) if failed is not None else 0
 
 
 def _time_to_target(args: argparse.Namespace) -> int:
@@ -145,7 +148,7 @@ def _time_to_target(args: argparse.Namespace) -> int:
     preset = preset_from_args(args)
     executor = executor_from_args(args)
     steps, seconds = parse_budget(args.budget) if args.budget else (None, None)
-    unfinished = None
+    unfinished = failed = None
     try:
         path = run_time_to_target(
             preset,
@@ -162,16 +165,19 @@ def _time_to_target(args: argparse.Namespace) -> int:
         )
     except RunsUnfinished as exc:
         path, unfinished = exc.path, exc
+    except RunsFailed as exc:
+        path, failed = exc.path, exc
     doc = read_result(path, "time_to_target")
     print(f"time to val NLL <= {doc['target_nll']:.1f} nats/image ({doc['preset']}, budget {doc['budget']}):")
     for model, s in doc["summary"].items():
         left = f"; {s['unfinished']} not finished" if s.get("unfinished") else ""
+        left += f"; {s['failed']} failed" if s.get("failed") else ""
         print(
             f"  {model}: median {s['median_wall_s']} s, {s['median_steps']} steps; "
             f"reached {s['reached']}/{s['total']}{left}"
         )
     _print_unfinished(doc)
-    return _finish(path, unfinished)
+    return _finish("time-to-target", path, unfinished, failed)
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -183,7 +189,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from gqnbench.config import parse_override_strings
 
     executor = executor_from_args(args)
-    unfinished = None
+    unfinished = failed = None
     try:
         path = run_sweep(
             args.preset,
@@ -203,8 +209,10 @@ def _sweep(args: argparse.Namespace) -> int:
         )
     except RunsUnfinished as exc:
         path, unfinished = exc.path, exc
+    except RunsFailed as exc:
+        path, failed = exc.path, exc
     _print_sweep(read_result(path, "sweep"))
-    return _finish(path, unfinished)
+    return _finish("sweep", path, unfinished, failed)
 
 
 def _sweep_axis(args: argparse.Namespace) -> tuple[str, list[str]]:
@@ -230,6 +238,7 @@ def _print_sweep(doc: dict) -> None:
     _print_unfinished(doc)
     for model, s in doc["summary"].items():
         left = f"; {s['unfinished']} not finished" if s.get("unfinished") else ""
+        left += f"; {s['failed']} failed" if s.get("failed") else ""
         print(
             f"  {model}: final NLL spread {_num(s['final_nll_spread'])}, median {_num(s['final_nll_median'])}, "
             f"learned {_num(s['fraction_learned'], 2)}, improved {_num(s.get('fraction_improved'), 2)}{left}"
@@ -237,12 +246,16 @@ def _print_sweep(doc: dict) -> None:
 
 
 def _samples(args: argparse.Namespace) -> int:
+    from gqnbench.results import read_result
     from gqnbench.training.samples import write_samples
 
     preset = preset_from_args(args)
     path = write_samples(preset, args.runs, args.out, num_scenes=args.num_scenes, cache_root=args.data_cache)
     print(f"-> {path}")
-    return 0
+    left_out = read_result(path, "samples")["left_out"]
+    for label, reason in left_out.items():
+        print(f"gqnbench samples: {label} not shown (the run did not complete): {reason}", file=sys.stderr)
+    return 1 if left_out else 0
 
 
 def register(subparsers) -> None:  # noqa: ANN001

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gqnbench.config import ConfigError, check_ranges, ranged
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -13,18 +15,18 @@ class ModelConfig:
     image_size / 4 (16x16 at 64x64), and the canvas is upsampled back by a 4/4 transposed conv.
     """
 
-    image_size: int = 64
-    hidden_channels: int = 128  # ConvLSTM hidden state
-    r_channels: int = 256  # scene representation r
-    z_channels: int = 3  # latent channels per step
-    num_layers: int = 12  # L, generation steps
+    image_size: int = ranged(64, lo=8, multiple_of=4)
+    hidden_channels: int = ranged(128, lo=1)  # ConvLSTM hidden state
+    r_channels: int = ranged(256, lo=1)  # scene representation r
+    z_channels: int = ranged(3, lo=1)  # latent channels per step
+    num_layers: int = ranged(12, lo=1)  # L, generation steps
     representation: str = "pool"  # "pool" (r is C x 1 x 1) or "tower" (r is C x H/4 x W/4)
     shared_core: bool = True  # one set of core weights reused at all L steps
-    viewpoint_dim: int = 7
+    viewpoint_dim: int = ranged(7, lo=7, hi=7)  # (x, y, z, cos/sin yaw, cos/sin pitch): what the data gives
     # GQN pixel standard deviation, annealed linearly (SPEC section 4); metagqn uses sigma_end = sigma_start = 1.
-    sigma_start: float = 2.0
-    sigma_end: float = 0.7
-    sigma_anneal_steps: int = 200_000
+    sigma_start: float = ranged(2.0, lo=0, lo_open=True)
+    sigma_end: float = ranged(0.7, lo=0, lo_open=True)
+    sigma_anneal_steps: int = ranged(200_000, lo=0)
     # metagqn only: keep the authors' prior head eta_pi that the objective never uses
     # (the study's 18,713,091 parameters count it).
     include_unused_prior_head: bool = False
@@ -40,18 +42,14 @@ class ModelConfig:
     output_head: str = "raw"
     # Initial bias of the log-variance half of the latent heads (eta_e, and eta_pi for GQN).
     # None keeps PyTorch's default init (logvar about 0: z carries unit-variance noise at the start).
-    latent_logvar_bias: float | None = None
+    latent_logvar_bias: float | None = ranged(None)
 
     def __post_init__(self) -> None:
-        if self.image_size % 4 or self.image_size < 8:
-            raise ValueError(f"image_size must be a multiple of 4 and >= 8, got {self.image_size}")
+        check_ranges(self)
         if self.output_head not in ("raw", "sigmoid"):
-            raise ValueError(f"output_head must be 'raw' or 'sigmoid', got {self.output_head!r}")
+            raise ConfigError(f"output_head={self.output_head!r}: must be 'raw' or 'sigmoid'")
         if self.representation not in ("pool", "tower"):
-            raise ValueError(f"representation must be 'pool' or 'tower', got {self.representation!r}")
-        for name in ("hidden_channels", "r_channels", "z_channels", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            raise ConfigError(f"representation={self.representation!r}: must be 'pool' or 'tower'")
 
     @property
     def canvas_at_core_size(self) -> bool:

@@ -1,11 +1,19 @@
-"""Assemble a report from result sets: sections in reading order, then report.md, report.html, provenance.json."""
+"""Assemble a report from result sets: sections in reading order, then report.md, report.html, provenance.json.
+
+A report is written whole or not at all: every file is assembled in a private folder inside
+the output folder, then moved into place (``figures/`` and ``tables/`` as whole folders, then
+the three files), so a full disk or a crash leaves the previous report as it was, never a
+``report.md`` without its ``report.html``.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import os
+import shutil
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +42,8 @@ from gqnbench.report.sections import (
     targets,
 )
 from gqnbench.results import atomic_write_text, git_commit
+
+REPORT_FILES = ("report.md", "report.html", "provenance.json")
 
 
 @dataclass(frozen=True)
@@ -154,15 +164,38 @@ def build_report(
     title: str = "gqnbench report",
     strict: bool = False,
 ) -> ReportOutput:
-    """Write report.md, report.html (self-contained), figures/, tables/ and provenance.json to ``out_dir``."""
-    ctx = ReportContext(Path(out_dir))
-    info = _report_info(command)
-    sections = _sections(results, baseline, threshold, ctx, strict)
-    sections.append(_provenance_section(results, ctx, info, strict))
-    doc = Document(title=title, intro=_intro(results, baseline), sections=sections)
-    out = ctx.out_dir
-    md_path = atomic_write_text(out / "report.md", render_markdown(doc))
-    html_path = atomic_write_text(out / "report.html", render_html(doc))
-    provenance = _provenance(results, baseline, threshold, ctx, info)
-    prov_path = atomic_write_text(out / "provenance.json", json.dumps(provenance, indent=2) + "\n")
-    return ReportOutput(out, md_path, html_path, prov_path, doc)
+    """Write report.md, report.html (self-contained), figures/, tables/ and provenance.json to ``out_dir``.
+
+    All or nothing: on any error (a full disk included) nothing in ``out_dir`` has changed.
+    """
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        ctx = ReportContext(out, stage)
+        info = _report_info(command)
+        sections = _sections(results, baseline, threshold, ctx, strict)
+        sections.append(_provenance_section(results, ctx, info, strict))
+        doc = Document(title=title, intro=_intro(results, baseline), sections=sections)
+        atomic_write_text(stage / REPORT_FILES[0], render_markdown(doc))
+        atomic_write_text(stage / REPORT_FILES[1], render_html(doc))
+        provenance = _provenance(results, baseline, threshold, ctx, info)
+        atomic_write_text(stage / REPORT_FILES[2], json.dumps(provenance, indent=2) + "\n")
+        _publish(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return ReportOutput(out, *(out / name for name in REPORT_FILES), doc)
+
+
+def _publish(stage: Path, out: Path) -> None:
+    """Move the assembled report from ``stage`` into ``out``: renames only, on one file system (no space needed).
+
+    The old ``figures/`` and ``tables/`` go whole (an artifact this report did not write would
+    claim sources it does not have); the three report files replace theirs.
+    """
+    for folder in ("figures", "tables"):
+        if (out / folder).exists():
+            os.replace(out / folder, stage / f"old-{folder}")
+        os.replace(stage / folder, out / folder)
+    for name in REPORT_FILES:
+        os.replace(stage / name, out / name)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from gqnbench.report.inputs import ReportInputError, load_results
+from gqnbench.results import OUT_OF_SPACE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,15 +61,19 @@ def main(argv: list[str] | None = None) -> int:
         from gqnbench.report.build import build_report
         from gqnbench.report.compare import collect_metrics, compare_metrics, regressions
 
-        report = build_report(
-            results,
-            out,
-            baseline=baseline,
-            threshold=args.threshold,
-            command=command,
-            title=args.title,
-            strict=args.strict,
-        )
+        try:
+            report = build_report(
+                results,
+                out,
+                baseline=baseline,
+                threshold=args.threshold,
+                command=command,
+                title=args.title,
+                strict=args.strict,
+            )
+        except OSError as exc:  # a full disk (exit 1), an unwritable --out (2): nothing written, an old report whole
+            print(f"gqnbench report: error: cannot write the report to {out}: {exc}", file=sys.stderr)
+            return 1 if exc.errno in OUT_OF_SPACE else 2
     except ReportInputError as exc:
         print(f"gqnbench report: error: {exc}", file=sys.stderr)
         return 2

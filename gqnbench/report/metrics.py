@@ -155,7 +155,8 @@ def _time_to_target(f: ResultFile) -> list[Metric]:
     out = []
     preset = f.doc.get("preset")
     for model in dict.fromkeys(r["model"] for r in f.doc["runs"]):
-        own = [r for r in f.doc["runs"] if r["model"] == model]
+        # A run that failed with an error measured nothing (a miss is a measurement: inf).
+        own = [r for r in f.doc["runs"] if r["model"] == model and r.get("status") != "failed"]
         walls = [as_float(r.get("wall_s")) if r["reached"] else math.inf for r in own]
         steps = [as_float(r.get("steps")) if r["reached"] else math.inf for r in own]
         key = f"time_to_target/{model}/{preset}"

@@ -137,20 +137,20 @@ def referenced_runs(results: ResultSet, kind: Literal["time_to_target", "sweep"]
 
 
 def is_result(run: ResultFile) -> bool:
-    """Whether a training run is a result: it completed (not diverged, interrupted, running or unknown)."""
+    """Whether a training run is a result: it completed (not diverged, failed, interrupted or running)."""
     return training_doc(run).status == "completed"
 
 
 def failed_runs(results: ResultSet) -> list[ResultFile]:
-    """Training runs that are not results (diverged, interrupted, still running): listed, never compared."""
+    """Training runs that are not results (diverged, failed, interrupted, still running): listed, never compared."""
     return [r for r in results.of_kind("training_run") if not is_result(r)]
 
 
 def main_runs(results: ResultSet) -> tuple[list[ResultFile], str]:
     """The runs behind Table 1 and Figure 6, and a sentence saying how they were chosen.
 
-    Only completed runs: a diverged, interrupted or still-running run is not a result (the report
-    lists those in "Failed and unfinished runs")."""
+    Only completed runs: a diverged, failed, interrupted or still-running run is not a result (the
+    report lists those in "Failed and unfinished runs")."""
     runs, how = _main_runs(results)
     kept = [r for r in runs if is_result(r)]
     if len(kept) < len(runs):

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from gqnbench.schema.base import Part, ResultsDoc, register_kind
 from gqnbench.schema.training import MachineLoad
@@ -23,9 +23,12 @@ class Plan(Part):
 
 
 class Stage(Part):
-    """One stage's outcome: status, wall time, a one-line detail and the machine load around it."""
+    """One stage's outcome: status, wall time, a one-line detail and the machine load around it.
 
-    status: str
+    ``failed``: some of its runs failed (the detail says which and why); running the job again retries them.
+    """
+
+    status: Literal["done", "failed"]
     wall_s: float | None = None
     detail: str | None = None
     concurrent: bool | None = None

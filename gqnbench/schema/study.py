@@ -80,3 +80,5 @@ class SamplesDoc(ResultsDoc):
     preset: str | None = None
     steps: dict[str, int] | None = None
     z: str | None = None
+    # Runs whose predictions are not shown (they did not complete), by label, with the reason.
+    left_out: dict[str, str] | None = None

@@ -4,13 +4,31 @@ Required fields are those every writer in gqnbench.training writes and every sto
 a field that older files or hand-made fixtures lack is optional with a ``None`` default, and
 the report says what it shows when it is missing. A number that may be NaN is ``float | None``
 (NaN is written as ``null``); ``"inf"`` reads back as ``math.inf``.
+
+Impossible states are refused, not only wrong types: an unknown status, a completed run without
+a finite final NLL (or without evaluations), a final step beyond the run's steps, a diverged run
+without the step it diverged at, a failed run without its error, a target "reached" without the
+step and time it was reached at.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Literal
+
+from pydantic import model_validator
 
 from gqnbench.schema.base import OpenPart, Part, ResultsDoc, register_kind
+
+# A training run: finished (completed with its numbers, or diverged), stopped before its end
+# (interrupted, or still running / killed without a word), or failed with an error.
+RunStatus = Literal["completed", "diverged", "interrupted", "running", "failed"]
+# A run's row in a sweep or time-to-target file: it trained to its end, diverged, or failed with an error.
+RowStatus = Literal["completed", "diverged", "failed"]
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
 
 # A swept config value: whatever the swept field holds (latent channels, a learning rate, a name).
 SweepValue = bool | int | float | str | None
@@ -93,7 +111,7 @@ class TrainingRunDoc(ResultsDoc):
     preset: str
     tag: str
     seed: int
-    status: str
+    status: RunStatus
     config: RunConfig
     eval_curve: list[EvalPoint]
     final: FinalEval
@@ -116,6 +134,24 @@ class TrainingRunDoc(ResultsDoc):
     machine_load: MachineLoad | None = None
     concurrent: bool | None = None
     files: dict[str, str | None] | None = None
+    error: str | None = None  # why a failed run failed
+
+    @model_validator(mode="after")
+    def _possible(self) -> TrainingRunDoc:
+        steps = (self.config.train or {}).get("steps")
+        if self.status == "completed":
+            if not self.eval_curve:
+                raise ValueError("eval_curve: a completed run has at least one evaluation")
+            if self.final.step is None or not _finite(self.final.val_nll):
+                raise ValueError("final: a completed run has a final step and a finite final val_nll")
+        last = max([p.step for p in self.eval_curve] + [self.final.step or 0])
+        if isinstance(steps, int) and last > steps:
+            raise ValueError(f"final: an evaluation after more than the run's {steps} steps")
+        if self.status == "diverged" and self.diverged_step is None:
+            raise ValueError("diverged_step: a diverged run records the step it diverged at")
+        if self.status == "failed" and not self.error:
+            raise ValueError("error: a failed run records its error")
+        return self
 
 
 class TargetRun(Part):
@@ -127,20 +163,33 @@ class TargetRun(Part):
     steps: int | None
     wall_s: float | None
     run_file: str | None
-    status: str | None = None
+    status: RowStatus | None = None
     diverged_step: int | None = None
+    diverged_reason: str | None = None
     best_val_nll: float | None = None
     steps_per_s: float | None = None
+    error: str | None = None  # why a failed run failed
+
+    @model_validator(mode="after")
+    def _possible(self) -> TargetRun:
+        if self.reached and self.steps is None:
+            raise ValueError("steps: a run that reached the target records the step it did")
+        if self.reached and not _finite(self.wall_s):
+            raise ValueError("wall_s: a run that reached the target records a finite time")
+        if self.status == "failed" and (self.reached or not self.error):
+            raise ValueError("error: a failed run reached nothing and records its error")
+        return self
 
 
 class TargetSummary(Part):
     """Per model: medians over seeds (inf when most seeds missed) and counts."""
 
     reached: int
-    total: int
+    total: int  # runs that trained (failed ones are counted apart)
     median_steps: float | None
     median_wall_s: float | None
     unfinished: int | None = None
+    failed: int | None = None
 
 
 class Budget(Part):
@@ -165,6 +214,14 @@ class TimeToTargetDoc(ResultsDoc):
     stop_at_target: bool | None = None
     unfinished_runs: list[dict[str, Any]] | None = None
 
+    @model_validator(mode="after")
+    def _within_budget(self) -> TimeToTargetDoc:
+        late = [r for r in self.runs if r.steps is not None and self.budget.steps is not None and r.steps > self.budget.steps]
+        if late:
+            raise ValueError(f"runs: {late[0].model} seed {late[0].seed} reached the target after {late[0].steps} "
+                             f"steps, beyond the budget of {self.budget.steps}")  # fmt: skip
+        return self
+
 
 class SweepRun(Part):
     """One model x setting x seed of a sweep (a failed setting has ``error`` and NaN numbers)."""
@@ -172,7 +229,7 @@ class SweepRun(Part):
     model: str
     value: SweepValue
     seed: int
-    status: str
+    status: RowStatus
     learned: bool
     diverged: bool
     final_val_nll: float | None = None
@@ -193,9 +250,18 @@ class SweepRun(Part):
     run_file: str | None = None
     error: str | None = None
 
+    @model_validator(mode="after")
+    def _possible(self) -> SweepRun:
+        if self.status == "completed" and (self.diverged or not _finite(self.final_val_nll)):
+            raise ValueError("final_val_nll: a completed run did not diverge and has a finite final val_nll")
+        if self.status == "failed" and (self.learned or not self.error):
+            raise ValueError("error: a failed run learned nothing and records its error")
+        return self
+
 
 class SweepSummary(Part):
-    """Per model over all settings; ``fraction_reached_target`` only when a target was set."""
+    """Per model over the settings' runs that trained (failed ones are counted apart, in no fraction);
+    ``fraction_reached_target`` only when a target was set."""
 
     runs: int
     diverged: int

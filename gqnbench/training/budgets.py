@@ -114,6 +114,7 @@ SUITE_BUDGETS: dict[str, SuiteBudget] = {
         target=DEFAULT_TARGETS["tiny"],
         ttt_seeds=2,
         ttt_budget_steps=60,
+        ttt_stop_at_target=False,  # as at cpu: the sweep's default setting is then the seed-0 main run
         sweep_values=(2, 4, 8),
         sweep_steps=60,
         sweep_reuses_main_runs=True,

@@ -1,33 +1,42 @@
-"""TrainConfig: optimiser, schedules, evaluation cadence and fast-path switches."""
+"""TrainConfig: optimiser, schedules, evaluation cadence and fast-path switches.
+
+Every numeric field declares the values it allows (:func:`gqnbench.config.ranged`); a config
+outside them is refused when it is made, so a bad ``--set`` never trains a different model.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gqnbench.config import check_ranges, ranged
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 36
-    steps: int = 35_000
-    lr_start: float = 5e-4
-    lr_end: float = 5e-5
-    lr_anneal_steps: int = 1_600_000
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
-    grad_clip: float | None = None  # off, as in the paper
-    eval_every: int = 1000
-    checkpoint_every: int = 1000
-    seed: int = 0
+    batch_size: int = ranged(36, lo=1)
+    steps: int = ranged(35_000, lo=1)  # an untrained model is not a run
+    lr_start: float = ranged(5e-4, lo=0, lo_open=True)
+    lr_end: float = ranged(5e-5, lo=0)
+    lr_anneal_steps: int = ranged(1_600_000, lo=0)
+    adam_beta1: float = ranged(0.9, lo=0, hi=1, hi_open=True)
+    adam_beta2: float = ranged(0.999, lo=0, hi=1, hi_open=True)
+    adam_eps: float = ranged(1e-8, lo=0, lo_open=True)
+    grad_clip: float | None = ranged(None, lo=0, lo_open=True)  # off, as in the paper
+    eval_every: int = ranged(1000, lo=1)
+    checkpoint_every: int = ranged(1000, lo=1)
+    seed: int = ranged(0, lo=0)
     amp: str = "off"  # off | bf16 | fp16 (fp16 only on CUDA, with a grad scaler)
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # torch.set_num_threads; None leaves the default
-    nll_blowup: float = 1e7  # a validation NLL above this marks the run diverged
-    # Added by the training engine (issue 4).
-    log_every: int = 10  # a train_curve point every this many steps (every step's loss is still NaN-checked)
-    eval_batch_size: int = 64  # validation scenes per forward; fixed so the eval noise does not depend on it
+    threads: int | None = ranged(None, lo=1)  # torch.set_num_threads; None leaves the default
+    # A validation NLL above this marks the run diverged (inf: only a non-finite NLL does).
+    nll_blowup: float = ranged(1e7, lo=0, lo_open=True, finite=False)
+    log_every: int = ranged(10, lo=1)  # a train_curve point every this many steps (every step's loss is still NaN-checked)
+    eval_batch_size: int = ranged(64, lo=1)  # validation scenes per forward; fixed so the eval noise does not depend on it
     eval_use_mean: bool = False  # False: sample z (prior for gqn, q(z|D) for metagqn), as the study does
     tensorboard: bool = True  # TensorBoard scalars next to the results file
-    inject_nan_at_step: int | None = None  # fault injection for tests: the loss at this step becomes NaN
+    inject_nan_at_step: int | None = ranged(None, lo=0)  # fault injection for tests: the loss at this step becomes NaN
     flush_denormal: bool = True  # CPU flush-to-zero: denormals from saturated gates made fp32 steps 2-5x slower
+
+    def __post_init__(self) -> None:
+        check_ranges(self)

@@ -58,6 +58,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from gqnbench.config import replace_fields
 from gqnbench.data.episode import Episode
 from gqnbench.models import build_model
 from gqnbench.presets import Preset
@@ -110,7 +111,9 @@ def train(
     request, continues an unfinished one from its checkpoint, and raises :class:`RunExistsError`
     rather than replace a finished run with a different request; ``True`` also continues a
     finished run with a different request (e.g. more steps) from its checkpoint; ``False``
-    starts over (the old run is replaced).
+    starts over (the old run is replaced once the new one has started: its first results file
+    written). A checkpoint beyond ``steps`` is refused (:class:`RunExistsError`). A run that
+    raises once started is marked ``failed`` with the error in its results file.
     """
     ctx = dist_ctx or D.active_context()
     paths = RunPaths(
@@ -124,23 +127,31 @@ def train(
         check_precision(cfg.amp, device)
         config = run_config(preset, model_name)
         request = {"steps": cfg.steps, "target_nll": target_nll, "max_seconds": max_seconds}
-        continue_run = existing_run(paths, config, request, resume, ctx.is_main)
+        continue_run = existing_run(paths, config, request, resume)
         if isinstance(continue_run, TrainResult):
             return continue_run  # finished with the same request: reused
         data = data or load_training_data(preset.data, cache_root)
         sampler = data.sampler(cfg.batch_size, cfg.seed, preset.data)
         trainer = build_trainer(model_name, preset, device, ctx)
         resumed = continue_run and paths.checkpoint.is_file()
-        st = _restore(paths, model_name, config, trainer, ctx, resume) if resumed else RunState()
+        st = _restore(paths, model_name, config, trainer, ctx, resume, cfg.steps) if resumed else RunState()
         args = (model_name, preset.name, tag or preset.name, cfg, config, request, data, device, ctx)
-        record = RunRecord(paths, *args, resumed_from=st.step if resumed else None)
+        # Starting from step 0: an earlier run's resume point and weights go once this one has started.
+        stale = () if resumed else (paths.checkpoint, paths.weights)
+        record = RunRecord(paths, *args, resumed_from=st.step if resumed else None, replaces=stale)
         board = paths.tensorboard if cfg.tensorboard and ctx.is_main else None
         log = RunLog(paths.name, cfg.steps, st, board, resumed, progress and ctx.is_main)
         schedule = Schedule.of(cfg, max_seconds, stop_at_step)
         session = Session(trainer, st, schedule, record, log, sampler, preset.data, ctx, target_nll)
-        with contextlib.closing(log):
-            session.run(callback, session.start())
-        doc = session.finish()
+        try:
+            with contextlib.closing(log):
+                session.run(callback, session.start())
+            doc = session.finish()
+        except Exception as exc:
+            if record.replaces:
+                raise  # it never started: the run it would replace is still the one on disk
+            record.fail(st, exc)  # a run is completed or says why not: here, the error
+            raise
         D.barrier(ctx)
         return TrainResult(paths.result, doc)
 
@@ -148,9 +159,7 @@ def train(
 def _resolved(preset: Preset, model_name: str, seed: int | None, steps: int | None, ctx: D.DistContext) -> Preset:
     """``preset`` with the call's seed and steps, checked; applies ``train.threads``."""
     overrides = {k: v for k, v in (("seed", seed), ("steps", steps)) if v is not None}
-    cfg = dataclasses.replace(preset.train, **overrides)
-    if cfg.steps < 1:
-        raise ValueError(f"train.steps must be at least 1, got {cfg.steps} (an untrained model is not a run)")
+    cfg = replace_fields(preset.train, overrides, "train.")  # range-checked: steps >= 1, seed >= 0
     preset = dataclasses.replace(preset, train=cfg)
     model_cfg = preset.model_config(model_name)
     if model_cfg.image_size != preset.data.image_size:
@@ -189,8 +198,13 @@ def _restore(
     trainer: TrainStep,
     ctx: D.DistContext,
     resume: bool | None,
+    steps: int,
 ) -> RunState:
-    """The run's state from its checkpoint, with model, optimizer, scaler and RNGs restored."""
+    """The run's state from its checkpoint, with model, optimizer, scaler and RNGs restored.
+
+    A checkpoint beyond the requested ``steps`` is refused: the run cannot be un-trained, and
+    calling it completed at ``steps`` would misreport weights that have seen more updates.
+    """
     ckpt = load_torch(paths.checkpoint)
     try:
         check_checkpoint(ckpt, paths.checkpoint, model_name, config, ctx.world_size)
@@ -198,6 +212,12 @@ def _restore(
         if resume is None:
             raise RunExistsError(f"{exc}; pass --fresh to start this run over") from exc
         raise
+    done = int(ckpt["state"]["step"])
+    if done > steps:
+        raise RunExistsError(
+            f"{paths.checkpoint}: run {paths.name} has its checkpoint at step {done}, beyond the {steps} steps "
+            f"requested (--steps {steps}); ask for at least {done} steps to continue it, or pass --fresh to start over"
+        )
     st = RunState(**restore_run_checkpoint(ckpt, trainer, ctx))
     st.status, st.stop_reason = "running", None
     if ctx.is_main:

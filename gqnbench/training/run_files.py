@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from gqnbench.presets import Preset
 from gqnbench.results import ResultsError, read_result
 
+# A finished run is reused as it is; any other (interrupted, running, failed) is continued or retried.
 FINISHED = ("completed", "diverged")
 
 
@@ -78,6 +80,53 @@ class RunExistsError(ValueError):
     """The run already exists and this request would replace it: the caller must say ``fresh``."""
 
 
+def row_label(row: Mapping[str, Any], field: str | None = None) -> str:
+    """A sweep or time-to-target row in a few words: ``gqn z_channels=128 seed 0``, ``metagqn seed 2``."""
+    setting = f" {(field or 'value').rsplit('.', 1)[-1]}={row['value']}" if "value" in row else ""
+    return f"{row['model']}{setting} seed {row['seed']}"
+
+
+def row_outcome(row: Mapping[str, Any]) -> str:
+    """Why a run (a ``training_run`` document, or its row in a sweep or time to target) is not a result:
+    where and why it diverged, else its status and error."""
+    if row["status"] == "diverged":
+        reason = f": {row['diverged_reason']}" if row.get("diverged_reason") else ""
+        return f"diverged at step {row.get('diverged_step')}{reason}"
+    return row["status"] + (f": {row['error']}" if row.get("error") else "")
+
+
+class RunsFailed(RuntimeError):
+    """Some runs of a command did not complete; raised after the results file listing them is written.
+
+    ``failed`` rows raised an error (a full disk, another writer, a bad setting): they are not
+    finished, and running the command again retries them (finished runs are reused). Diverged rows
+    are finished: rerunning reproduces them. Either way the command exits 1.
+    """
+
+    def __init__(self, path: Path | None, rows: Sequence[Mapping[str, Any]], field: str | None = None) -> None:
+        self.path = path
+        self.rows = [dict(r) for r in rows]
+        self.lines = [f"{row_label(r, field)}: {row_outcome(r)}" for r in self.rows]
+        where = f" (results in {path})" if path is not None else ""
+        super().__init__(f"{self.summary()}{where}: " + "; ".join(self.lines))
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        """The rows that raised an error (a rerun retries them)."""
+        return [r for r in self.rows if r["status"] == "failed"]
+
+    def summary(self) -> str:
+        """``2 run(s) failed, 1 diverged``."""
+        return f"{len(self.failed)} run(s) failed, {len(self.rows) - len(self.failed)} diverged"
+
+
+def raise_if_not_completed(path: Path, rows: Sequence[Mapping[str, Any]], field: str | None = None) -> None:
+    """:class:`RunsFailed` for the ``rows`` (of a written results file) that failed or diverged."""
+    bad = [r for r in rows if r.get("status") in ("failed", "diverged")]
+    if bad:
+        raise RunsFailed(path, bad, field)
+
+
 def run_config(preset: Preset, model: str) -> dict[str, Any]:
     return {
         "model": dataclasses.asdict(preset.model_config(model)),
@@ -108,17 +157,16 @@ def _differences(doc: dict[str, Any], config: dict[str, Any], request: dict[str,
 
 
 def existing_run(
-    paths: RunPaths, config: dict[str, Any], request: dict[str, Any], resume: bool | None, is_main: bool
+    paths: RunPaths, config: dict[str, Any], request: dict[str, Any], resume: bool | None
 ) -> TrainResult | bool:
     """A finished run this request reuses (``skipped``), else whether to continue from the checkpoint.
 
     ``resume``: ``None`` reuses a finished run with the same request, continues an unfinished
     one and refuses (:class:`RunExistsError`) to replace a finished one; ``True`` continues
-    whatever is there; ``False`` starts over (the old checkpoint is removed).
+    whatever is there; ``False`` starts over. Nothing is removed here: a run that starts over
+    replaces the old one's files only once it has started (:class:`~gqnbench.training.run_state.RunRecord`).
     """
     if resume is False:
-        if is_main:
-            paths.checkpoint.unlink(missing_ok=True)  # starting over: the old resume point would mislead a re-run
         return False
     if not (paths.result.is_file() or paths.checkpoint.is_file()):
         return resume is True

@@ -5,6 +5,11 @@
 training wall clock since the first update (evaluation included, checkpoint writing
 excluded), carried across resumes by :class:`WallClock`. :class:`RunRecord` turns the state
 into the ``training_run`` results file (written by rank 0 only) and the final weights.
+
+A run that starts from step 0 where an earlier run of the same name left files replaces them
+only once it has started: its first results file (written after the untrained model's
+evaluation, so its data and model are known to work) replaces the old one, and only then are
+the old checkpoint and weights removed. A request that fails before that leaves the old run whole.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -98,6 +104,9 @@ class RunRecord:
     resumed_from: int | None = None
     environment: dict[str, Any] = field(default_factory=dict)
     load_before: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # why the run failed (status "failed")
+    # An earlier run's checkpoint and weights, removed once this run's first results file is written.
+    replaces: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if self.ctx.is_main:
@@ -119,6 +128,7 @@ class RunRecord:
             "request": self.request,
             "status": st.status,
             "stop_reason": st.stop_reason,
+            "error": self.error,
             "diverged_step": st.diverged_step,
             "diverged_reason": st.diverged_reason,
             "eval_curve": st.eval_curve,
@@ -160,7 +170,19 @@ class RunRecord:
         doc = self.doc(st)
         if self.ctx.is_main:
             write_result(self.paths.result, "training_run", doc, self.environment)
+            for old in self.replaces:  # this run has started: the one it replaces goes now
+                old.unlink(missing_ok=True)
+            self.replaces = ()
         return doc
+
+    def fail(self, st: RunState, exc: BaseException) -> None:
+        """Mark the run ``failed`` with ``exc`` in its results file, if that can still be written (a full disk may not let it)."""
+        st.stop("failed", "error")
+        self.error = f"{type(exc).__name__}: {exc}"
+        try:
+            self.write(st)
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
 
     def save_weights(self, st: RunState, model: nn.Module) -> None:
         if self.ctx.is_main:

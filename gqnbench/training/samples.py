@@ -6,6 +6,10 @@ it), predicts the first ``num_scenes`` validation scenes (z sampled from the pri
 with a fixed seed, as in evaluation), adds the two reference predictors (the mean training
 frame and the nearest context view) and writes a ``samples`` results file with every image
 as a base64 PNG, so the report can draw the figure without importing a model.
+
+Only a run that completed is a model's prediction: a run whose ``training_run`` file says it
+diverged, was interrupted or failed is left out and listed under ``left_out`` with the reason
+(a bare weights file without its run file is taken as it is).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from gqnbench.results import read_result, write_result
 from gqnbench.training.checkpoint import CheckpointError, load_torch
 from gqnbench.training.data_source import load_training_data
 from gqnbench.training.evaluation import mean_frame, nearest_context_prediction, slice_episode
+from gqnbench.training.run_files import row_outcome
 
 
 def png_base64(image: torch.Tensor | np.ndarray) -> str:
@@ -49,6 +54,13 @@ def weights_path(run: str | Path) -> Path:
     doc = read_result(run, "training_run")
     name = (doc.get("files") or {}).get("weights") or run.with_suffix(".pt").name
     return run.parent / name
+
+
+def run_doc(run: str | Path) -> dict[str, Any] | None:
+    """The ``training_run`` document of a run file, or of the run beside a weights file; None for a bare weights file."""
+    run = Path(run)
+    doc_path = run if run.suffix == ".json" else run.with_suffix(".json")
+    return read_result(doc_path, "training_run") if doc_path.is_file() else None
 
 
 def load_trained_model(run: str | Path, device: str | torch.device = "cpu") -> tuple[str, torch.nn.Module, int]:
@@ -120,6 +132,7 @@ def write_samples(
 
     ``runs``: weights (``.pt``) or ``training_run`` files, as a list (labelled by model name)
     or a ``{label: file}`` mapping. ``episode`` defaults to the preset's validation episode.
+    Runs that did not complete are left out (``left_out``: label -> reason).
     """
     if isinstance(preset, str):
         preset = get_preset(preset)
@@ -131,13 +144,19 @@ def write_samples(
     nearest = nearest_context_prediction(episode)
     predictions: dict[str, torch.Tensor] = {}
     steps: dict[str, int] = {}
+    left_out: dict[str, str] = {}
     for label, run in _labelled(runs):
+        doc = run_doc(run)
+        if doc is not None and doc["status"] != "completed":
+            left_out[label or doc["model"]] = row_outcome(doc)
+            continue
         name, prediction, step = _predict(run, episode, seed, use_mean)
         predictions[label or name], steps[label or name] = prediction, step
     document = {
         "preset": preset.name,
         "step": max(steps.values()) if steps else 0,
         "steps": steps,
+        "left_out": left_out,
         "image_size": episode.image_size,
         "z": "mean" if use_mean else f"sampled (seed {seed})",
         "scenes": [_scene(episode, b, predictions, mean_image, nearest) for b in range(episode.num_scenes)],

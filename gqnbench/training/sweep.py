@@ -15,12 +15,18 @@ trained again but read from there (same config and step count, so ``train`` find
 
 Summary per model: ``final_nll_spread`` (max - min of the final validation NLL over the
 settings that did not diverge; the median over seeds of a setting is used), ``final_nll_median``,
-``fraction_learned`` and ``fraction_improved`` (over all runs; diverged ones count as neither), ``diverged``
-(count). Runs can be spread over ``processes`` worker processes (spawned, torch threads split
-evenly between them, flush-to-zero on); finished runs are skipped on a re-run and killed ones resume from their
-checkpoints. A run that raises is recorded with its error and the sweep goes on.
+``fraction_learned`` and ``fraction_improved`` (over the runs that trained; diverged ones count as
+neither), ``diverged`` (count), ``runs`` (runs that trained) and ``failed``. Runs can be spread over
+``processes`` worker processes (spawned, torch threads split evenly between them, flush-to-zero
+on); finished runs are skipped on a re-run and killed ones resume from their checkpoints.
 
-Writes a ``sweep`` results file (``sweep_<field>.json`` by default).
+A run that raises (a full disk, another process writing it, a setting that cannot train) is
+recorded with its error as ``failed`` and the sweep goes on; a failed run is not a result, so it
+is in no fraction or median. A reused run is only read: one whose request differs from the
+sweep's is a failed row, never continued (it belongs to another stage).
+
+Writes a ``sweep`` results file (``sweep_<field>.json`` by default), then raises
+:class:`~gqnbench.training.run_files.RunsFailed` when a run failed or diverged.
 """
 
 from __future__ import annotations
@@ -35,11 +41,13 @@ from typing import Any
 
 import numpy as np
 
+from gqnbench.config import replace_fields
 from gqnbench.presets import get_preset
 from gqnbench.results import as_float, write_result
 from gqnbench.training.executors import ClusterExecutor, raise_if_unfinished, unfinished_runs
 from gqnbench.training.judging import LEARNED_CRITERION, final_ratios, learned
 from gqnbench.training.loop import TrainResult, train
+from gqnbench.training.run_files import raise_if_not_completed
 from gqnbench.training.runner import prepare_data, run_jobs, seed_list
 
 IMPROVED_MSE_FRACTION = 0.5
@@ -81,7 +89,11 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train(job: Mapping[str, Any]) -> TrainResult:
-    """Train (or, when it already finished, read) the job's run; a reused run lives in its own ``run_dir``."""
+    """Train (or, when it already finished, read) the job's run; a reused run lives in its own ``run_dir``.
+
+    A reused run is another stage's: it is read when it finished with the sweep's request, continued
+    when unfinished, and never continued with another request (``resume=None`` refuses).
+    """
     return train(
         get_preset(job["preset"], job["overrides"]),
         job["model"],
@@ -89,7 +101,7 @@ def _train(job: Mapping[str, Any]) -> TrainResult:
         tag=job["tag"],
         seed=job["seed"],
         steps=job["steps"],
-        resume=job["resume"],
+        resume=None if "run_dir" in job else job["resume"],
         cache_root=job["cache_root"],
         progress=job["progress"],
     )
@@ -140,10 +152,11 @@ def _summary(
     target_nll: float | None,
     unfinished: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Per-model summary of the finished ``runs``; ``unfinished`` (cluster jobs not done) are only counted."""
+    """Per-model summary of the ``runs`` that trained; failed ones and ``unfinished`` (cluster jobs not done) are only counted."""
     out: dict[str, Any] = {}
     for model in models:
-        mine = [r for r in runs if r["model"] == model]
+        failed = [r for r in runs if r["model"] == model and r["status"] == "failed"]
+        mine = [r for r in runs if r["model"] == model and r["status"] != "failed"]
         per_value: dict[str, list[float]] = {}
         for r in mine:
             if not r["diverged"] and math.isfinite(r["final_val_nll"]):
@@ -155,7 +168,7 @@ def _summary(
             "fraction_learned": (sum(r["learned"] for r in mine) / len(mine)) if mine else math.nan,
             "fraction_improved": (sum(r["improved"] for r in mine) / len(mine)) if mine else math.nan,
             "diverged": sum(bool(r["diverged"]) for r in mine),
-            "failed": sum(r["status"] == "failed" for r in mine),
+            "failed": len(failed),
             "runs": len(mine),
             "unfinished": sum(u["model"] == model for u in unfinished),
         }
@@ -238,7 +251,7 @@ def run_rows(
     return rows
 
 
-def _file_name(field: str) -> str:
+def sweep_file_name(field: str) -> str:
     """``sweep_<field>.json`` with anything a file name should not hold replaced by ``_``."""
     return "sweep_" + re.sub(r"[^A-Za-z0-9_.=+-]+", "_", field) + ".json"
 
@@ -273,11 +286,15 @@ def run_sweep(
     the others under ``unfinished_runs`` and :class:`~gqnbench.training.executors.RunsUnfinished`
     is raised after writing it. ``reuse=(folder, tag, seeds)``: a model's default setting, for those
     seeds, is the existing run ``<folder>/runs/<model>-<tag>-seed<k>`` (trained there if missing).
+    After writing the file, :class:`~gqnbench.training.run_files.RunsFailed` is raised when a run
+    failed or diverged (the file lists it; a rerun retries the failed ones).
     """
     if "." not in field:
         raise ValueError(f"sweep field {field!r} needs a section, e.g. model.z_channels or train.lr_start")
     out_dir = Path(out_dir)
     base = dict(overrides or {})
+    if steps is not None:  # a step count out of range is bad input here, not a failed row per run
+        replace_fields(get_preset(preset, base).train, {"steps": steps}, "train.")
     seed_ids = seed_list(seeds)
     # A per-run progress bar only when runs go one at a time: parallel bars would overwrite each other.
     per_run = {"steps": steps, "resume": resume, "out_dir": out_dir, "cache_root": cache_root}
@@ -302,6 +319,7 @@ def run_sweep(
         "unfinished_runs": unfinished,
         "summary": _summary(runs, models, target_nll, unfinished),
     }
-    path = write_result(out_dir / (file_name or _file_name(field)), "sweep", document)
+    path = write_result(out_dir / (file_name or sweep_file_name(field)), "sweep", document)
     raise_if_unfinished(path, results, out_dir)
+    raise_if_not_completed(path, runs, field)
     return path

@@ -8,12 +8,15 @@ resolution is ``train.eval_every``. A run that misses the target within its budg
 diverges first, is **not reached**: ``reached`` false, ``steps`` null and ``wall_s`` inf. It
 is never dropped, and it enters the median as infinity, so a model's median is infinite
 when at least half of its seeds miss (the median of an even count with exactly half missing
-averages a finite value with infinity).
+averages a finite value with infinity). A run that raised (a full disk, another process
+writing it) is **failed**, with its error: it measured nothing, so it is in no median and no
+count but ``failed``, and running the command again retries it.
 
 Writes a ``time_to_target`` results file: ``preset, target_nll, target_source, budget
-{steps, seconds}, runs [{model, seed, reached, steps, wall_s, status, run_file}], summary
-{model: {median_wall_s, median_steps, reached, total}}``; the curves stay in each run's
-``training_run`` file (``runs/<model>-ttt-seed<k>.json``).
+{steps, seconds}, runs [{model, seed, reached, steps, wall_s, status, run_file, error}], summary
+{model: {median_wall_s, median_steps, reached, total, failed}}``; the curves stay in each run's
+``training_run`` file (``runs/<model>-ttt-seed<k>.json``). Then raises
+:class:`~gqnbench.training.run_files.RunsFailed` when a run failed or diverged.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from gqnbench.config import replace_fields
 from gqnbench.presets import Preset, get_preset
 from gqnbench.results import as_float, write_result
 from gqnbench.training.budgets import DEFAULT_TARGETS, MseRatioTarget, Target, default_target, resolve_target
 from gqnbench.training.data_source import TrainingData, load_training_data
 from gqnbench.training.executors import ClusterExecutor, raise_if_unfinished, unfinished_runs
 from gqnbench.training.loop import train
+from gqnbench.training.run_files import raise_if_not_completed
 from gqnbench.training.runner import run_jobs, seed_list
 
 
@@ -62,16 +67,18 @@ def median_with_misses(values: Sequence[float]) -> float:
 def summarize(
     runs: Sequence[Mapping[str, Any]], models: Sequence[str], unfinished: Sequence[Mapping[str, Any]] = ()
 ) -> dict[str, dict[str, Any]]:
-    """Per-model medians over the finished ``runs``; ``unfinished`` (cluster jobs not done) are only counted."""
+    """Per-model medians over the ``runs`` that trained; failed ones and ``unfinished`` (cluster jobs not
+    done) are only counted."""
     summary = {}
     for model in models:
-        mine = [r for r in runs if r["model"] == model]
+        mine = [r for r in runs if r["model"] == model and r.get("status") != "failed"]
         summary[model] = {
             "median_wall_s": median_with_misses([r["wall_s"] for r in mine]),
             "median_steps": median_with_misses([r["steps"] if r["reached"] else math.inf for r in mine]),
             "reached": sum(r["reached"] for r in mine),
             "total": len(mine),
             "unfinished": sum(u["model"] == model for u in unfinished),
+            "failed": sum(r["model"] == model and r.get("status") == "failed" for r in runs),
         }
     return summary
 
@@ -82,7 +89,17 @@ def _jobs(models: Sequence[str], seeds: int | Sequence[int], **settings: Any) ->
 
 
 def _job(job: dict[str, Any]) -> dict[str, Any]:
-    """One model x seed: train to the target or the end of the budget; the row for ``runs``."""
+    """One model x seed: train to the target or the end of the budget; the row for ``runs`` (never raises:
+    an error is recorded as a failed row)."""
+    try:
+        return _trained_row(job)
+    except Exception as exc:  # noqa: BLE001 - one failed run must not cost the others
+        row = {"model": job["model"], "seed": job["seed"], "reached": False, "steps": None, "wall_s": None}
+        return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "run_file": None}
+
+
+def _trained_row(job: dict[str, Any]) -> dict[str, Any]:
+    """The row of a run that trained to its end (or diverged): whether and when it reached the target."""
     result = train(
         job["preset"],
         job["model"],
@@ -107,6 +124,7 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
         "wall_s": wall,
         "status": result.doc["status"],
         "diverged_step": result.doc.get("diverged_step"),
+        "diverged_reason": result.doc.get("diverged_reason"),
         "best_val_nll": min((as_float(p["val_nll"]) for p in curve), default=math.nan),
         "steps_per_s": result.doc.get("steps_per_s"),
         "run_file": str(Path(result.run_file).relative_to(job["out_dir"])),
@@ -194,10 +212,13 @@ def run_time_to_target(
     ``executor``: one cluster job per run, concurrently (:mod:`gqnbench.training.executors`);
     the file then summarises the runs that finished, lists the others under ``unfinished_runs``
     and :class:`~gqnbench.training.executors.RunsUnfinished` is raised after writing it.
+    :class:`~gqnbench.training.run_files.RunsFailed` is raised after writing it when a run failed
+    or diverged.
     """
     preset = _preset_with(preset, overrides)
     spec, source = _target_and_source(preset.name, target_nll)
     budget_steps = _step_cap(preset, budget_steps, budget_seconds)
+    replace_fields(preset.train, {"steps": budget_steps}, "train.")  # out of range: bad input, not failed runs
     out_dir = Path(out_dir)
     loaded = data or load_training_data(preset.data, cache_root)  # generates the data set once, here
     target = _target_fields(spec, source, loaded, preset.data.image_size)
@@ -231,4 +252,5 @@ def run_time_to_target(
     }
     path = write_result(out_dir / file_name, "time_to_target", document)
     raise_if_unfinished(path, results, out_dir)
+    raise_if_not_completed(path, runs)
     return path

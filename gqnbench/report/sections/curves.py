@@ -142,6 +142,8 @@ def sweep_curves(results: ResultSet, sweep: ResultFile) -> tuple[pd.DataFrame, l
     """Long-form curves of one sweep's runs with their swept value; and the run files it could not find."""
     frames, missing = [], []
     for entry in sweep.as_(SweepDoc).runs:
+        if entry.status == "failed":
+            continue  # trained nothing to draw; listed under "Failed and unfinished runs"
         run = results.resolve_reference(entry.run_file, sweep)
         if run is None:
             missing.append(str(entry.run_file))

@@ -1,9 +1,12 @@
 """Failed and unfinished runs, and timings taken on a shared machine.
 
-A diverged, interrupted or still-running training run is never a result: :func:`main_runs`
+A diverged, interrupted, failed or still-running training run is never a result: :func:`main_runs`
 leaves it out of Table 1, the curves and every median, and this section lists it with its
-status, the reason and the step. Timings taken while another gqnbench process ran on the
-machine (a training run's or a main-job stage's ``concurrent`` flag) are listed too.
+status, the reason and the step. So does a sweep's or time to target's run that failed before
+it wrote a results file of its own (another process writing it, a full disk, a setting that
+cannot train): its row there carries the error, and it is in no count of its section. Timings
+taken while another gqnbench process ran on the machine (a training run's or a main-job
+stage's ``concurrent`` flag) are listed too.
 """
 
 from __future__ import annotations
@@ -17,12 +20,16 @@ from gqnbench.report.document import Note, Paragraph, Section, status_cell
 from gqnbench.report.inputs import ResultFile, ResultSet
 from gqnbench.report.runs import failed_runs
 from gqnbench.schema.mainjob import MainJobDoc
-from gqnbench.schema.training import MachineLoad, TrainingRunDoc
+from gqnbench.schema.training import MachineLoad, SweepDoc, TimeToTargetDoc, TrainingRunDoc
+
+COLUMNS = ["model", "tag", "seed", "status", "step", "reason", "file"]
 
 
 def _reason(doc: TrainingRunDoc) -> str:
     if doc.status == "diverged":
         return doc.diverged_reason or "diverged"
+    if doc.status == "failed":
+        return doc.error or "failed"
     if doc.status == "interrupted":
         return "interrupted (Ctrl-C, a time limit or a stop); continue it by running the same command again"
     if doc.status == "running":
@@ -54,10 +61,29 @@ def _failure_row(run: ResultFile, ctx: ReportContext) -> dict[str, Any]:
     }
 
 
+def _failed_rows(results: ResultSet, ctx: ReportContext) -> list[dict[str, Any]]:
+    """The sweep and time-to-target rows of runs that failed with an error (``status`` failed)."""
+    rows = []
+    for kind, cls in (("sweep", SweepDoc), ("time_to_target", TimeToTargetDoc)):
+        for f in results.of_kind(kind):
+            doc = f.as_(cls)
+            for r in doc.runs:
+                if r.status == "failed":
+                    what = f"sweep {doc.field}={r.value}" if isinstance(doc, SweepDoc) else "time to target"
+                    rows.append({"model": r.model, "tag": what, "seed": r.seed, "status": "failed", "step": None,
+                                 "reason": r.error, "file": ctx.rel(f.path)})  # fmt: skip
+    return rows
+
+
 def failures_frame(results: ResultSet, ctx: ReportContext) -> pd.DataFrame:
-    """One row per training run that is not a result: status, the step it stopped at and why."""
+    """One row per run that is not a result: status, the step it stopped at and why.
+
+    A failed row of a sweep or time to target whose run file already says the same (model, seed
+    and error) is listed once."""
     rows = [_failure_row(r, ctx) for r in failed_runs(results)]
-    return pd.DataFrame(rows, columns=["model", "tag", "seed", "status", "step", "reason", "file"])
+    seen = {(r["model"], r["seed"], r["reason"]) for r in rows}
+    rows += [r for r in _failed_rows(results, ctx) if (r["model"], r["seed"], r["reason"]) not in seen]
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def _other_pids(load: MachineLoad | None) -> str:
@@ -89,16 +115,17 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
         section.blocks.append(
             Paragraph(
                 f"{len(failed)} training run(s) did not complete. They are not results: Table 1, the curves, the "
-                "claims and every median leave them out (time to target still counts a run that did not reach "
-                "the target as never reaching it)."
+                "claims, every count and every median leave them out (time to target still counts a run that "
+                "diverged before the target as never reaching it, and the robustness sweep counts a diverged run "
+                "as one that did not learn; a run that failed with an error is in no count)."
             )
         )
         section.blocks.append(
             ctx.table(
                 "failed_runs",
                 failed,
-                "Training runs that diverged, were interrupted or are still running: status, step and reason",
-                [r.path for r in failed_runs(results)],
+                "Training runs that diverged, failed, were interrupted or are still running: status, step and reason",
+                [f.path for f in results.files if ctx.rel(f.path) in set(failed["file"])],
                 display=failed.astype(str).assign(status=failed["status"].map(_status_cell)),
             )
         )

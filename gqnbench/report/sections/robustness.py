@@ -4,6 +4,10 @@ The study's claim: GQN fails at 128 latent channels while the proposed model lea
 and 128. "Learned" is the sweep writer's judgement (final MSE and foreground MSE at most 0.9x
 the mean training frame's, :mod:`gqnbench.training.judging`); the spread is the range of final
 NLL over every run of the model. The verdict in words is the claims section's rule.
+
+A run that failed with an error (status ``failed``) trained nothing: it is counted apart, in no
+"learned" fraction and no median (the failures section lists it with its error). A diverged run
+did train, and did not learn: it stays in the fractions.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from gqnbench.schema.training import SweepDoc, SweepRun, SweepSummary
 
 
 def settings_frame(results: ResultSet) -> pd.DataFrame:
-    """One row per sweep x model x value: seeds, final/best NLL medians, learned and diverged counts."""
+    """One row per sweep x model x value: seeds that trained, final/best NLL medians, learned, diverged and failed counts."""
     rows = []
     for sweep in results.of_kind("sweep"):
         doc = sweep.as_(SweepDoc)
@@ -32,15 +36,18 @@ def settings_frame(results: ResultSet) -> pd.DataFrame:
             runs[col] = runs[col].map(as_float) if col in runs else np.nan
         for col in ("learned", "diverged"):
             runs[col] = runs[col].fillna(False).astype(bool) if col in runs else False
-        for (model, value), group in runs.groupby(["model", "value"], sort=False):
-            # Medians over the runs that completed: a diverged or failed run is counted, not averaged in.
-            ok = group[~group["diverged"] & (group["status"].eq("completed") if "status" in group else True)]
+        for (model, value), every in runs.groupby(["model", "value"], sort=False):
+            # A failed run trained nothing: counted apart. Medians over the runs that completed: a
+            # diverged run is counted, not averaged in.
+            group = every[every["status"] != "failed"]
+            ok = group[~group["diverged"] & group["status"].eq("completed")]
             rows.append(
                 {
                     "field": doc.field,
                     "model": model,
                     "value": value,
                     "seeds": len(group),
+                    "failed": len(every) - len(group),
                     "final_val_nll_median": float(ok["final_val_nll"].median()),
                     "best_val_nll_median": float(ok["best_val_nll"].median()),
                     "mse_ratio_median": float(ok["final_mse_ratio"].median()),
@@ -57,7 +64,8 @@ def settings_frame(results: ResultSet) -> pd.DataFrame:
 
 
 def _fallback_summary(own: list[SweepRun]) -> dict[str, float]:
-    """The sweep writer's summary definitions, for files that lack a summary (gqnbench.training.sweep)."""
+    """The sweep writer's summary definitions, for files that lack a summary (gqnbench.training.sweep);
+    ``own`` are the runs that trained (not failed)."""
     per_value: dict[str, list[float]] = {}
     for r in own:
         final = as_float(r.final_val_nll)
@@ -67,13 +75,15 @@ def _fallback_summary(own: list[SweepRun]) -> dict[str, float]:
     return {
         "final_nll_spread": max(finals) - min(finals) if finals else np.nan,
         "final_nll_median": float(np.median(finals)) if finals else np.nan,
-        "fraction_learned": sum(r.learned for r in own) / len(own),
+        "fraction_learned": sum(r.learned for r in own) / len(own) if own else np.nan,
         "diverged": sum(r.diverged for r in own),
     }
 
 
-def _summary_row(field: str, model: str, own: list[SweepRun], written: SweepSummary | None) -> dict:
-    row = {"field": field, "model": model, "settings": len({repr(r.value) for r in own}), "runs": len(own)}
+def _summary_row(field: str, model: str, every: list[SweepRun], written: SweepSummary | None) -> dict:
+    own = [r for r in every if r.status != "failed"]
+    row = {"field": field, "model": model, "settings": len({repr(r.value) for r in every}), "runs": len(own)}
+    row["failed"] = len(every) - len(own)
     for key, value in _fallback_summary(own).items():
         stored = getattr(written, key) if written is not None else None
         row[key] = as_float(stored) if stored is not None else value
@@ -126,7 +136,10 @@ def _summary_table(results: ResultSet, ctx: ReportContext, sweep_files: list) ->
             {
                 "swept field": summary["field"],
                 "model": summary["model"].map(model_label),
-                "settings / runs": [f"{s} settings, {r} runs" for s, r in zip(summary["settings"], summary["runs"])],
+                "settings / runs": [
+                    f"{s} settings, {r} runs" + (f" (+{f} failed)" if f else "")
+                    for s, r, f in zip(summary["settings"], summary["runs"], summary["failed"])
+                ],
                 "fraction of runs that learn": summary["fraction_learned"].map(F.fmt_pct),
                 "fraction at target NLL": summary["fraction_reached_target"].map(F.fmt_pct),
                 "diverged runs": summary["diverged"].map(F.fmt_int),
@@ -170,7 +183,10 @@ def _settings_table(settings: pd.DataFrame, ctx: ReportContext, sweep_files: lis
                 "MSE / mean frame": settings["mse_ratio_median"].map(lambda v: F.fmt_sig(v, 3)),
                 "fg MSE / mean frame": settings["fg_ratio_median"].map(lambda v: F.fmt_sig(v, 3)),
                 "best NLL": settings["best_val_nll_median"].map(F.fmt_float),
-                "learned": [f"{a} / {n}" for a, n in zip(settings["learned"], settings["seeds"])],
+                "learned": [
+                    status_cell(f"{a} / {n} ({f} failed, not counted)", "warn") if f else f"{a} / {n}"
+                    for a, n, f in zip(settings["learned"], settings["seeds"], settings["failed"])
+                ],
                 "diverged": [
                     status_cell(f"diverged: {d} (step {s})", "warn") if d else "0"
                     for d, s in zip(settings["diverged"], settings["diverged_steps"])

@@ -1,4 +1,8 @@
-"""Sample predictions: per validation scene the context views, the true query and each model's prediction."""
+"""Sample predictions: per validation scene the context views, the true query and each model's prediction.
+
+Only runs that completed have predictions here: the samples writer leaves out a run that
+diverged, failed or was interrupted (``left_out``), and the section says which and why.
+"""
 
 from __future__ import annotations
 
@@ -116,5 +120,9 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
             continue
         name = "samples" if len(files) == 1 else f"samples_{i}"
         figure = _grid(scenes, prediction_mse(scenes))
-        section.blocks.append(ctx.figure(name, figure, _caption(samples.as_(SamplesDoc)), [samples.path]))
+        doc = samples.as_(SamplesDoc)
+        section.blocks.append(ctx.figure(name, figure, _caption(doc), [samples.path]))
+        if doc.left_out:
+            reasons = "; ".join(f"{model_label(m)} ({why})" for m, why in doc.left_out.items())
+            section.blocks.append(Note(f"Predictions not shown, the run did not complete: {reasons}."))
     return section

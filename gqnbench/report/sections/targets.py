@@ -1,7 +1,8 @@
 """Time to target (MLPerf style): per model and seed, not-reached runs shown as such, medians over seeds.
 
 A run that missed the target within its budget counts as infinite (SPEC section 8): it is
-listed as "not reached (∞)" and enters the median as infinity, never dropped.
+listed as "not reached (∞)" and enters the median as infinity, never dropped. A run that failed
+with an error measured nothing: it is left out here and listed under "Failed and unfinished runs".
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def seeds_frame(results: ResultSet) -> pd.DataFrame:
     for ttt in results.of_kind("time_to_target"):
         doc = ttt.as_(TimeToTargetDoc)
         for entry in doc.runs:
+            if entry.status == "failed":
+                continue
             rows.append(
                 {
                     "model": entry.model,
