@@ -13,15 +13,16 @@ skipped with a reason, not failed. ``--quick`` keeps eager cases only (train fp3
 inference fp32), fewer rounds, a 2048^2 peak matmul, and skips tests marked ``slow``.
 
 Every timed benchmark but the matmul peak and the timer overhead also times a **reference**
-beside it: one dense ``n x n`` matmul (:class:`Reference`) before each of its rounds, through
+beside it: a dense ``n x n`` matmul (:class:`Reference`) before each of its rounds, through
 pytest-benchmark's ``setup`` hook, so each round's step and reference share that moment's
 conditions (clock, load, thermal state). ``extra_info["ratio"]`` is the median over rounds of
-(round time / reference time): the benchmark's cost in units of the reference, a number
-that moves with the code and hardly with the host's speed. The regression gate judges it
-(``ci/README.md``); the absolute median stays for display. Fields it writes: ``ref`` (what the
-reference is), ``ref_median_s``, ``ref_flop_per_s``, ``ratio``, ``ratio_q1``, ``ratio_q3``,
-``ratio_mean``, ``ratio_stddev``, ``ratio_rounds``, ``load_avg_1m`` (the higher of the 1-minute
-load average when the benchmark starts and ends) and ``cpu_count`` (the CPUs this process may use).
+(round time / the reference's time per call in the same round): the benchmark's cost in units
+of the reference, a number that moves with the code and hardly with the host's speed. The
+regression gate judges it (``ci/README.md``); the absolute median stays for display. Fields it
+writes: ``ref`` (what the reference is), ``ref_median_s`` (per call), ``ref_calls`` (calls per
+round at the end), ``ref_flop_per_s``, ``ratio``, ``ratio_q1``, ``ratio_q3``, ``ratio_mean``,
+``ratio_stddev``, ``ratio_rounds``, ``load_avg_1m`` (the higher of the 1-minute load average
+when the benchmark starts and ends) and ``cpu_count`` (the CPUs this process may use).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ QUICK_ROUNDS = {"tiny": (10, 2), "cpu": (5, 1), "paper": (5, 2)}
 # dominates the run nor drowns in the timer's resolution. Data benchmarks use DATA_REFERENCE_N on the CPU.
 REFERENCE_N = {"cpu": {"tiny": 512, "cpu": 1024, "paper": 2048}, "cuda": {"tiny": 4096, "cpu": 4096, "paper": 8192}}
 DATA_REFERENCE_N = 512
+MAX_REFERENCE_CALLS = 64
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -160,11 +162,15 @@ def measured(benchmark) -> Callable[[], tuple[float, float]]:  # noqa: ANN001
 
 
 class Reference:
-    """A dense ``n x n`` matmul timed once before every round of a benchmark (see the module docstring).
+    """A dense ``n x n`` matmul timed before every round of a benchmark (see the module docstring).
 
     Pass :meth:`setup` as ``benchmark.pedantic(..., setup=reference.setup)``, then call
-    :meth:`record`. The matmul writes into a buffer made here, so it allocates nothing while
-    a case's peak memory is measured.
+    :meth:`record`. Before each round the matmul runs as many times as fit in the previous
+    round's time (once before the first; at most :data:`MAX_REFERENCE_CALLS`), and its time
+    per call is kept: a reference about as long as the round it stands beside shares that
+    round's interruptions on a busy host, where a much shorter one would slip between them
+    and bias the ratio. The matmul writes into a buffer made here, so it allocates nothing
+    while a case's peak memory is measured.
     """
 
     def __init__(self, device: str | torch.device, dtype: str, n: int) -> None:
@@ -174,7 +180,9 @@ class Reference:
         self.a = torch.randn(n, n, generator=gen).to(self.device, DTYPES[dtype])
         self.b = torch.randn(n, n, generator=gen).to(self.device, DTYPES[dtype])
         self.out = torch.empty_like(self.a)
-        self.times: list[float] = []
+        self.times: list[float] = []  # seconds per call, one entry per round
+        self.calls = 1
+        self._round_start: float | None = None
         self.load_start = _load_avg()
         self._call()  # first-call costs (library and kernel set-up) stay out of the timed calls
 
@@ -190,11 +198,16 @@ class Reference:
         """pytest-benchmark calls this before every round, the warm-up rounds included."""
         synchronize(self.device)
         start = time.perf_counter()
-        self._call()
-        self.times.append(time.perf_counter() - start)
+        if self._round_start is not None:
+            previous_round = start - self._round_start  # the benchmark's round, with the harness's bookkeeping
+            self.calls = min(MAX_REFERENCE_CALLS, max(1, round(previous_round / self.times[-1])))
+        for _ in range(self.calls):
+            self._call()
+        self._round_start = time.perf_counter()
+        self.times.append((self._round_start - start) / self.calls)
 
     def record(self, benchmark) -> None:  # noqa: ANN001
-        """The ratio fields and the load, from the measured rounds and the reference call before each."""
+        """The ratio fields and the load, from the measured rounds and the reference calls before each."""
         rounds = list(benchmark.stats.stats.data) if benchmark.stats is not None else []
         ratios = [t / r for t, r in zip(rounds, self.times[-len(rounds) :] if rounds else [])]
         ref_median = statistics.median(self.times) if self.times else math.nan
@@ -204,6 +217,7 @@ class Reference:
             "ref_flop_per_s": 2.0 * self.n**3 / ref_median,
             "ratio": math.nan,
             "ratio_rounds": len(ratios),
+            "ref_calls": self.calls,
             "load_avg_1m": _max_known(self.load_start, _load_avg()),
             "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         }

@@ -2,12 +2,17 @@
 
 Two real ``ci/nightly.py run --device cpu --quick`` runs (the tiny preset's step benchmarks,
 one thread, training skipped) of ``gqn`` and of ``gqn_slow``, a test plugin doing ``gqn``'s
-work twice (``tests/plugins/slow_gqn.py``). Both models run in each of the two runs, so the
-comparison of the slow model with the plain one's baseline is made between two runs on the
-same host. The busy and unstable rules are switched off here (tests/test_nightly_check.py owns
-them): these tests may run while other work shares the two cores, which spreads each round's
-ratio widely, and what they test is that the median ratio still tells the slow model from the
-plain one, and an unchanged run from a regression, under the committed ratio limit.
+work twice (``tests/plugins/slow_gqn.py``). The first is pinned as the baseline; the second is
+checked against it as it is (both models unchanged) and with ``--as-model gqn_slow=gqn`` (the
+slow model judged against the plain one's baseline rows, on the same host).
+
+The committed thresholds apply, the unstable rule aside (tests/test_nightly_check.py owns it):
+other work sharing the two cores spreads each round's ratio widely, and what these tests test
+is that the median ratio tells the slow model from the plain one and an unchanged run from a
+regression. A host loaded beyond the busy limit distorts even the median (a latency-bound
+tiny step suffers more from other processes than a compute-bound matmul), and the gate then
+says "busy" instead of judging: rows measured so are checked to be said so, and a test whose
+every row was busy is skipped, not passed.
 """
 
 from __future__ import annotations
@@ -48,7 +53,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture
 def thresholds(tmp_path: Path) -> Path:
     th = json.loads((REPO / "ci" / "thresholds.json").read_text())
-    th["busy"]["max_load_per_core"] = 1000.0
     loose = {"max_iqr_over_median": 1000.0, "max_stddev_over_mean": 1000.0}
     th["stability"].update(loose)
     for override in th["overrides"]:
@@ -58,22 +62,15 @@ def thresholds(tmp_path: Path) -> Path:
     return path
 
 
-def _model_only(run: Path, model: str, out: Path, scale: float = 1.0) -> Path:
-    """A copy of ``run`` with ``model``'s benchmarks only, named as ``gqn``'s; every time scaled by ``scale``.
+def _on_a_faster_host(run: Path, out: Path, scale: float) -> Path:
+    """A copy of ``run`` as a host ``1 / scale`` times as fast would have measured it: every time scaled.
 
-    The renaming lets the gate pair the slow model's rows with the plain model's baseline; the
-    scaling makes the run one from a host ``1 / scale`` times as fast (ratios unchanged, since
-    the step and the reference beside it both scale).
+    The ratios stay as they were: the step and the reference beside it both scale.
     """
     out.mkdir(parents=True)
     shutil.copy(run / "nightly.json", out / "nightly.json")
     doc = json.loads((run / "bench.json").read_text())
-    kept = []
     for bench in doc["benchmarks"]:
-        if bench["extra_info"].get("model") != model:
-            continue
-        bench = json.loads(json.dumps(bench).replace(f"-{model}-", "-gqn-"))
-        bench["extra_info"]["model"] = "gqn"
         for k in ("min", "max", "mean", "stddev", "median", "iqr", "q1", "q3", "ld15iqr", "hd15iqr", "total"):
             bench["stats"][k] *= scale
         bench["stats"]["ops"] /= scale
@@ -81,63 +78,67 @@ def _model_only(run: Path, model: str, out: Path, scale: float = 1.0) -> Path:
         for k in ("ref_flop_per_s", "flop_per_s", "images_per_s", "matmul_peak_flop_per_s"):
             if bench["extra_info"].get(k) is not None:
                 bench["extra_info"][k] /= scale
-        kept.append(bench)
-    (out / "bench.json").write_text(json.dumps({**doc, "benchmarks": kept}))
+    (out / "bench.json").write_text(json.dumps(doc))
     return out
 
 
-def _pin_and_check(capsys, tmp_path: Path, base: Path, cur: Path, thresholds: Path) -> tuple[int, dict, str]:  # noqa: ANN001
+def _check(capsys, tmp_path: Path, base: Path, cur: Path, thresholds: Path, *extra: str) -> tuple[int, dict, str]:  # noqa: ANN001
+    """Pin ``base`` and check ``cur`` against it: exit code, verdict rows by key, printed table."""
     pinned = tmp_path / "baseline.json"
-    assert nightly.main(["baseline", "--from", str(base), "--out", str(pinned), "--thresholds", str(thresholds)]) == 0
+    # --force: on a busy host the baseline's rows are pinned anyway, and the check says "busy" for them.
+    assert nightly.main(["baseline", "--from", str(base), "--out", str(pinned), "--force"]) == 0
     capsys.readouterr()
-    rc = nightly.main(["check", "--current", str(cur), "--baseline", str(pinned), "--thresholds", str(thresholds)])
+    verdict = tmp_path / "verdict.json"
+    argv = ["check", "--current", str(cur), "--baseline", str(pinned), "--thresholds", str(thresholds)]
+    rc = nightly.main([*argv, "--verdict", str(verdict), *extra])
     out = capsys.readouterr().out
-    rows = {r["key"]: r for r in json.loads((cur / "verdict.json").read_text())["rows"]}
-    return rc, rows, out
+    return rc, {r["key"]: r for r in json.loads(verdict.read_text())["rows"]}, out
 
 
-def _ratio_rows(rows: dict) -> dict[str, dict]:
+def _judged(rows: dict) -> dict[str, dict]:
+    """The verdict rows of gqn's step ratios that were judged, by step (busy ones checked and left out)."""
     found = {s: r for s in STEPS for k, r in rows.items() if k.endswith(f"[{s}]/ratio")}
     assert set(found) == set(STEPS), sorted(rows)
-    return found
+    busy = {s for s, r in found.items() if r["status"] == "busy"}
+    assert all(found[s]["note"].startswith("not judged (busy host)") and not found[s]["gates"] for s in busy)
+    if busy == set(STEPS):
+        pytest.skip("every ratio was measured on a busy host (the gate said so and judged none)")
+    return {s: r for s, r in found.items() if s not in busy}
 
 
 @pytest.mark.slow
 def test_plain_model_run_twice_passes(runs, tmp_path, thresholds, capsys):
     first, second = runs
-    base = _model_only(first, "gqn", tmp_path / "base")
-    cur = _model_only(second, "gqn", tmp_path / "cur")
-    rc, rows, out = _pin_and_check(capsys, tmp_path, base, cur, thresholds)
+    rc, rows, out = _check(capsys, tmp_path, first, second, thresholds)
     assert rc == 0, out
-    assert all(r["status"] != "regressed" for r in _ratio_rows(rows).values())
+    assert {r["status"] for r in _judged(rows).values()} <= {"ok", "improved"}
     assert "host: same class as the baseline's" in out
 
 
 @pytest.mark.slow
 def test_model_doing_twice_the_work_is_a_regression(runs, tmp_path, thresholds, capsys):
     first, second = runs
-    base = _model_only(first, "gqn", tmp_path / "base")
-    slow = _model_only(second, "gqn_slow", tmp_path / "slow")
-    rc, rows, out = _pin_and_check(capsys, tmp_path, base, slow, thresholds)
+    rc, rows, out = _check(capsys, tmp_path, first, second, thresholds, "--as-model", "gqn_slow=gqn")
+    judged = _judged(rows)
     assert rc == 1, out
-    for step, row in _ratio_rows(rows).items():
+    for step, row in judged.items():
         assert row["status"] == "regressed" and row["gates"], (step, row)
         assert row["delta"] > 40.0  # about +70-100 %: the step's work is done twice, the optimizer's once
     assert "time relative to the reference regressed" in out
+    assert "gqn_slow's rows are judged against the baseline's gqn rows (--as-model)" in out
+    assert not any("gqn_slow" in k for k in rows)
 
 
 @pytest.mark.slow
 def test_baseline_from_a_twice_as_fast_host_passes_an_unchanged_run(runs, tmp_path, thresholds, capsys):
     first, second = runs
-    fast = _model_only(first, "gqn", tmp_path / "fast", scale=0.5)
-    cur = _model_only(second, "gqn", tmp_path / "cur")
-    rc, rows, out = _pin_and_check(capsys, tmp_path, fast, cur, thresholds)
+    fast = _on_a_faster_host(first, tmp_path / "fast", scale=0.5)
+    rc, rows, out = _check(capsys, tmp_path, fast, second, thresholds)
     assert rc == 0, out
-    assert all(r["status"] != "regressed" for r in _ratio_rows(rows).values())
+    assert {r["status"] for r in _judged(rows).values()} <= {"ok", "improved"}
     # The absolute times are shown beside the baseline's, half of what the first run measured, and not judged.
-    medians = {
-        b["fullname"]: b["stats"]["median"] for b in json.loads((first / "bench.json").read_text())["benchmarks"]
-    }
+    benches = json.loads((first / "bench.json").read_text())["benchmarks"]
+    medians = {"bench/" + b["fullname"]: b["stats"]["median"] for b in benches}
     shown = {k: r for k, r in rows.items() if r["metric"] == "time"}
-    assert len(shown) == len(STEPS) and all(r["status"] == "shown" and not r["gates"] for r in shown.values())
-    assert all(r["baseline"] == pytest.approx(0.5 * medians[k.removeprefix("bench/")]) for k, r in shown.items())
+    assert len(shown) == 2 * len(STEPS) and all(r["status"] == "shown" and not r["gates"] for r in shown.values())
+    assert all(r["baseline"] == pytest.approx(0.5 * medians[k]) for k, r in shown.items())

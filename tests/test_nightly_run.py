@@ -143,6 +143,8 @@ def test_real_quick_run_on_cpu(tmp_path):
     assert {r["key"] for r in nll} == {"val_nll/gqn/tiny", "val_nll/metagqn/tiny"}
     assert all(700 < r["current"] < 1000 for r in nll)  # nats per 16x16x3 image; the constant is 705.7
     assert any(r["metric"] == "memory" for r in verdict["rows"])
+    ratios = [r for r in verdict["rows"] if r["metric"] == "ratio"]
+    assert len(ratios) == 11 and all(r["current"] > 0 for r in ratios)  # 6 steps, 5 data benchmarks
 
 
 def test_plan_defaults_and_commands(tmp_path):

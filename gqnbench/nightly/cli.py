@@ -27,6 +27,7 @@ from gqnbench.nightly.collect import (
     RunMetrics,
     baseline_path,
     collect_run,
+    compare_as,
     missing_baseline_message,
     write_baseline,
 )
@@ -63,7 +64,14 @@ def do_check(current: RunMetrics, args: argparse.Namespace, device_name: str | N
     if not expected.exists():
         return _no_baseline(current, expected, name, args.baseline is not None, verdict_path)
     baseline = collect_run(expected)
+    if args.as_model:
+        variant, _, model = args.as_model.partition("=")
+        if not (variant and model):
+            raise CollectError(f"--as-model: expected VARIANT=MODEL (e.g. myvariant=gqn), got {args.as_model!r}")
+        compare_as(current, baseline, variant, model)
     verdict = check(current, baseline, thresholds, allow_missing=args.allow_missing)
+    if args.as_model:
+        verdict.warnings.insert(0, f"{variant}'s rows are judged against the baseline's {model} rows (--as-model)")
     print(render_table(verdict), end="")
     if verdict_path is not None:
         write_verdict(verdict, verdict_path, environment=current.environment)
@@ -185,6 +193,12 @@ def _add_check_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--allow-missing", action="store_true", help="benchmarks in the baseline but not in this run do not gate"
+    )
+    p.add_argument(
+        "--as-model",
+        default=None,
+        metavar="VARIANT=MODEL",
+        help="judge model VARIANT's rows (a plugin) against the baseline's rows of MODEL",
     )
 
 

@@ -15,6 +15,8 @@ loads into the same :class:`RunMetrics`, so any two of them compare alike.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +128,28 @@ def collect_run(path: str | Path) -> RunMetrics:
             f"or {RUN_MANIFEST})"
         )
     return _from_results(run, load_results(inputs)) if inputs else run
+
+
+def compare_as(current: RunMetrics, baseline: RunMetrics, variant: str, model: str) -> None:
+    """Judge ``variant``'s rows of ``current`` against ``model``'s rows of ``baseline`` (``--as-model VARIANT=MODEL``).
+
+    ``current`` keeps ``variant``'s metrics renamed to ``model``'s keys and groups (its own
+    ``model`` rows are left out); ``baseline`` loses any ``variant`` rows. For a plugin model
+    measured beside the model it modifies, on the host of that model's baseline.
+    """
+    named = re.compile(rf"(?<=[\[/-]){re.escape(variant)}(?=[-/\]])")
+    own = re.compile(rf"(?<=[\[/-]){re.escape(model)}(?=[-/\]])")
+    renamed = {}
+    for key, m in current.metrics.items():
+        if named.search(key):
+            new_key = named.sub(model, key)
+            renamed[new_key] = dataclasses.replace(
+                m, key=new_key, group=named.sub(model, m.group) if m.group else m.group
+            )
+    current.metrics = {**{k: m for k, m in current.metrics.items() if not own.search(k) and not named.search(k)},
+                       **renamed}  # fmt: skip
+    current.failed_training = {named.sub(model, k): v for k, v in current.failed_training.items() if not own.search(k)}
+    baseline.metrics = {k: m for k, m in baseline.metrics.items() if not named.search(k)}
 
 
 def baseline_path(device_name: str, folder: Path = BASELINE_DIR) -> Path:
