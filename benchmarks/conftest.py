@@ -21,8 +21,11 @@ of the reference, a number that moves with the code and hardly with the host's s
 regression gate judges it (``ci/README.md``); the absolute median stays for display. Fields it
 writes: ``ref`` (what the reference is), ``ref_median_s`` (per call), ``ref_calls`` (calls per
 round at the end), ``ref_flop_per_s``, ``ratio``, ``ratio_q1``, ``ratio_q3``, ``ratio_mean``,
-``ratio_stddev``, ``ratio_rounds``, ``load_avg_1m`` (the higher of the 1-minute load average
-when the benchmark starts and ends) and ``cpu_count`` (the CPUs this process may use).
+``ratio_stddev``, ``ratio_rounds``, ``load`` (the load during the rounds: the mean number of
+tasks running or ready to run on the host, this one included, read from ``/proc/stat`` before
+each round; off Linux the higher of the 1-minute load average when the benchmark starts and
+ends), ``load_avg_1m`` (that higher 1-minute average) and ``cpu_count`` (the CPUs this process
+may use).
 """
 
 from __future__ import annotations
@@ -181,6 +184,7 @@ class Reference:
         self.b = torch.randn(n, n, generator=gen).to(self.device, DTYPES[dtype])
         self.out = torch.empty_like(self.a)
         self.times: list[float] = []  # seconds per call, one entry per round
+        self.runnable: list[int | None] = []  # tasks running or ready to run when each round starts
         self.calls = 1
         self._round_start: float | None = None
         self.load_start = _load_avg()
@@ -196,6 +200,7 @@ class Reference:
 
     def setup(self) -> None:
         """pytest-benchmark calls this before every round, the warm-up rounds included."""
+        self.runnable.append(_runnable())
         synchronize(self.device)
         start = time.perf_counter()
         if self._round_start is not None:
@@ -211,6 +216,8 @@ class Reference:
         rounds = list(benchmark.stats.stats.data) if benchmark.stats is not None else []
         ratios = [t / r for t, r in zip(rounds, self.times[-len(rounds) :] if rounds else [])]
         ref_median = statistics.median(self.times) if self.times else math.nan
+        load_avg = _max_known(self.load_start, _load_avg())
+        runnable = [n for n in self.runnable[-len(rounds) :] if n is not None] if rounds else []
         info = {
             "ref": self.name,
             "ref_median_s": ref_median,
@@ -218,7 +225,8 @@ class Reference:
             "ratio": math.nan,
             "ratio_rounds": len(ratios),
             "ref_calls": self.calls,
-            "load_avg_1m": _max_known(self.load_start, _load_avg()),
+            "load": statistics.fmean(runnable) if runnable else load_avg,
+            "load_avg_1m": load_avg,
             "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         }
         if ratios:
@@ -230,6 +238,18 @@ class Reference:
 
 def _load_avg() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def _runnable() -> int | None:
+    """Tasks running or ready to run on the host now, this one included (Linux ``/proc/stat``; else None)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            for line in stat:
+                if line.startswith("procs_running"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def _max_known(*values: float | None) -> float | None:

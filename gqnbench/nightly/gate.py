@@ -8,7 +8,7 @@ delta and a status at the gate's per-benchmark limit (``ratio.max_slowdown_pct``
   reference matmul's in the same rounds) gates at ``ratio.max_slowdown_pct``; its absolute
   median is ``shown``, never judged, since a host of the same class may be twice as fast or slow;
 - **not comparable**: a ratio against another reference than the baseline's ``failed``s;
-- **busy**: a ratio measured while the 1-minute load exceeded ``busy.max_load_per_core`` x the
+- **busy**: a ratio measured while the load (runnable tasks) exceeded ``busy.max_load_per_core`` x the
   CPUs (in either run) is shown with the load and not judged;
 - **unstable**: a ratio whose spread (IQR/median, stddev/mean, rounds) is too wide in either
   run is reported but does not gate;

@@ -55,7 +55,7 @@ class Metric:
     nll_constant: float | None = None  # the NLL's data-independent part, nats per image
     setup: str | None = None  # what must match for two values to compare ("30 steps, seed 0", the reference)
     preset: str | None = None  # the size preset it was measured at, where it has one
-    load: float | None = None  # the host's 1-minute load average while it was measured
+    load: float | None = None  # the host's load while it was measured (runnable tasks; see benchmarks/conftest.py)
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -131,7 +131,7 @@ def _bench(f: ResultFile) -> list[Metric]:
     for bench in f.doc["benchmarks"]:
         info = bench.get("extra_info") or {}
         key = BENCH_PREFIX + bench["fullname"]
-        context = {"group": bench.get("group"), "preset": info.get("preset"), "load": info.get("load_avg_1m")}
+        context = {"group": bench.get("group"), "preset": info.get("preset"), "load": info.get("load")}
         out += timing_metrics(key, bench["stats"], info.get("peak_memory_bytes"), str(f.path), **context)
         if info.get("ratio") is not None:
             out.append(_ratio_metric(key, info, source=str(f.path), **context))
