@@ -44,7 +44,7 @@ from gqnbench.presets import MODEL_NAMES
 
 # (rounds, warmup rounds) per preset: a paper-size step takes seconds, a tiny one milliseconds.
 ROUNDS = {"tiny": (30, 3), "cpu": (10, 2), "paper": (3, 1)}
-QUICK_ROUNDS = {"tiny": (10, 2), "cpu": (5, 1), "paper": (5, 2)}
+QUICK_ROUNDS = {"tiny": (30, 3), "cpu": (10, 2), "paper": (5, 2)}
 # The reference matmul's size per device and preset: near a step's own time, so it neither
 # dominates the run nor drowns in the timer's resolution. Data benchmarks use DATA_REFERENCE_N on the CPU.
 REFERENCE_N = {"cpu": {"tiny": 512, "cpu": 1024, "paper": 2048}, "cuda": {"tiny": 4096, "cpu": 4096, "paper": 8192}}

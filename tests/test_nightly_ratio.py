@@ -35,7 +35,7 @@ STEPS = ("train-gqn-tiny-b4-fp32-eager", "train-gqn-tiny-b4-bf16-eager", "infer-
 
 def _run(out: Path) -> Path:
     """One real nightly run of both models' step benchmarks (check skipped: the tests check on their own)."""
-    bench = "--models gqn,gqn_slow --threads 1 --rounds 20 -k test_step"
+    bench = "--models gqn,gqn_slow --threads 1 --rounds 60 -k test_step"
     cmd = [sys.executable, str(REPO / "ci" / "nightly.py"), "run", "--device", "cpu", "--quick", "--out", str(out),
            f"--bench-args={bench}", "--skip", "train", "--skip", "report", "--skip", "check"]  # fmt: skip
     env = {**os.environ, "GQNBENCH_PLUGINS": str(SLOW_PLUGIN)}
