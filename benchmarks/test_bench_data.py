@@ -4,8 +4,9 @@
     pytest benchmarks/test_bench_data.py -m slow            # the cpu preset's 1200-scene set, 1 and 2 workers
     pytest benchmarks/test_bench_data.py --benchmark-json=bench-data.json
 
-Each benchmark's ``extra_info`` carries ``preset, mode, batch, workers`` and the throughput in
-its unit (``scenes_per_s`` or ``episodes_per_s``, where an episode is one batch of scenes).
+Each benchmark's ``extra_info`` carries ``preset, mode, batch, workers``, the throughput in
+its unit (``scenes_per_s`` or ``episodes_per_s``, where an episode is one batch of scenes) and
+the ratio to an fp32 matmul on the CPU timed before each round (``benchmarks/conftest.py``).
 """
 
 from __future__ import annotations
@@ -34,33 +35,40 @@ def _info(benchmark, mode: str, **extra) -> None:  # noqa: ANN001
     benchmark.extra_info.update({"preset": "cpu", "mode": mode, "device": "cpu", **extra})
 
 
-def test_render_one_scene(measured, benchmark):
+def test_render_one_scene(measured, benchmark, reference):
     """Ray casting only: 15 views at 64x64 with 2x2 supersampling, one core."""
     counter = iter(range(10**9))
+    ref = reference()
     _info(benchmark, "render", batch=1, workers=1)
-    benchmark.pedantic(lambda: render_scene_arrays(0, "train", next(counter)), rounds=30, warmup_rounds=3)
+    benchmark.pedantic(lambda: render_scene_arrays(0, "train", next(counter)), setup=ref.setup, rounds=30,
+                       warmup_rounds=3)  # fmt: skip
+    ref.record(benchmark)
     benchmark.extra_info["scenes_per_s"] = 1.0 / measured()[0]
 
 
-def test_encode_one_scene(measured, benchmark):
+def test_encode_one_scene(measured, benchmark, reference):
     """Ray casting + 15 JPEG encodes + Example serialisation, one core (one generator work item)."""
     counter = iter(range(10**9))
+    ref = reference()
     _info(benchmark, "generate-scene", batch=1, workers=1)
-    benchmark.pedantic(lambda: scene_payload(0, "train", next(counter)), rounds=30, warmup_rounds=3)
+    benchmark.pedantic(lambda: scene_payload(0, "train", next(counter)), setup=ref.setup, rounds=30, warmup_rounds=3)
+    ref.record(benchmark)
     benchmark.extra_info["scenes_per_s"] = 1.0 / measured()[0]
 
 
-def test_sampler_batch_cpu_preset(measured, benchmark, cpu_scenes):
+def test_sampler_batch_cpu_preset(measured, benchmark, reference, cpu_scenes):
     """One training episode (batch 16 at 32x32, M ~ U{1..14}) gathered from the memory-mapped cache."""
     sampler = EpisodeSampler(cpu_scenes, CPU.train.batch_size, seed=0)
     counter = iter(range(10**9))
+    ref = reference()
     _info(benchmark, "load", batch=CPU.train.batch_size, workers=0)
-    benchmark.pedantic(lambda: sampler.batch(next(counter)), rounds=200, warmup_rounds=10)
+    benchmark.pedantic(lambda: sampler.batch(next(counter)), setup=ref.setup, rounds=200, warmup_rounds=10)
+    ref.record(benchmark)
     benchmark.extra_info["episodes_per_s"] = 1.0 / measured()[0]
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_train_loader_cpu_preset(measured, benchmark, cpu_scenes, workers):
+def test_train_loader_cpu_preset(measured, benchmark, reference, cpu_scenes, workers):
     """200 episodes through the DataLoader (map-style, indexed by step), with 0 or 2 worker processes."""
     sampler = EpisodeSampler(cpu_scenes, CPU.train.batch_size, seed=0)
     steps = 200
@@ -69,14 +77,16 @@ def test_train_loader_cpu_preset(measured, benchmark, cpu_scenes, workers):
         for _ in make_train_loader(sampler, num_workers=workers, num_steps=steps):
             pass
 
+    ref = reference()
     _info(benchmark, "loader", batch=CPU.train.batch_size, workers=workers)
-    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    benchmark.pedantic(run, setup=ref.setup, rounds=3, warmup_rounds=1)
+    ref.record(benchmark)
     benchmark.extra_info["episodes_per_s"] = steps / measured()[0]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
-def test_generate_cpu_preset_set(measured, benchmark, tmp_path: Path, workers):
+def test_generate_cpu_preset_set(measured, benchmark, reference, tmp_path: Path, workers):
     """The cpu preset's embedded set (1200 scenes, 9:1) written end to end."""
     scenes = CPU.data.generate_scenes
     runs = iter(range(10**6))
@@ -84,6 +94,8 @@ def test_generate_cpu_preset_set(measured, benchmark, tmp_path: Path, workers):
     def run():
         generate_dataset(tmp_path / f"r{next(runs)}", scenes, seed=0, workers=workers, progress=False)
 
+    ref = reference()
     _info(benchmark, "generate", batch=scenes, workers=workers)
-    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.pedantic(run, setup=ref.setup, rounds=1, iterations=1)
+    ref.record(benchmark)
     benchmark.extra_info["scenes_per_s"] = scenes / measured()[0]

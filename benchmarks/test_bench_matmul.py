@@ -1,6 +1,6 @@
 """The dense matmul peak per dtype (the MFU denominator) and the timer's own overhead, as benchmarks.
 
-SPEC section 7 anchors for a 2-core AMX CPU at 4096^2: about 390 GFLOP/s fp32 and 2,100 GFLOP/s bf16.
+Anchors (the SPEC) for a 2-core AMX CPU at 4096^2: about 390 GFLOP/s fp32 and 2,100 GFLOP/s bf16.
 """
 
 from __future__ import annotations

@@ -6,14 +6,21 @@ On CUDA the target synchronises before it returns, so the timer sees the GPU wor
 the launch. A compiled case runs its first (compiling) call before the timed rounds and
 records it as ``compile_s``, apart from the step time. ``group`` is
 ``<mode>-<model>-<preset>-b<batch>`` so eager/compiled and fp32/bf16 of one step sit side
-by side in the table; ``extra_info`` carries the costs (keys below). The full matrix also
+by side in the table; ``extra_info`` carries the costs (keys below) and the ratio to the
+reference matmul of the step's dtype timed before each round (``benchmarks/conftest.py``),
+with ``mfu_vs_ref``: the step's FLOP rate as a share of that reference's. The full matrix also
 times the training step in the authors' formulation (``fold_linear_ops=False``, labelled
 ``unfolded``) next to the folded default, the benchmark behind the speed-up it claims.
+
+``peak_memory_bytes`` is the allocator's peak of tensor bytes during the case, a property of
+the code and its shapes (:mod:`gqnbench.harness.memory`): on CUDA ``max_memory_allocated``
+over the measured rounds less what was alive before the case; on CPU the peak of one eager
+step in a fresh process (compiled steps would compile again there: not measured), with that
+process's peak RSS beside it as ``peak_rss_bytes`` (display only: mostly the runtime).
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -21,27 +28,33 @@ import torch
 
 from gqnbench.harness.common import StepSpec, UnsupportedCase, prepare_step, synchronize
 from gqnbench.harness.flops import step_flops
+from gqnbench.harness.memory import CudaCasePeak
 from gqnbench.harness.throughput import peak_for
+from gqnbench.step import check_precision
 
-_memory_cache: dict[tuple, int | None] = {}
+_memory_cache: dict[tuple, dict] = {}
 
 
-def _cpu_peak_rss(spec: StepSpec) -> int | None:
-    """Fresh-process peak RSS of one eager step (compiled steps would compile again there: not measured)."""
+def _cpu_peaks(spec: StepSpec) -> dict:
+    """Fresh-process allocator peak and RSS of one eager step, once per case shape."""
     if spec.compiled:
-        return None
+        return {}
     key = (spec.model, spec.preset, spec.mode, spec.batch, spec.dtype, spec.overrides)
     if key not in _memory_cache:
         from gqnbench.harness.memory import measure_cpu_step_fresh_process
 
-        _memory_cache[key] = measure_cpu_step_fresh_process(spec)["peak_rss_bytes"]
+        _memory_cache[key] = measure_cpu_step_fresh_process(spec)
     return _memory_cache[key]
 
 
-def test_step(benchmark, measured, request, step_case: StepSpec, bench_settings):
+def test_step(benchmark, measured, request, reference, step_case: StepSpec, bench_settings):
     spec = step_case
     bench_settings.skip_if_unavailable()
     try:
+        check_precision(spec.dtype, torch.device(spec.device))
+        # Made before the step, so neither the reference's buffers nor earlier cases count in its peak.
+        ref = reference(spec.device, spec.dtype, bench_settings.reference_n)
+        cuda_peak = CudaCasePeak(torch.device(spec.device)) if spec.device == "cuda" else None
         step = prepare_step(spec)
     except UnsupportedCase as exc:
         pytest.skip(str(exc))
@@ -62,24 +75,32 @@ def test_step(benchmark, measured, request, step_case: StepSpec, bench_settings)
         compile_s = time.perf_counter() - start  # first call: trace + codegen + one step
         graph_breaks = int(sum(counters["graph_break"].values()))
 
-    if device.type == "cuda":
+    if cuda_peak is not None:
 
         def target():
             step.run()
             torch.cuda.synchronize(device)
 
-        torch.cuda.reset_peak_memory_stats(device)
+        cuda_peak.reset()
     else:
         target = step.run
 
     # pytest-benchmark copies the group when the stats are made (inside pedantic): set it first.
     benchmark.group = f"{spec.mode}-{spec.model}-{spec.preset}-b{batch}"
-    benchmark.pedantic(target, rounds=bench_settings.rounds, warmup_rounds=bench_settings.warmup, iterations=1)
+    benchmark.pedantic(
+        target, setup=ref.setup, rounds=bench_settings.rounds, warmup_rounds=bench_settings.warmup, iterations=1
+    )
     median, iqr = measured()
-    if device.type == "cuda":
-        peak_memory = int(torch.cuda.max_memory_allocated(device))
+    ref.record(benchmark)
+    if cuda_peak is not None:
+        memory = {"peak_memory_bytes": cuda_peak.peak(), "peak_memory_method": "cuda allocator, less earlier cases"}
     else:
-        peak_memory = _cpu_peak_rss(spec)
+        cpu = _cpu_peaks(spec)
+        memory = {
+            "peak_memory_bytes": cpu.get("peak_allocated_bytes"),
+            "peak_memory_method": "cpu allocator (torch.profiler), fresh process" if cpu else None,
+            "peak_rss_bytes": cpu.get("peak_rss_bytes"),
+        }
     if compile_s is not None:
         compile_s = max(0.0, compile_s - median)
     peak = peak_for(spec.dtype, matmul_peaks)
@@ -103,10 +124,10 @@ def test_step(benchmark, measured, request, step_case: StepSpec, bench_settings)
             "flop_per_s": flop / median,
             "mfu": flop / median / peak if peak else None,
             "matmul_peak_flop_per_s": peak,
-            "peak_memory_bytes": peak_memory,
+            "mfu_vs_ref": flop / (benchmark.extra_info["ratio"] * benchmark.extra_info["ref_flop_per_s"]),
+            **memory,
             "compile_s": compile_s,
             "graph_breaks": graph_breaks,
             "rel_iqr": iqr / median if median else None,
-            "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         }
     )

@@ -71,6 +71,8 @@ def test_run_then_pin_then_pass(tmp_path):
     manifest = json.loads((tmp_path / "run1" / "nightly.json").read_text())
     assert manifest["kind"] == "nightly_run" and manifest["device"] == "cpu" and manifest["quick"] is True
     assert manifest["device_name"].startswith("cpu-")
+    host = manifest["host"]  # the machine, named precisely enough to tell two of one device name apart
+    assert host["cpu_model"] and host["usable_cpus"] >= 1 and host["logical_cpus"] >= host["usable_cpus"]
     (step,) = manifest["steps"]
     assert step["name"] == "bench-tiny" and step["rc"] == 0 and "--quick" in step["command"]
     bench = json.loads((tmp_path / "run1" / "bench.json").read_text())
@@ -79,15 +81,16 @@ def test_run_then_pin_then_pass(tmp_path):
 
     pin = _nightly("baseline", "--from", str(tmp_path / "run1"), "--out", str(baseline))
     assert pin.returncode == 0, pin.stderr
-    assert "2 benchmark(s), 0 training run(s)" in pin.stdout
+    assert "2 benchmark(s) (0 with a ratio to the reference), 0 training run(s)" in pin.stdout
 
-    # Timings of a 1 ms loop are noisy: either within limits or unstable, never a regression.
+    # These benchmarks time no reference: their absolute times are shown, never judged, and the verdict says so.
     second = _nightly("run", *common, "--out", str(tmp_path / "run2"), "--baseline", str(baseline))
     assert second.returncode == 0, second.stdout + second.stderr
     verdict = json.loads((tmp_path / "run2" / "verdict.json").read_text())
     assert verdict["passed"] and verdict["regressions"] == []
-    assert sum(verdict["counts"].values()) == 4  # 2 time + 2 memory rows
-    assert verdict["counts"].get("ok", 0) >= 2  # the memory rows are identical
+    assert verdict["counts"] == {"ok": 2, "shown": 2}  # the identical memory rows, the two times
+    assert any(w.startswith("no timing is judged: this run timed no reference") for w in verdict["warnings"])
+    assert verdict["host"].startswith("host: same class as the baseline's")
 
 
 def test_failing_benchmark_step_fails_the_run(tmp_path):
@@ -140,11 +143,20 @@ def test_real_quick_run_on_cpu(tmp_path):
     assert {r["key"] for r in nll} == {"val_nll/gqn/tiny", "val_nll/metagqn/tiny"}
     assert all(700 < r["current"] < 1000 for r in nll)  # nats per 16x16x3 image; the constant is 705.7
     assert any(r["metric"] == "memory" for r in verdict["rows"])
+    ratios = [r for r in verdict["rows"] if r["metric"] == "ratio"]
+    assert len(ratios) == 11 and all(r["current"] > 0 for r in ratios)  # 6 steps, 5 data benchmarks
 
 
 def test_plan_defaults_and_commands(tmp_path):
     plan = make_plan("cuda", tmp_path, quick=False)
     assert plan.bench_presets == ("paper", "cpu") and plan.train_steps == 300
+    # The GPU nightly: the paper preset's training steps of both models, then the cpu preset's quick matrix.
+    paper, cpu = bench_command(plan, "paper"), bench_command(plan, "cpu")
+    assert paper[paper.index("--modes") + 1] == "train" and paper[paper.index("-k") + 1] == "test_step"
+    assert "--quick" in paper and "--models" not in paper  # every model, eager fp32/bf16
+    assert "--quick" in cpu and "--modes" not in cpu
+    # Presets named explicitly get their plain matrix.
+    assert make_plan("cuda", tmp_path, quick=False, bench_presets=("paper",)).preset_args == {}
     quick = make_plan("cpu", tmp_path, quick=True, train_steps=7, models=("gqn",))
     assert quick.bench_presets == ("tiny",) and quick.train_steps == 7 and quick.models == ("gqn",)
     cmd = bench_command(quick, "tiny")

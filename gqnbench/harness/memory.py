@@ -2,23 +2,31 @@
 
 CUDA: ``torch.cuda.reset_peak_memory_stats`` after a warm-up step (so the optimizer state
 already exists, as in every later step), then one measured step;
-``max_memory_allocated`` (tensors) and ``max_memory_reserved`` (the caching allocator's
-pool) are read after it. NVML (``nvidia-ml-py``, module ``pynvml``) adds what the driver
+``max_memory_allocated`` (tensors, less what an earlier case left alive: :class:`CudaCasePeak`)
+and ``max_memory_reserved`` (the caching allocator's pool) are read after it. NVML (``nvidia-ml-py``, module ``pynvml``) adds what the driver
 sees: device memory used, power draw and utilisation. Without an NVIDIA driver NVML
 raises ``NVMLError_LibraryNotFound``; that is recorded as null, never an error.
 
-CPU: the peak resident set size (RSS) of the measured step, in a FRESH Python process
-(``python -m gqnbench.harness.memory_worker``), so nothing the calling process did before (other
-models, larger batches, a compile) can hide the step's own peak behind an earlier
-high-water mark. The worker builds the model, runs the warm-up step, then measures the
-step with both ``getrusage(RUSAGE_SELF).ru_maxrss`` (the exact high-water mark, when the
-step raises it) and a 1 ms psutil sampler of the current RSS (which sees the peak even
-when it stays below an older high-water mark).
+CPU: measured in a FRESH Python process (``python -m gqnbench.harness.memory_worker``), so
+nothing the calling process did before (other models, larger batches, a compile) can change
+the figure. The worker builds the model and runs the warm-up step under ``torch.profiler``
+with ``profile_memory=True``, then the measured step. ``peak_allocated_bytes`` is the CPU
+counterpart of CUDA's ``max_memory_allocated``: the most bytes of tensors alive at once
+during the measured step (the model, its optimizer state and the batch included), replayed
+from the allocation and free events the CPU allocator reports to the profiler. It depends on
+the code, the shapes and (by a few per-thread buffers) the thread count, not on the host, its
+libraries or the allocator's caching.
+The resident set size (RSS) is kept beside it for display: ``getrusage``'s ``ru_maxrss``
+(the exact high-water mark, when the step raises it) and a 1 ms psutil sampler of the current
+RSS. The RSS is mostly the runtime (the interpreter, torch's libraries and the code pages and
+thread arenas their kernels touch), which differs between hosts and library builds; it is
+not a measure of the code.
 
 ``costs.json`` field::
 
     memory[model] = {"train": row, "infer": row}   (quick costs runs: "train" only)
-    row = {"device", "mode", "batch", "dtype", "peak_allocated_bytes", "peak_reserved_bytes" (CUDA),
+    row = {"device", "mode", "batch", "dtype", "peak_allocated_bytes", "allocated_before_step_bytes",
+           "peak_reserved_bytes" (CUDA),
            "peak_rss_bytes", "step_rss_increase_bytes", "baseline_rss_bytes", "runtime_rss_bytes" (CPU),
            "nvml": {"memory_used_bytes", "memory_total_bytes", "power_w", "gpu_util_percent",
                     "memory_util_percent", "name"} or null}
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import resource
@@ -120,21 +129,45 @@ def _current_rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+def _allocator_peak(events: list, start_ns: int, end_ns: int) -> tuple[int, int]:
+    """(bytes alive when ``[start_ns, end_ns]`` opens, most bytes alive inside it) from profiler memory events.
+
+    Each ``[memory]`` event is one allocation (positive bytes) or free (negative) the CPU
+    allocator reported; their running sum is the bytes of tensors alive since profiling began.
+    """
+    live = before = peak = 0
+    opened = False
+    for e in sorted((e for e in events if e.name() == "[memory]"), key=lambda e: e.start_ns()):
+        if not opened and e.start_ns() >= start_ns:
+            opened, before, peak = True, live, live
+        live += e.nbytes()
+        if opened and e.start_ns() <= end_ns:
+            peak = max(peak, live)
+    return before, (peak if opened else live)
+
+
 def measure_cpu_step_in_process(spec: StepSpec, warmup: int = 1, timing_rounds: int = 0) -> dict:
-    """RSS peak of one step in THIS process (the worker side; call :func:`measure_memory` instead).
+    """Allocator peak and RSS of one step in THIS process (the worker side; call :func:`measure_memory` instead).
 
     With ``timing_rounds`` > 0 the same process then times that many further steps (median
     seconds in ``step_s``), so a scaling point costs one process start, not two.
     """
+    from torch.profiler import ProfilerActivity, profile, record_function
+
     runtime_rss = _current_rss()
-    step = prepare_step(spec)
-    for _ in range(warmup):
-        step.run()
-    baseline = _current_rss()
-    maxrss_before = _maxrss_bytes()
-    with _RssSampler() as sampler:
-        step.run()
-    maxrss_after = _maxrss_bytes()
+    # Profiled from before the model exists, so the running sum of allocations is every tensor alive.
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step = prepare_step(spec)
+        for _ in range(warmup):
+            step.run()
+        baseline = _current_rss()
+        maxrss_before = _maxrss_bytes()
+        with _RssSampler() as sampler, record_function("gqnbench.measured_step"):
+            step.run()
+        maxrss_after = _maxrss_bytes()
+    events = prof.profiler.kineto_results.events()
+    window = next(e for e in events if e.name() == "gqnbench.measured_step")
+    before_step, peak_allocated = _allocator_peak(events, window.start_ns(), window.end_ns())
     # ru_maxrss is exact but only moves when the step beats the older high-water mark.
     peak = max(sampler.peak, maxrss_after if maxrss_after > maxrss_before else 0)
     timing = {}
@@ -143,11 +176,14 @@ def measure_cpu_step_in_process(spec: StepSpec, warmup: int = 1, timing_rounds: 
         timing = {"step_s": t.median_s, "step_iqr_s": t.iqr_s, "rounds": timing_rounds}
     return {
         **timing,
+        "peak_allocated_bytes": int(peak_allocated),
+        "allocated_before_step_bytes": int(before_step),
         "peak_rss_bytes": int(peak),
         "step_rss_increase_bytes": int(max(0, peak - baseline)),
         "baseline_rss_bytes": int(baseline),
         "runtime_rss_bytes": int(runtime_rss),
-        "method": "fresh process; max(ru_maxrss if raised, 1 ms psutil RSS samples)",
+        "method": "fresh process; peak_allocated: CPU allocator events (torch.profiler); "
+        "peak_rss: max(ru_maxrss if raised, 1 ms psutil RSS samples)",
     }
 
 
@@ -189,27 +225,53 @@ def measure_cpu_step_fresh_process(
     return json.loads(lines[-1])
 
 
+class CudaCasePeak:
+    """One case's own peak of CUDA tensor bytes, whatever ran earlier in the process.
+
+    Made before the case builds anything: it collects garbage and notes the bytes still alive
+    (an earlier case's leftovers), which :meth:`peak` leaves out of the allocator's peak
+    since :meth:`reset`, so the figure is what a fresh process would show.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        gc.collect()
+        self.device = device
+        self.resident = int(torch.cuda.memory_allocated(device))
+
+    def reset(self) -> None:
+        synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak(self) -> int:
+        synchronize(self.device)
+        return int(torch.cuda.max_memory_allocated(self.device)) - self.resident
+
+
 def measure_cuda_step(spec: StepSpec, warmup: int = 1) -> dict:
-    """Peak CUDA allocated/reserved bytes of one step after ``warmup`` steps, plus an NVML snapshot."""
+    """Peak CUDA allocated/reserved bytes of one step after ``warmup`` steps, plus an NVML snapshot.
+
+    ``peak_allocated_bytes`` leaves out what was alive before the case (see :class:`CudaCasePeak`).
+    """
     device = resolve_device(spec.device)
+    case = CudaCasePeak(device)
     step = prepare_step(spec)
     for _ in range(warmup):
         step.run()
-    synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
+    case.reset()
     before = torch.cuda.memory_allocated(device)
     step.run()
-    synchronize(device)
+    peak = case.peak()
     return {
-        "peak_allocated_bytes": int(torch.cuda.max_memory_allocated(device)),
+        "peak_allocated_bytes": peak,
+        "allocated_before_step_bytes": int(before) - case.resident,
         "peak_reserved_bytes": int(torch.cuda.max_memory_reserved(device)),
-        "step_allocated_increase_bytes": int(torch.cuda.max_memory_allocated(device) - before),
+        "step_allocated_increase_bytes": peak + case.resident - int(before),
         "nvml": nvml_snapshot(device.index or 0),
     }
 
 
 def measure_memory(spec: StepSpec, warmup: int = 1) -> dict:
-    """Peak memory of one ``spec`` step: CUDA allocator peaks on a GPU, fresh-process peak RSS on CPU."""
+    """Peak memory of one ``spec`` step: the allocator's peak tensor bytes (CUDA in process, CPU in a fresh one)."""
     device = resolve_device(spec.device)
     row = {"device": str(device), "mode": spec.mode, "batch": spec.resolved_batch(), "dtype": spec.dtype}
     row["compiled"] = spec.compiled

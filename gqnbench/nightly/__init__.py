@@ -4,13 +4,14 @@
 the report's (:mod:`gqnbench.report.metrics` collects, :mod:`gqnbench.report.compare` pairs
 and judges); this package adds what only a gate needs:
 
-- :mod:`~gqnbench.nightly.device`      which machine this is: GPU model or ``cpu-<model>`` slug.
+- :mod:`~gqnbench.nightly.device`      which machine this is: GPU model or ``cpu-<model>`` slug, and
+  its host record (CPU signature, cores, ISA features, GPU memory, driver, clocks).
 - :mod:`~gqnbench.nightly.thresholds`  the per-metric limits in ``ci/thresholds.json``.
 - :mod:`~gqnbench.nightly.schema`      the typed ``nightly_run``, ``nightly_baseline`` and
-  ``nightly_verdict`` results files (old baselines included).
+  ``nightly_verdict`` results files.
 - :mod:`~gqnbench.nightly.collect`     a run folder or a pinned baseline -> metrics + run identity.
-- :mod:`~gqnbench.nightly.gate`        the gate's rules (thresholds, unstable, NLL band, failed
-  steps, missing rows) on top of the shared comparison rows -> a verdict.
+- :mod:`~gqnbench.nightly.gate`        the gate's rules (timings as ratios to a reference, busy
+  host, unstable, NLL band, failed steps, missing rows) on the shared comparison rows -> a verdict.
 - :mod:`~gqnbench.nightly.render`      the verdict as a table and a results file.
 - :mod:`~gqnbench.nightly.runner`      the ``run`` steps, each a subprocess.
 

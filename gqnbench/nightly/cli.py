@@ -27,11 +27,12 @@ from gqnbench.nightly.collect import (
     RunMetrics,
     baseline_path,
     collect_run,
+    compare_as,
     missing_baseline_message,
     write_baseline,
 )
-from gqnbench.nightly.device import device_slug, slugify
-from gqnbench.nightly.gate import check
+from gqnbench.nightly.device import describe_host, device_slug, host_info, slugify
+from gqnbench.nightly.gate import busy_note, check, usable_cpus
 from gqnbench.nightly.render import fmt_value, render_table, write_verdict
 from gqnbench.nightly.schema import NightlyVerdict, write_doc
 from gqnbench.nightly.thresholds import ThresholdsError, load_thresholds
@@ -63,7 +64,14 @@ def do_check(current: RunMetrics, args: argparse.Namespace, device_name: str | N
     if not expected.exists():
         return _no_baseline(current, expected, name, args.baseline is not None, verdict_path)
     baseline = collect_run(expected)
+    if args.as_model:
+        variant, _, model = args.as_model.partition("=")
+        if not (variant and model):
+            raise CollectError(f"--as-model: expected VARIANT=MODEL (e.g. myvariant=gqn), got {args.as_model!r}")
+        compare_as(current, baseline, variant, model)
     verdict = check(current, baseline, thresholds, allow_missing=args.allow_missing)
+    if args.as_model:
+        verdict.warnings.insert(0, f"{variant}'s rows are judged against the baseline's {model} rows (--as-model)")
     print(render_table(verdict), end="")
     if verdict_path is not None:
         write_verdict(verdict, verdict_path, environment=current.environment)
@@ -103,13 +111,25 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     name = resolve_device_name(args.device_name, run)
     run.device_name = name
     path = args.out or baseline_path(name)
+    thresholds = load_thresholds(args.thresholds)
+    cpus = usable_cpus(run)
+    busy = {k: note for k, m in run.of_category("ratio").items() if (note := busy_note(m, cpus, thresholds))}
+    if busy and not args.force:
+        shown = "; ".join(f"{k} ({note})" for k, note in sorted(busy.items())[:3])
+        raise CollectError(
+            f"{run.source}: refusing to pin ratios measured on a busy host: {len(busy)} row(s), e.g. {shown}; "
+            "measure again on a quiet host (or use --force)"
+        )
     write_baseline(run, path, force=args.force)
     print(f"pinned baseline {path} for device '{name}' from {run.source}:")
+    print(f"  host: {describe_host(run.host)}")
     for key, m in sorted(run.metrics.items()):
         spread = f" (IQR/median {m.spread:.3g}, {m.rounds} rounds)" if m.spread is not None else ""
         print(f"  {key}: {fmt_value(m.value, m.unit)}{spread}")
-    benches, training = len(run.of_category("time")), len(run.of_category("nll"))
-    print(f"{benches} benchmark(s), {training} training run(s). Commit {path} to use it.")
+    benches, ratios = len(run.of_category("time")), len(run.of_category("ratio"))
+    training = len(run.of_category("nll"))
+    print(f"{benches} benchmark(s) ({ratios} with a ratio to the reference), {training} training run(s). "
+          f"Commit {path} to use it.")  # fmt: skip
     return EXIT_OK
 
 
@@ -136,6 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         timeout_s=args.step_timeout,
     )
     environment = capture_environment(plan.device, None)
+    host = host_info(plan.device)
     if args.device_name:
         name = args.device_name
     elif plan.device.startswith("cuda"):
@@ -143,8 +164,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         name = device_slug("cpu")
     print(f"nightly run: device {plan.device} ('{name}'), out {plan.out}, quick={plan.quick}")
+    print(f"host: {describe_host(host)}")
     try:
-        state = execute(plan, name, environment)
+        state = execute(plan, name, environment, host)
     except KeyboardInterrupt:
         print(f"\ninterrupted; what ran so far is recorded in {plan.out / 'nightly.json'}", file=sys.stderr)
         return 130
@@ -171,6 +193,12 @@ def _add_check_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--allow-missing", action="store_true", help="benchmarks in the baseline but not in this run do not gate"
+    )
+    p.add_argument(
+        "--as-model",
+        default=None,
+        metavar="VARIANT=MODEL",
+        help="judge model VARIANT's rows (a plugin) against the baseline's rows of MODEL",
     )
 
 
@@ -211,7 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--from", dest="from_dir", required=True, help="run folder (or baseline file) to pin")
     base.add_argument("--device-name", default=None, help="baseline name (default: the run's device name)")
     base.add_argument("--out", type=Path, default=None, help="baseline file (default ci/baselines/<name>.json)")
-    base.add_argument("--force", action="store_true", help="pin even if a step failed or a training run diverged")
+    base.add_argument(
+        "--force", action="store_true", help="pin even if a step failed, a training run diverged or the host was busy"
+    )
+    base.add_argument(
+        "--thresholds", type=Path, default=DEFAULT_THRESHOLDS, help="thresholds JSON (its busy limit; default ci/)"
+    )
     base.set_defaults(func=cmd_baseline)
     return parser
 

@@ -5,7 +5,7 @@ A run folder holds (``ci/nightly.py run`` writes them; any of them may be absent
 - ``bench.json``: pytest-benchmark JSON (merged over presets; ``bench-<preset>.json`` are
   read if there is no merged file);
 - ``train/``: gqnbench ``training_run`` files (the short fixed-seed runs);
-- ``nightly.json``: the run's manifest (device, device name, steps and their exit codes).
+- ``nightly.json``: the run's manifest (device, device name, host, plan, steps and their exit codes).
 
 The metrics come from the report's collector (:func:`gqnbench.report.metrics.collect_metrics`)
 on exactly the files the run's report step reads, so the gate and ``python -m gqnbench.report
@@ -15,13 +15,16 @@ loads into the same :class:`RunMetrics`, so any two of them compare alike.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gqnbench.nightly import BASELINE_DIR
-from gqnbench.nightly.schema import NightlyBaseline, NightlyRun, StepRecord, read_doc, write_doc
+from gqnbench.nightly.device import host_from_machine_info
+from gqnbench.nightly.schema import HostRecord, NightlyBaseline, NightlyRun, PlanRecord, StepRecord, read_doc, write_doc
 from gqnbench.report.inputs import PYTEST_BENCHMARK, ResultSet, load_results
 from gqnbench.report.metrics import Metric, collect_metrics, requested_steps
 from gqnbench.report.runs import failed_runs, run_info
@@ -55,6 +58,8 @@ class RunMetrics:
     bench_files: list[str] = field(default_factory=list)
     cpu_model: str | None = None  # pytest-benchmark machine_info.cpu.brand_raw
     gpu_name: str | None = None  # a training_run's or the manifest's environment.gpu_name
+    host: dict[str, Any] = field(default_factory=dict)  # HostRecord fields; empty: not recorded
+    plan: PlanRecord | None = None  # what the run was asked to do (None: a file checked on its own)
 
     def failed_steps(self) -> list[StepRecord]:
         return [s for s in self.steps if s.gates and s.rc not in (0, None)]
@@ -78,8 +83,10 @@ def _from_results(run: RunMetrics, results: ResultSet) -> RunMetrics:
         )
     benches = results.of_kind(PYTEST_BENCHMARK)
     run.bench_files += [str(f.path) for f in benches]
-    brands = ((f.doc.get("machine_info") or {}).get("cpu") or {} for f in benches)
-    run.cpu_model = next((cpu["brand_raw"] for cpu in brands if cpu.get("brand_raw")), None)
+    machines = [f.doc.get("machine_info") or {} for f in benches]
+    run.cpu_model = next((m["cpu"]["brand_raw"] for m in machines if (m.get("cpu") or {}).get("brand_raw")), None)
+    if not run.host and machines:
+        run.host = {k: v for k, v in host_from_machine_info(machines[0]).items() if v is not None}
     run.gpu_name = run.gpu_name or next(
         (f.environment.get("gpu_name") for f in results.of_kind("training_run") if f.environment.get("gpu_name")), None
     )
@@ -110,8 +117,9 @@ def collect_run(path: str | Path) -> RunMetrics:
     run = RunMetrics(source=str(path))
     if (path / RUN_MANIFEST).is_file():
         man = read_doc(path / RUN_MANIFEST, NightlyRun)
-        run.device, run.device_name, run.quick = man.device, man.device_name, man.quick
+        run.device, run.device_name, run.quick, run.plan = man.device, man.device_name, man.quick, man.plan
         run.environment, run.steps = dict(man.environment), list(man.steps)
+        run.host = man.host.model_dump(exclude_none=True) if man.host else {}
         run.gpu_name = run.environment.get("gpu_name")
     inputs = run_inputs(path)
     if not inputs and not run.steps:
@@ -120,6 +128,28 @@ def collect_run(path: str | Path) -> RunMetrics:
             f"or {RUN_MANIFEST})"
         )
     return _from_results(run, load_results(inputs)) if inputs else run
+
+
+def compare_as(current: RunMetrics, baseline: RunMetrics, variant: str, model: str) -> None:
+    """Judge ``variant``'s rows of ``current`` against ``model``'s rows of ``baseline`` (``--as-model VARIANT=MODEL``).
+
+    ``current`` keeps ``variant``'s metrics renamed to ``model``'s keys and groups (its own
+    ``model`` rows are left out); ``baseline`` loses any ``variant`` rows. For a plugin model
+    measured beside the model it modifies, on the host of that model's baseline.
+    """
+    named = re.compile(rf"(?<=[\[/-]){re.escape(variant)}(?=[-/\]])")
+    own = re.compile(rf"(?<=[\[/-]){re.escape(model)}(?=[-/\]])")
+    renamed = {}
+    for key, m in current.metrics.items():
+        if named.search(key):
+            new_key = named.sub(model, key)
+            renamed[new_key] = dataclasses.replace(
+                m, key=new_key, group=named.sub(model, m.group) if m.group else m.group
+            )
+    current.metrics = {**{k: m for k, m in current.metrics.items() if not own.search(k) and not named.search(k)},
+                       **renamed}  # fmt: skip
+    current.failed_training = {named.sub(model, k): v for k, v in current.failed_training.items() if not own.search(k)}
+    baseline.metrics = {k: m for k, m in baseline.metrics.items() if not named.search(k)}
 
 
 def baseline_path(device_name: str, folder: Path = BASELINE_DIR) -> Path:
@@ -156,12 +186,14 @@ def write_baseline(run: RunMetrics, path: Path, *, force: bool = False) -> Path:
         device=run.device,
         device_name=run.device_name,
         quick=run.quick,
+        host=HostRecord.model_validate(run.host) if run.host else None,
         source_run=run.source,
+        plan=run.plan,
         bench_files=run.bench_files,
         metrics=dict(sorted(run.metrics.items())),
     )
     # The run's own environment (versions, threads, GPU), not that of the machine pinning it.
-    return write_doc(path, doc, environment=run.environment, exclude={"benchmarks", "training"})
+    return write_doc(path, doc, environment=run.environment)
 
 
 def read_baseline(path: str | Path) -> RunMetrics:
@@ -172,12 +204,26 @@ def read_baseline(path: str | Path) -> RunMetrics:
         doc = read_doc(path, NightlyBaseline)
     except ResultsError as exc:
         raise CollectError(str(exc)) from exc
+    if "benchmarks" in (doc.model_extra or {}):
+        raise CollectError(
+            f"{path}: a baseline in the format before timings were judged as ratios (raw benchmark stats under "
+            f"'benchmarks'); pin it again from a new run: {repin_command(doc.device or 'cpu', doc.quick)}"
+        )
     return RunMetrics(
         source=str(path),
         device=doc.device,
         device_name=doc.device_name,
         quick=doc.quick,
         environment=dict(doc.environment),
-        metrics=doc.pinned_metrics(),
+        metrics=dict(doc.metrics),
         bench_files=list(doc.bench_files),
+        host=doc.host.model_dump(exclude_none=True) if doc.host else {},
+        plan=doc.plan,
     )
+
+
+def repin_command(device: str, quick: bool | None) -> str:
+    """The two commands that measure and pin a baseline for ``device``."""
+    flag = " --quick" if quick else ""
+    return (f"python ci/nightly.py run --device {device}{flag} --out /tmp/nightly && "
+            "python ci/nightly.py baseline --from /tmp/nightly")  # fmt: skip

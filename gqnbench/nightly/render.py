@@ -7,9 +7,11 @@ from pathlib import Path
 
 from gqnbench.nightly.gate import Verdict
 from gqnbench.nightly.schema import VerdictRow, write_doc
+from gqnbench.report.metrics import RATIO_UNIT
 from gqnbench.results import atomic_write_text
 
-ORDER = {"failed": 0, "regressed": 1, "missing": 2, "unstable": 3, "new": 4, "no-data": 5, "improved": 6, "ok": 7}
+ORDER = {"failed": 0, "regressed": 1, "missing": 2, "busy": 3, "unstable": 4, "new": 5, "no-data": 6, "improved": 7,
+         "ok": 8, "shown": 9}  # fmt: skip
 
 
 def fmt_value(value: float | None, unit: str) -> str:
@@ -27,6 +29,8 @@ def fmt_value(value: float | None, unit: str) -> str:
         return f"{value / 2**20:.1f} MiB"
     if unit == "nats":
         return f"{value:.3f} nats"
+    if unit == RATIO_UNIT:
+        return f"{value:.4g}x ref"
     return f"{value:g}"
 
 
@@ -42,7 +46,8 @@ def fmt_delta(row: VerdictRow) -> str:
 
 def describe_regression(row: VerdictRow) -> str:
     """One sentence naming the benchmark, its baseline and current values and the delta."""
-    what = {"time": "median step time", "memory": "peak memory", "nll": "validation NLL", "step": "run step"}
+    what = {"time": "median time", "ratio": "time relative to the reference", "memory": "peak memory",
+            "nll": "validation NLL", "step": "run step"}  # fmt: skip
     text = f"{row.key}: {what.get(row.metric, row.metric)} {row.status}"
     if row.baseline is not None or row.current is not None:
         text += f", baseline {fmt_value(row.baseline, row.unit)} -> current {fmt_value(row.current, row.unit)}"
@@ -67,7 +72,7 @@ def render_table(verdict: Verdict) -> str:
             fmt_value(r.current, r.unit),
             fmt_delta(r),
             r.limit,
-            r.note if r.status != "ok" else "",
+            r.note if r.status not in ("ok", "shown") else "",
         )
         for r in rows
     ]
@@ -76,6 +81,7 @@ def render_table(verdict: Verdict) -> str:
         f"nightly check: current {verdict.current}",
         f"               baseline {verdict.baseline} (device {verdict.device_name or 'unknown'})",
         f"thresholds: {verdict.thresholds}",
+        verdict.host,
         "",
     ]
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from gqnbench.nightly import REPO_ROOT
 from gqnbench.nightly.collect import BENCH_FILE, RUN_MANIFEST, TRAIN_DIR, run_inputs
-from gqnbench.nightly.schema import NightlyRun, PlanRecord, StepRecord, write_doc
+from gqnbench.nightly.schema import HostRecord, NightlyRun, PlanRecord, StepRecord, write_doc
 from gqnbench.results import atomic_write_text
 
 STEPS = ("bench", "train", "report", "check")
@@ -33,12 +33,23 @@ class DeviceDefaults:
     bench_presets: tuple[str, ...]
     train_preset: str
     train_steps: int
+    preset_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-# Full nightly vs --quick, per device type. CUDA benchmarks the study's own configuration;
-# the training check uses a size whose NLL moves measurably within a few hundred steps.
+# The paper preset's training step of every model, eager fp32/bf16 (the quick matrix's training
+# cases), with the step benchmarks only: the data pipeline is preset-independent and runs with the cpu preset.
+PAPER_TRAINING_STEPS = ("--quick", "--modes", "train", "-k", "test_step")
+
+# Full nightly vs --quick, per device type. The CUDA nightly benchmarks the study's own
+# configuration (its training step) beside the cpu preset's quick matrix; the training check
+# uses a size whose NLL moves measurably within a few hundred steps.
 DEFAULTS: dict[tuple[str, bool], DeviceDefaults] = {
-    ("cuda", False): DeviceDefaults(bench_presets=("paper", "cpu"), train_preset="cpu", train_steps=300),
+    ("cuda", False): DeviceDefaults(
+        bench_presets=("paper", "cpu"),
+        train_preset="cpu",
+        train_steps=300,
+        preset_args={"paper": PAPER_TRAINING_STEPS, "cpu": ("--quick",)},
+    ),
     ("cuda", True): DeviceDefaults(bench_presets=("cpu",), train_preset="tiny", train_steps=50),
     ("cpu", False): DeviceDefaults(bench_presets=("cpu",), train_preset="cpu", train_steps=60),
     ("cpu", True): DeviceDefaults(bench_presets=("tiny",), train_preset="tiny", train_steps=30),
@@ -60,7 +71,11 @@ class RunPlan(PlanRecord):
 
 
 def make_plan(device: str, out: Path, quick: bool, **overrides: Any) -> RunPlan:
-    """A plan with the device's defaults, then any explicit (non-None, non-empty) overrides."""
+    """A plan with the device's defaults, then any explicit (non-None, non-empty) overrides.
+
+    Presets named explicitly run their plain matrix: the defaults' per-preset arguments
+    (the paper preset's training steps only) go with the default presets only.
+    """
     d = DEFAULTS[(device.split(":")[0], quick)]
     given = {k: v for k, v in overrides.items() if v not in (None, (), [], frozenset())}
     unknown = set(given) - set(RunPlan.model_fields)
@@ -68,7 +83,8 @@ def make_plan(device: str, out: Path, quick: bool, **overrides: Any) -> RunPlan:
         raise TypeError(f"unknown plan fields {sorted(unknown)}")
     if "skip" in given:
         given["skip"] = tuple(sorted(set(given["skip"])))
-    defaults = {"bench_presets": d.bench_presets, "train_preset": d.train_preset, "train_steps": d.train_steps}
+    defaults = {"bench_presets": d.bench_presets, "train_preset": d.train_preset, "train_steps": d.train_steps,
+                "preset_args": {} if "bench_presets" in given else d.preset_args}  # fmt: skip
     return RunPlan(device=device, out=out, quick=quick, **{**defaults, **given})
 
 
@@ -77,6 +93,7 @@ class RunState:
     plan: RunPlan
     device_name: str
     environment: dict[str, Any]
+    host: dict[str, Any] = field(default_factory=dict)
     steps: list[StepRecord] = field(default_factory=list)
     interrupted: bool = False
 
@@ -85,6 +102,7 @@ class RunState:
             device=self.plan.device.split(":")[0],
             device_name=self.device_name,
             quick=self.plan.quick,
+            host=HostRecord.model_validate(self.host) if self.host else None,
             plan=self.plan.record(),
             interrupted=self.interrupted,
             steps=self.steps,
@@ -177,7 +195,7 @@ def bench_command(plan: RunPlan, preset: str) -> list[str]:
     ]
     if plan.quick:
         cmd.append("--quick")
-    return cmd + list(plan.bench_args)
+    return cmd + list(plan.preset_args.get(preset, ())) + list(plan.bench_args)
 
 
 def train_command(plan: RunPlan, model: str) -> list[str]:
@@ -220,10 +238,10 @@ def _terminate_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
-def execute(plan: RunPlan, device_name: str, environment: dict[str, Any]) -> RunState:
+def execute(plan: RunPlan, device_name: str, environment: dict[str, Any], host: dict[str, Any]) -> RunState:
     """Run the bench, train and report steps of ``plan``; the caller runs the check."""
     plan.out.mkdir(parents=True, exist_ok=True)
-    state = RunState(plan=plan, device_name=device_name, environment=environment)
+    state = RunState(plan=plan, device_name=device_name, environment=environment, host=host)
     state.write_manifest()
     _terminate_as_interrupt()
     try:

@@ -5,10 +5,8 @@ Each is a pydantic model registered with :func:`gqnbench.schema.register_kind`, 
 :func:`read_doc` (validation that names file and field).
 
 Baselines: a pinned baseline stores the shared metrics (:class:`gqnbench.report.metrics.Metric`
-under their shared keys). Baselines pinned before the shared engine stored raw benchmark stats
-(``benchmarks``) and training results (``training``) instead; they are read as they are and
-turned into the same metrics by :meth:`NightlyBaseline.pinned_metrics`, so the committed files
-did not need converting.
+under their shared keys), the host they were measured on (:class:`HostRecord`) and the plan
+of the run (which presets, which training), so the gate knows what it can compare.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from pydantic import field_validator
 
-from gqnbench.report.metrics import Metric, timing_metrics, training_setup
+from gqnbench.report.metrics import Metric
 from gqnbench.results import read_result, write_result
 from gqnbench.schema import Part, ResultsDoc, register_kind, validate_doc
 
@@ -44,6 +42,7 @@ class PlanRecord(Part):
     """What a nightly run was asked to do (the recorded part of its plan)."""
 
     bench_presets: tuple[str, ...] = ()
+    preset_args: dict[str, tuple[str, ...]] = {}  # extra pytest arguments of one preset's benchmark run
     bench_dir: str = "benchmarks"
     bench_args: tuple[str, ...] = ()
     models: tuple[str, ...] = ("gqn", "metagqn")
@@ -54,12 +53,32 @@ class PlanRecord(Part):
     skip: tuple[str, ...] = ()
 
 
+class HostRecord(Part):
+    """The machine a run was measured on (:func:`gqnbench.nightly.device.host_info`); None: not known."""
+
+    cpu_model: str | None = None
+    cpu_signature: str | None = None  # "family F model M stepping S" (Linux)
+    physical_cores: int | None = None
+    logical_cpus: int | None = None
+    usable_cpus: int | None = None  # the CPUs this process may run on
+    isa: list[str] | None = None  # the instruction-set features of ISA_FLAGS it has
+    memory_bytes: int | None = None
+    gpu_name: str | None = None
+    gpu_memory_bytes: int | None = None
+    gpu_driver: str | None = None
+    gpu_max_sm_clock_mhz: int | None = None
+    gpu_max_memory_clock_mhz: int | None = None
+    gpu_app_sm_clock_mhz: int | None = None
+    gpu_power_limit_w: float | None = None
+
+
 class _Measured(ResultsDoc):
-    """Where a run was measured: device type, baseline name, the quick matrix or the full one."""
+    """Where a run was measured: device type, baseline name, the quick matrix or the full one, the host."""
 
     device: str | None = None
     device_name: str | None = None
     quick: bool | None = None
+    host: HostRecord | None = None
 
 
 @register_kind("nightly_run")
@@ -72,40 +91,15 @@ class NightlyRun(_Measured):
     steps: list[StepRecord] = []
 
 
-class LegacyBench(Part):
-    """A benchmark in a baseline pinned before the shared metrics: pytest-benchmark's stats."""
-
-    group: str | None = None
-    median_s: float
-    iqr_s: float
-    mean_s: float
-    stddev_s: float
-    rounds: int
-    peak_memory_bytes: float | None = None
-
-
-class LegacyTraining(Part):
-    """A training run in a baseline pinned before the shared metrics."""
-
-    model: str
-    preset: str
-    seed: int
-    steps: int
-    val_nll: float | None = None
-    nll_constant: float | None = None
-    run_file: str | None = None
-
-
 @register_kind("nightly_baseline")
 class NightlyBaseline(_Measured):
     """``ci/baselines/<device>.json``: one run's metrics, pinned on purpose."""
 
     kind: Literal["nightly_baseline"] = "nightly_baseline"
     source_run: str | None = None
+    plan: PlanRecord | None = None
     bench_files: list[str] = []
     metrics: dict[str, Metric] = {}
-    benchmarks: dict[str, LegacyBench] | None = None  # old format, read only
-    training: dict[str, LegacyTraining] | None = None  # old format, read only
 
     @field_validator("metrics", mode="before")
     @classmethod
@@ -115,25 +109,6 @@ class NightlyBaseline(_Measured):
             return {k: {**m, "value": math.nan} if isinstance(m, dict) and m.get("value") is None else m
                     for k, m in value.items()}  # fmt: skip
         return value
-
-    def pinned_metrics(self) -> dict[str, Metric]:
-        """The metrics to compare with, from either format."""
-        if self.benchmarks is None and self.training is None:
-            return dict(self.metrics)
-        source = ", ".join(self.bench_files) or None
-        found: list[Metric] = []
-        for key, b in (self.benchmarks or {}).items():
-            stats = {"median": b.median_s, "iqr": b.iqr_s, "mean": b.mean_s, "stddev": b.stddev_s, "rounds": b.rounds}
-            found += timing_metrics("bench/" + key, stats, b.peak_memory_bytes, source, b.group)
-        for t in (self.training or {}).values():
-            value = math.nan if t.val_nll is None else t.val_nll
-            setup = training_setup(t.steps, [t.seed])
-            found.append(Metric(f"val_nll/{t.model}/{t.preset}", "nll", value, "nats", source=t.run_file,
-                                nll_constant=t.nll_constant, setup=setup))  # fmt: skip
-        out: dict[str, Metric] = {}
-        for metric in found:
-            out.setdefault(metric.key, metric)
-        return out
 
 
 class VerdictRow(Part):
@@ -163,6 +138,7 @@ class NightlyVerdict(ResultsDoc):
     baseline: str | None = None
     device_name: str | None = None
     thresholds: str | None = None
+    host: str | None = None  # how this run's host compares with the baseline's, and what is judged then
     counts: dict[str, int] = {}
     regressions: list[VerdictRow] = []
     rows: list[VerdictRow] = []

@@ -2,13 +2,17 @@
 
 JSON rather than TOML so Python 3.10 needs no extra package. Layout::
 
-    {"time":      {"max_slowdown_pct": 10},            # median slower than baseline by more -> regression
-     "memory":    {"max_increase_pct": 10, "min_increase_bytes": 1048576},
+    {"ratio":     {"max_slowdown_pct": 10},            # ratio to the reference up by more -> regression
+     "memory":    {"max_increase_pct": 10, "min_increase_bytes": 262144},
      "nll":       {"abs_tol_nats": 0.5, "rel_tol_of_excess": 0.05, "bands": {"val_nll/<model>/<preset>": [lo, hi]}},
      "stability": {"max_iqr_over_median": 0.1, "max_stddev_over_mean": 0.2, "min_rounds": 3},
+     "busy":      {"max_load_per_core": 1.25},
      "missing":   {"gate": true},
-     "overrides": [{"device": "cpu-*", "match": "*compiled*", "time": {...}, "memory": {...},
+     "overrides": [{"device": "cpu-*", "match": "*compiled*", "ratio": {...}, "memory": {...},
                     "stability": {...}}]}
+
+Timings are judged as ratios (a benchmark's time over the reference matmul's in the same
+rounds); absolute times are shown, never judged, so the ``ratio`` section holds the timing limits.
 
 Keys starting with "_" are comments. ``overrides`` apply in order to benchmarks whose metric
 key or group matches the ``match`` glob (default all) on devices matching the ``device`` glob
@@ -37,15 +41,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TimeLimits(_Section):
-    max_slowdown_pct: Limit = 10.0  # gate: current median > baseline median * (1 + pct/100)
+class RatioLimits(_Section):
+    max_slowdown_pct: Limit = 10.0  # gate: current ratio > baseline ratio * (1 + pct/100)
     report_speedup_pct: Limit = 10.0  # not a gate: say "improved" so the baseline can be refreshed
 
 
 class MemoryLimits(_Section):
     max_increase_pct: Limit = 10.0
-    # An increase must also exceed this many bytes: allocator rounding is not a regression.
-    min_increase_bytes: Limit = 1024 * 1024
+    # An increase must also exceed this many bytes: allocator rounding and per-thread buffers are not a regression.
+    min_increase_bytes: Limit = 256 * 1024
 
 
 class NLLLimits(_Section):
@@ -63,23 +67,33 @@ class StabilityLimits(_Section):
     min_rounds: Annotated[int, Field(ge=0)] = 3
 
 
+class BusyLimits(_Section):
+    # Busy: more tasks want to run than there are cores (a quarter more, for the sampling's noise).
+    # The run's own threads count, so a quiet host running it shows at most about 1 per core.
+    max_load_per_core: Limit = 1.25
+
+
 class MissingLimits(_Section):
     gate: Annotated[bool, Field(strict=True)] = True
+
+
+OVERRIDABLE = ("ratio", "memory", "stability")
 
 
 class Override(_Section):
     device: str = "*"
     match: str = "*"
-    time: dict[str, Any] = {}
+    ratio: dict[str, Any] = {}
     memory: dict[str, Any] = {}
     stability: dict[str, Any] = {}
 
 
 class Thresholds(_Section):
-    time: TimeLimits = TimeLimits()
+    ratio: RatioLimits = RatioLimits()
     memory: MemoryLimits = MemoryLimits()
     nll: NLLLimits = NLLLimits()
     stability: StabilityLimits = StabilityLimits()
+    busy: BusyLimits = BusyLimits()
     missing: MissingLimits = MissingLimits()
     overrides: tuple[Override, ...] = ()
     source: str = Field(default="<defaults>", exclude=True)
@@ -99,7 +113,7 @@ class Thresholds(_Section):
                 out = out.model_copy(
                     update={
                         section: getattr(out, section).model_copy(update=getattr(ov, section))
-                        for section in ("time", "memory", "stability")
+                        for section in OVERRIDABLE
                     }
                 )
         return out
@@ -113,24 +127,25 @@ class Thresholds(_Section):
         tol = max(self.nll.abs_tol_nats, self.nll.rel_tol_of_excess * excess)
         return baseline_nll - tol, baseline_nll + tol
 
+    def is_busy(self, load: float | None, cpus: int | None) -> bool:
+        """Whether a measurement under this ``load`` (runnable tasks) on ``cpus`` CPUs is too disturbed to judge."""
+        return load is not None and bool(cpus) and load > self.busy.max_load_per_core * cpus
+
     def describe(self) -> str:
         return (
-            f"time: median > +{self.time.max_slowdown_pct:g}% | "
+            f"timing: ratio to the reference > +{self.ratio.max_slowdown_pct:g}% | "
             f"memory: peak > +{self.memory.max_increase_pct:g}% (and > {self.memory.min_increase_bytes / 2**20:g} MiB) | "
             f"NLL: outside baseline +- max({self.nll.abs_tol_nats:g} nats, "
             f"{self.nll.rel_tol_of_excess * 100:g}% of NLL above constant) | "
             f"unstable: IQR/median > {self.stability.max_iqr_over_median:g} or stddev/mean > "
-            f"{self.stability.max_stddev_over_mean:g} or rounds < {self.stability.min_rounds}"
+            f"{self.stability.max_stddev_over_mean:g} or rounds < {self.stability.min_rounds} | "
+            f"busy: load > {self.busy.max_load_per_core:g} x CPUs"
             + "".join(f" | override {_describe_override(ov)}" for ov in self.overrides)
         )
 
 
 def _describe_override(ov: Override) -> str:
-    changes = [
-        f"{section}.{name}={value:g}"
-        for section in ("time", "memory", "stability")
-        for name, value in getattr(ov, section).items()
-    ]
+    changes = [f"{section}.{name}={value:g}" for section in OVERRIDABLE for name, value in getattr(ov, section).items()]
     return f"[device {ov.device}, match {ov.match}]: {', '.join(changes) or 'no changes'}"
 
 
@@ -174,7 +189,7 @@ def load_thresholds(path: str | Path | None) -> Thresholds:
     # Check each override against its section now, so a typo fails at load time and not only
     # when a benchmark matches.
     for i, ov in enumerate(thresholds.overrides):
-        for section in ("time", "memory", "stability"):
+        for section in OVERRIDABLE:
             limits = getattr(thresholds, section)
             try:
                 type(limits).model_validate({**limits.model_dump(), **getattr(ov, section)})

@@ -6,7 +6,7 @@ rows instead of comparing again)::
 
     current = collect_metrics(load_results(["reports/today/results"]))
     baseline = collect_metrics(load_results(["reports/yesterday/results"]))
-    rows = compare_rows(current, baseline, threshold={"time": 0.05, "memory": 0.10})
+    rows = compare_rows(current, baseline, threshold={"time": 0.05, "ratio": 0.05, "memory": 0.10})
     table = compare_metrics(current, baseline, threshold=0.05)   # the same rows as a DataFrame
 
 Metric keys and categories come from :mod:`gqnbench.report.metrics`. All metrics are
@@ -128,7 +128,7 @@ def compare_metrics(
 ) -> pd.DataFrame:
     """:func:`compare_rows` as a table (columns: :data:`COMPARISON_COLUMNS`), regressions first, then by key.
 
-    ``threshold`` categories: ``time``, ``memory``, ``nll``, ``mse``, ``time_to_target``,
+    ``threshold`` categories: ``time``, ``ratio``, ``memory``, ``nll``, ``mse``, ``time_to_target``,
     ``time_to_target_steps``; ``regression`` is the boolean gate.
     """
     records = [

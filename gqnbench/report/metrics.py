@@ -5,7 +5,9 @@ regression gate (:mod:`gqnbench.nightly`), so both name, read and pair measureme
 Keys, built from what identifies a measurement so two commits, GPUs or configs line up:
 
 - ``bench/<pytest fullname>``                 median seconds (category ``time``); with
-  ``/peak_memory`` peak bytes (``memory``)
+  ``/peak_memory`` peak bytes (``memory``); with ``/ratio`` the median over rounds of the round's
+  time over the reference matmul's time in the same round (``ratio``, unit ``x ref``: the
+  benchmark's cost relative to the machine, from ``extra_info["ratio"]``, see ``benchmarks/conftest.py``)
 - ``throughput/<model>/<preset>/<mode>/b<batch>/<dtype>/<eager|compiled>[/<device>]`` median
   seconds (``time``); with ``/peak_memory`` (``memory``)
 - ``val_nll/<model>/<preset>``, ``val_mse/<model>/<preset>``: median final validation NLL and
@@ -29,6 +31,8 @@ from gqnbench.results import as_float
 
 BENCH_PREFIX = "bench/"
 MEMORY_SUFFIX = "/peak_memory"
+RATIO_SUFFIX = "/ratio"
+RATIO_UNIT = "x ref"
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,9 @@ class Metric:
     cv: float | None = None  # stddev/mean of those rounds
     group: str | None = None  # pytest-benchmark group (the gate's threshold overrides match it)
     nll_constant: float | None = None  # the NLL's data-independent part, nats per image
-    setup: str | None = None  # what must match for two values to compare ("30 steps, seed 0")
+    setup: str | None = None  # what must match for two values to compare ("30 steps, seed 0", the reference)
+    preset: str | None = None  # the size preset it was measured at, where it has one
+    load: float | None = None  # the host's load while it was measured (runnable tasks; see benchmarks/conftest.py)
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -61,13 +67,22 @@ def _dtype(value: object) -> str:
     return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(text, text)
 
 
-def timing_metrics(key: str, stats: dict[str, Any], peak: Any, source: str, group: str | None = None) -> list[Metric]:
+def timing_metrics(
+    key: str,
+    stats: dict[str, Any],
+    peak: Any,
+    source: str,
+    group: str | None = None,
+    preset: str | None = None,
+    load: float | None = None,
+) -> list[Metric]:
     """A median time (and the peak memory beside it, when recorded) from one measurement's stats.
 
     ``stats`` uses pytest-benchmark's names (``median``, ``iqr``, ``mean``, ``stddev``, ``rounds``).
     """
     median = as_float(stats.get("median"))
     rounds = stats.get("rounds")
+    context = {"source": source, "group": group, "preset": preset, "load": load}
     out = [
         Metric(
             key,
@@ -75,15 +90,30 @@ def timing_metrics(key: str, stats: dict[str, Any], peak: Any, source: str, grou
             median,
             "s",
             spread=_ratio(as_float(stats.get("iqr")), median),
-            source=source,
             rounds=None if rounds is None else int(rounds),
             cv=_ratio(as_float(stats.get("stddev")), as_float(stats.get("mean"))),
-            group=group,
+            **context,
         )
     ]
     if peak is not None:
-        out.append(Metric(key + MEMORY_SUFFIX, "memory", as_float(peak), "bytes", source=source, group=group))
+        out.append(Metric(key + MEMORY_SUFFIX, "memory", as_float(peak), "bytes", **context))
     return out
+
+
+def _ratio_metric(key: str, info: dict[str, Any], **context: Any) -> Metric:
+    """The benchmark's cost in units of the reference timed beside it (``benchmarks/conftest.py``)."""
+    value = as_float(info.get("ratio"))
+    return Metric(
+        key + RATIO_SUFFIX,
+        "ratio",
+        value,
+        RATIO_UNIT,
+        spread=_ratio(as_float(info.get("ratio_q3")) - as_float(info.get("ratio_q1")), value),
+        rounds=info.get("ratio_rounds"),
+        cv=_ratio(as_float(info.get("ratio_stddev")), as_float(info.get("ratio_mean"))),
+        setup=info.get("ref"),
+        **context,
+    )
 
 
 def training_setup(steps: Any, seeds: list[Any]) -> str:
@@ -99,8 +129,12 @@ def requested_steps(run: ResultFile) -> Any:
 def _bench(f: ResultFile) -> list[Metric]:
     out = []
     for bench in f.doc["benchmarks"]:
-        peak = (bench.get("extra_info") or {}).get("peak_memory_bytes")
-        out += timing_metrics(BENCH_PREFIX + bench["fullname"], bench["stats"], peak, str(f.path), bench.get("group"))
+        info = bench.get("extra_info") or {}
+        key = BENCH_PREFIX + bench["fullname"]
+        context = {"group": bench.get("group"), "preset": info.get("preset"), "load": info.get("load")}
+        out += timing_metrics(key, bench["stats"], info.get("peak_memory_bytes"), str(f.path), **context)
+        if info.get("ratio") is not None:
+            out.append(_ratio_metric(key, info, source=str(f.path), **context))
     return out
 
 
@@ -117,7 +151,8 @@ def _throughput(f: ResultFile) -> list[Metric]:
             "compiled" if row.get("compiled") else "eager",
         ) + (f"/{device}" if device else "")
         stats = {"median": row.get("median_s"), "iqr": row.get("iqr_s")}
-        out += timing_metrics(key, stats, row.get("peak_memory_bytes"), str(f.path))
+        preset, load = row.get("preset", f.doc.get("preset")), row.get("load_avg_1m")
+        out += timing_metrics(key, stats, row.get("peak_memory_bytes"), str(f.path), preset=preset, load=load)
     return out
 
 
@@ -145,9 +180,10 @@ def _training(results: ResultSet) -> list[Metric]:
                 source=src,
                 nll_constant=None if math.isnan(constant) else constant,
                 setup=setup,
+                preset=preset,
             )
         )
-        out.append(Metric(f"val_mse/{model}/{preset}", "mse", mse, "", source=src, setup=setup))
+        out.append(Metric(f"val_mse/{model}/{preset}", "mse", mse, "", source=src, setup=setup, preset=preset))
     return out
 
 
