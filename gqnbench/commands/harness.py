@@ -317,7 +317,7 @@ def _run_profile(args: argparse.Namespace) -> int:
         {"operator": op["name"][:48], "ms/step": f"{op['self_s'] * 1e3:.2f}", "share": f"{op['share']:.1%}"}
         for op in case["top_operators"][: min(args.top_k, 10)]
     ]
-    where = "CUDA" if case["phase_time"] == "cuda kernel" else "CPU"
+    where = "CUDA" if case["device"].startswith("cuda") else "CPU"
     print_table(ops, title=f"top operators by self time ({where})", right={"ms/step", "share"})
     results = Path(args.results) if args.results else Path(args.out) / "profile.json"
     print(f"trace: {case['trace_file']}  (tensorboard --logdir {args.out}; or open in https://ui.perfetto.dev)")

@@ -21,6 +21,9 @@ class TrainConfig:
     seed: int = 0
     amp: str = "off"  # off | bf16 | fp16 (fp16 only on CUDA, with a grad scaler)
     compile: bool = False
+    # The step's fast path (gqnbench.step.FastPath): "auto" is every switch on CUDA and none on the
+    # CPU; "off"; or switch names such as "auto,-cuda_graph" or "channels_last,fused_cell".
+    fast_path: str = "auto"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # torch.set_num_threads; None leaves the default
     nll_blowup: float = 1e7  # a validation NLL above this marks the run diverged
