@@ -90,6 +90,11 @@ def parse_precision(value: str) -> Precision:
     return cast(Precision, name)
 
 
+def normalize_amp(value: str) -> str:
+    """``train.amp`` in the shared vocabulary: a precision (:func:`parse_precision`), or ``auto`` (chosen per host)."""
+    return "auto" if str(value) == "auto" else parse_precision(value)
+
+
 def check_precision(value: str, device: torch.device) -> Precision:
     """:func:`parse_precision`, and fp16 only on CUDA (its grad scaler and kernels have no CPU use)."""
     precision = parse_precision(value)
@@ -123,6 +128,26 @@ def resolve_device(preference: str | torch.device = "auto", local_rank: int | No
                 device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
             torch.cuda.set_device(device)
     return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work; a clock read before this on CUDA measures only the launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op threads (None leaves them)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def autocast(device: torch.device, precision: str, cache: bool = True) -> contextlib.AbstractContextManager:

@@ -227,7 +227,7 @@ def _run_throughput(args: argparse.Namespace) -> int:
 
 
 def _run_numerics(args: argparse.Namespace) -> int:
-    from gqnbench.harness.numerics import check_numerics
+    from gqnbench.numerics import check_numerics
 
     preset = preset_from_args(args)
     results = []

@@ -35,11 +35,11 @@ scaling, timings_s``; each section's fields are documented in the module that ma
 from gqnbench.harness.common import StepSpec, UnsupportedCase, prepare_step, time_calls
 from gqnbench.harness.flops import flop_report, step_flops
 from gqnbench.harness.memory import measure_memory, nvml_snapshot
-from gqnbench.harness.numerics import check_numerics
 from gqnbench.harness.params import parameter_report
 from gqnbench.harness.scaling import measure_scaling
 from gqnbench.harness.suite import measure_costs
 from gqnbench.harness.throughput import matmul_peak, measure_throughput
+from gqnbench.numerics import check_numerics
 
 __all__ = [
     "StepSpec",

@@ -10,11 +10,10 @@ precision, compile, fast path and flush-to-zero), and returns a zero-argument ca
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +30,7 @@ from gqnbench.step import (
     check_precision,
     resolve_device,
     step_numerics,
+    synchronize,
 )
 from gqnbench.step import UnsupportedCase as UnsupportedCase  # re-exported: harness callers catch it from here
 
@@ -38,12 +38,6 @@ from gqnbench.step import UnsupportedCase as UnsupportedCase  # re-exported: har
 # that the tensor cores multiply as TF32, the arithmetic cuDNN uses for fp32 convolutions by default).
 DTYPES: dict[str, torch.dtype] = {**PRECISION_DTYPES, "fp64": torch.float64, "tf32": torch.float32}
 MODES = ("train", "infer")
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued device work; a clock read before this on CUDA measures only the launch."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def model_config(model: str, preset: Preset, authors_layout: bool = False) -> ModelConfig:
@@ -318,16 +312,3 @@ def timer_overhead_s(device: torch.device, rounds: int = 2000) -> float:
     """Median seconds the timing loop itself adds per call (an empty call through :func:`time_calls`)."""
     return time_calls(lambda: None, device, rounds=rounds, warmup=10).median_s
 
-
-@contextlib.contextmanager
-def threads(n: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op threads (None leaves them)."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)

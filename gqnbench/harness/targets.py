@@ -19,8 +19,8 @@ import os
 from collections.abc import Callable, Sequence
 
 from gqnbench.harness.common import StepSpec
-from gqnbench.harness.numerics import check_numerics
 from gqnbench.harness.throughput import measure_interleaved
+from gqnbench.numerics import check_numerics
 
 TARGETS = {
     "fp32_mfu_min": 0.55,

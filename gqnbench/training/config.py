@@ -19,7 +19,9 @@ class TrainConfig:
     eval_every: int = 1000
     checkpoint_every: int = 1000
     seed: int = 0
-    amp: str = "off"  # off | bf16 | fp16 (fp16 only on CUDA, with a grad scaler)
+    # off (= fp32) | bf16 | fp16 (fp16 only on CUDA, with a grad scaler) | auto: fp32 or bf16, whichever
+    # this host runs faster and passes the numerics check (gqnbench.precision)
+    amp: str = "off"
     compile: bool = False
     # The step's fast path (gqnbench.step.FastPath): "auto" is every switch on CUDA and none on the
     # CPU; "off"; or switch names such as "auto,-cuda_graph" or "channels_last,fused_cell".
@@ -34,3 +36,5 @@ class TrainConfig:
     tensorboard: bool = True  # TensorBoard scalars next to the results file
     inject_nan_at_step: int | None = None  # fault injection for tests: the loss at this step becomes NaN
     flush_denormal: bool = True  # CPU flush-to-zero: denormals from saturated gates made fp32 steps 2-5x slower
+    # amp=auto already resolved (the main job measures once for all its runs): the PrecisionChoice as JSON.
+    amp_choice: str | None = None

@@ -48,6 +48,7 @@ class RunState:
     diverged_step: int | None = None
     diverged_reason: str | None = None
     first_step_s: float | None = None  # includes compilation when compile=True
+    precision_choice: dict[str, Any] | None = None  # what train.amp=auto chose (gqnbench.precision); kept on resume
 
     @property
     def running(self) -> bool:
@@ -142,6 +143,7 @@ class RunRecord:
             "eval_wall_s": st.eval_wall_s,
             "device": str(self.device),
             "dtype": precision_label(self.cfg.amp),
+            "precision_choice": st.precision_choice,
             "world_size": self.ctx.world_size,
             "resumed_from_step": self.resumed_from,
             "machine_load": load,
