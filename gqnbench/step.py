@@ -19,7 +19,7 @@ never what it computes beyond rounding, each on its own so a device session can 
 step without a fast path):
 
 - ``channels_last``: weights and images in NHWC, and the ConvLSTM states and canvas start in it
-  (``models.base.zeros_in_layout``), so cuDNN's bf16 convolutions need no layout transposes;
+  (``models.layout``), so cuDNN's bf16 convolutions need no layout transposes;
 - ``cudnn_benchmark``: cuDNN times its algorithms for each new shape, around the L-step core
   only (its shapes are fixed; the representation's change with the context views drawn);
 - ``tf32``: TF32 for fp32 convolutions and matmuls, on or off explicitly (``None`` leaves
@@ -392,16 +392,36 @@ class CoreRunner:
         self.captures += 1
 
 
+# Graph nodes that hand a tensor's value to the host (which must wait for the device to get it).
+_HOST_SYNC_METHODS = frozenset({"item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"})
+
+
+class HostSyncError(RuntimeError):
+    """Code that must run as a CUDA graph reads a tensor's value on the host."""
+
+
+def _refuse_host_syncs(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
+    """A ``torch.compile`` backend that compiles nothing but refuses a graph that reads a tensor's value on the host."""
+    for node in gm.graph.nodes:
+        if node.op == "call_method" and node.target in _HOST_SYNC_METHODS:
+            raise HostSyncError(f"the core reads a tensor's value on the host: {node.format_node()}")
+    return gm.forward
+
+
 def check_capturable(model: GQNFamilyModel, episode: Episode, sigma: float = 1.0) -> None:
-    """Trace ``model.core_loss`` with ``torch.compile(fullgraph=True)`` on the eager backend: nothing compiles,
-    but a host synchronisation, a Python branch on a tensor or a data-dependent shape in the core raises.
+    """Trace ``model.core_loss`` with ``torch.compile(fullgraph=True)`` and compile nothing: a Python branch on a
+    tensor or a data-dependent shape breaks the graph (an error with ``fullgraph``), and a read of a tensor's
+    value (``.item()``, which newer torch traces into the graph) is refused.
 
     What a CUDA graph capture needs, checked on any device (the CPU included) in a second or two.
     """
     inputs = model.loss_inputs(episode)
-    core = torch.compile(functools.partial(_core_call, model), backend="eager", fullgraph=True, dynamic=False)
+    core = torch.compile(
+        functools.partial(_core_call, model), backend=_refuse_host_syncs, fullgraph=True, dynamic=False
+    )
     try:
-        core(*inputs, torch.tensor(sigma, device=inputs[0].device))
+        with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=False):
+            core(*inputs, torch.tensor(sigma, device=inputs[0].device))
     finally:
         torch._dynamo.reset()
 

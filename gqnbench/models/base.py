@@ -77,20 +77,6 @@ def init_logvar_bias(head: nn.Conv2d, bias: float | None) -> None:
             head.bias[head.out_channels // 2 :].fill_(bias)
 
 
-def zeros_in_layout(reference: torch.Tensor, *shape: int) -> torch.Tensor:
-    """Zeros of ``shape`` with the dtype and device of ``reference``, channels-last when ``reference`` is.
-
-    The ConvLSTM states and the canvas start from these, so a channels-last step stays
-    channels-last from its first core step (a mixed-layout concatenation falls back to NCHW
-    and every convolution after it converts back).
-    """
-    zeros = reference.new_zeros(*shape)
-    if len(shape) == 4 and reference.dim() == 4 and not reference.is_contiguous():
-        if reference.is_contiguous(memory_format=torch.channels_last):
-            zeros = zeros.contiguous(memory_format=torch.channels_last)
-    return zeros
-
-
 def flatten_queries(episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, K, ...] queries -> [B*K, ...] images and viewpoints."""
     return episode.query_images.flatten(0, 1), episode.query_viewpoints.flatten(0, 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gqnbench.models.base import zeros_in_layout
+from gqnbench.models.layout import zeros_in_layout
 
 
 class CanvasWriter(nn.Module):

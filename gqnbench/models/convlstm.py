@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gqnbench.models.base import zeros_in_layout
 from gqnbench.models.folding import CallTimeWeightConv, in_autocast_dtype
+from gqnbench.models.layout import in_layout_of, zeros_in_layout
 
 LSTMUpdate = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
@@ -70,8 +70,10 @@ class _StaticSplit(nn.Module):
 
     def forward(self, static_x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> PreparedGates:
         before, static_w, after = torch.split(weight, self.sizes, dim=1)
-        static_gates = F.conv2d(static_x, static_w, bias, padding=self.padding)
-        return PreparedGates(static_gates, in_autocast_dtype(torch.cat((before, after), dim=1)))
+        # The static inputs are a concatenation of broadcast and upsampled maps: NCHW unless moved.
+        static_gates = F.conv2d(in_layout_of(static_x, weight), static_w, bias, padding=self.padding)
+        step_weight = in_layout_of(torch.cat((before, after), dim=1), weight)
+        return PreparedGates(static_gates, in_autocast_dtype(step_weight))
 
 
 class ConvLSTMCell(nn.Module):
@@ -121,8 +123,9 @@ class ConvLSTMCell(nn.Module):
         h, c = state
         update = self.fused_update or lstm_update
         if prepared is None:
-            return update(self.gates(torch.cat((h, x), dim=1)), c)
-        return update(self.step_conv(torch.cat((h, x), dim=1), prepared.step_weight), c, prepared.static_gates)
+            return update(self.gates(in_layout_of(torch.cat((h, x), dim=1), self.gates.weight)), c)
+        hx = in_layout_of(torch.cat((h, x), dim=1), prepared.step_weight)
+        return update(self.step_conv(hx, prepared.step_weight), c, prepared.static_gates)
 
     def initial_state(self, reference: torch.Tensor, batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero (h, c) with the dtype, device and memory layout of ``reference``."""

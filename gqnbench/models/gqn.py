@@ -209,7 +209,7 @@ class GQN(GQNFamilyModel):
         r = self._represent(episode)
         batch = v.shape[0]
         static_g = [core.prepare(v, r) for core in self.generation_cores]
-        (h_g, c_g), _, u = self._initial(episode.query_images, batch)
+        (h_g, c_g), _, u = self._initial(episode.query_images.flatten(0, 1), batch)
         for layer in range(self.config.num_layers):
             i = self._core_index(layer)
             mu_pi, logvar_pi = self.eta_pi(h_g).chunk(2, dim=1)

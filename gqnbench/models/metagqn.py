@@ -23,12 +23,12 @@ from gqnbench.models.base import (
     gaussian_rsample,
     image_mean,
     init_logvar_bias,
-    zeros_in_layout,
 )
 from gqnbench.models.canvas import CanvasWriter
 from gqnbench.models.config import ModelConfig
 from gqnbench.models.convlstm import ConvLSTMCell
 from gqnbench.models.folding import PointUpsample
+from gqnbench.models.layout import in_layout_of, zeros_in_layout
 
 
 class LatentInferenceCore(nn.Module):
@@ -142,7 +142,8 @@ class MetaGQN(GQNFamilyModel):
         u = self.generation_cores[0].initial_canvas(latents[0], batch)
         for layer in range(cfg.num_layers):
             i = self._core_index(layer)
-            z = latents[layer].repeat_interleave(k, dim=0)  # one z per scene, shared by its queries
+            # One z per scene, shared by its queries (in z's own layout: a copy comes out NCHW).
+            z = in_layout_of(latents[layer].repeat_interleave(k, dim=0), latents[layer])
             h, c, u = self.generation_cores[i](prepared[i], z, u, (h, c))
         return image_mean(self.eta_g(self.generation_cores[-1].render_canvas(u)), cfg.output_head)
 
