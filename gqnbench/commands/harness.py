@@ -171,18 +171,20 @@ def _run_memory(args: argparse.Namespace) -> int:
 # --- throughput ------------------------------------------------------------------------------------------------
 
 
-_THROUGHPUT_NUMBERS = {"median s", "IQR/med", "img/s", "GFLOP/s", "MFU", "compile s", "breaks"}
+_THROUGHPUT_NUMBERS = {"median s", "IQR/med", "img/s", "GFLOP/s", "MFU", "mem MiB", "compile s", "breaks"}
 
 
 def _throughput_row(r: dict) -> dict:
     name = f"{r['mode']}-{r['model']}-b{r['batch']}-{r['dtype']}-{'compiled' if r['compiled'] else 'eager'}"
+    fast = (r.get("fast_path") or {}).get("spec", "off")
     return {
-        "case": name + ("-cl" if r.get("channels_last") else ""),
+        "case": name + ("" if fast == "off" else f" ({fast})"),
         "median s": f"{r['median_s']:.4f}",
         "IQR/med": f"{r['rel_iqr']:.1%}",
         "img/s": f"{r['images_per_s']:.1f}",
         "GFLOP/s": f"{r['flop_per_s'] / 1e9:.1f}",
-        "MFU": None if r["mfu"] is None else f"{r['mfu']:.1%}",
+        "MFU": None if r["mfu"] is None else f"{r['mfu']:.1%} {r.get('mfu_peak') or ''}".strip(),
+        "mem MiB": _mib(r.get("peak_memory_bytes")),
         "compile s": None if r["compile_s"] is None else f"{r['compile_s']:.1f}",
         "breaks": r["graph_breaks"],
     }
@@ -207,6 +209,7 @@ def _run_throughput(args: argparse.Namespace) -> int:
         dtypes=args.dtypes,
         compiled={"eager": (False,), "compiled": (True,), "both": (False, True)}[args.compile],
         channels_last=(False, True) if args.channels_last == "both" else (args.channels_last == "on",),
+        fast_paths=args.fast_path,
         device=args.device,
         rounds=args.rounds,
         warmup=args.warmup,
@@ -335,13 +338,14 @@ def _run_targets(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    # (compiled, channels_last). channels_last no longer helps since the cores were folded
+    # (compiled, fast path). channels_last no longer helps on the CPU since the cores were folded
     # (1.14 vs 1.04 s at paper size); it stays one flag away for other machines.
-    variants = [(False, False)]
+    variants = [(False, "off")]
     if args.channels_last:
-        variants.append((False, True))
+        variants.append((False, "channels_last"))
+    variants += [(False, spec) for spec in args.fast_path]
     if not args.no_compile:
-        variants.append((True, False))
+        variants.append((True, "off"))
     result = measure_targets(
         args.model,
         args.preset,
@@ -445,6 +449,11 @@ def _throughput_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", choices=("eager", "compiled", "both"), default="eager")
     _backend(p)
     p.add_argument("--channels-last", choices=("off", "on", "both"), default="off")
+    p.add_argument(
+        "--fast-path", nargs="+", default=["off"], metavar="SPEC",
+        help="the step's fast path, one case each (gqnbench.step.FastPath: off, auto, auto,-cuda_graph, "
+        "channels_last,fused_cell, ...; default off)",
+    )  # fmt: skip
     p.add_argument("--queries", type=int, default=1, help="query views per scene K (default 1)")
     p.add_argument("--keep-denormals", action="store_true", help="do not flush denormals to zero on CPU (see StepSpec)")
     _timing(p)
@@ -487,6 +496,10 @@ def _targets_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matmul-n", type=int, default=4096, help="size of the peak-measuring matmul (default 4096)")
     p.add_argument("--no-compile", action="store_true", help="skip bf16 + torch.compile (saves ~45 s of compile)")
     p.add_argument("--channels-last", action="store_true", help="also try bf16 eager in channels_last")
+    p.add_argument(
+        "--fast-path", action="append", default=[], metavar="SPEC",
+        help="also time bf16 with this fast path (gqnbench.step.FastPath: auto, auto,-cuda_graph, ...); repeatable",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
 
 

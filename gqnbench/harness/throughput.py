@@ -350,6 +350,7 @@ def throughput_matrix(
     dtypes: Iterable[str] = ("fp32", "bf16"),
     compiled: Iterable[bool] = (False, True),
     channels_last: Iterable[bool] = (False,),
+    fast_paths: Iterable[str] = ("off",),
     device: str = "cpu",
     rounds: int = 5,
     warmup: int = 2,
@@ -358,24 +359,31 @@ def throughput_matrix(
     progress: Callable[[str], None] | None = None,
     **spec_kwargs,
 ) -> list[dict]:
-    """Every combination as rows; cases this device cannot run (fp16 on CPU) are skipped, not failed."""
+    """Every combination as rows; cases this device cannot run (fp16 on CPU, a CUDA-only fast path) are skipped.
+
+    ``fast_paths``: the step's fast-path specs (gqnbench.step.FastPath), one case each.
+    """
     rows = []
     dev = resolve_device(device)
     cases = [
-        StepSpec(m, preset, mode=mode, batch=b, dtype=d, compiled=c, channels_last=cl, device=str(dev), **spec_kwargs)
+        StepSpec(
+            m, preset, mode=mode, batch=b, dtype=d, compiled=c, channels_last=cl, device=str(dev), fast_path=f,
+            **spec_kwargs,
+        )
         for m in models
         for mode in modes
         for b in batches
         for d in dtypes
         for c in compiled
         for cl in channels_last
-    ]
+        for f in fast_paths
+    ]  # fmt: skip
     for spec in cases:
         if spec.dtype == "fp16" and dev.type != "cuda":
             continue
-        if progress is not None:
-            progress(spec.label())
         try:
+            if progress is not None:
+                progress(spec.label())
             rows.append(measure_throughput(spec, rounds, warmup, peaks, measure_memory))
         except UnsupportedCase:
             continue
