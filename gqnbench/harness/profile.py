@@ -646,6 +646,7 @@ class PhaseTimes:
             "phases": rows,
             "phase_sum_s": phase_sum,
             "coverage": phase_sum / step_s if step_s > 0 else None,
+            "min_coverage": MIN_COVERAGE,
             "profiled_step_s": self.median.duration_s,
             "profiled_step_times_s": [st.duration_s for st in self.per_step],
             "unlabelled_s": self.median.duration_s - phase_sum,
