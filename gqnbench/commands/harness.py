@@ -196,12 +196,9 @@ def _print_peaks(peaks: dict, dtypes: list[str]) -> None:
 
 
 def _run_throughput(args: argparse.Namespace) -> int:
-    from gqnbench.harness.throughput import matmul_peak, throughput_matrix
+    from gqnbench.harness.throughput import matmul_peak, matrix_specs, measure_interleaved, measure_throughput
 
-    peaks = None if args.no_peak else matmul_peak(args.device, args.dtypes, n=args.matmul_n)
-    if peaks:
-        _print_peaks(peaks, args.dtypes)
-    rows = throughput_matrix(
+    specs = matrix_specs(
         args.models,
         args.preset,
         modes=args.modes,
@@ -211,16 +208,23 @@ def _run_throughput(args: argparse.Namespace) -> int:
         channels_last=(False, True) if args.channels_last == "both" else (args.channels_last == "on",),
         fast_paths=args.fast_path,
         device=args.device,
-        rounds=args.rounds,
-        warmup=args.warmup,
-        peaks=peaks,
-        measure_memory=args.memory,
-        progress=_progress,
         overrides=_overrides(args),
         num_queries=args.queries,
         compile_backend=args.backend,
         flush_denormal=not args.keep_denormals,
     )
+    if args.interleave:
+        # Round-robin, the matmul peaks in the rotation: load on a shared machine hits every case alike.
+        matmul_n = None if args.no_peak else args.matmul_n
+        rows, peaks = measure_interleaved(specs, args.rounds, args.warmup, matmul_n=matmul_n, progress=_progress)
+    else:
+        peaks = None if args.no_peak else matmul_peak(args.device, args.dtypes, n=args.matmul_n)
+        rows = []
+        for spec in specs:
+            _progress(spec.label())
+            rows.append(measure_throughput(spec, args.rounds, args.warmup, peaks, args.memory))
+    if peaks:
+        _print_peaks(peaks, [*args.dtypes, "tf32"])
     print_table([_throughput_row(r) for r in rows], right=_THROUGHPUT_NUMBERS)
     _write(args, {"device": args.device, "matmul_peak": peaks, "throughput": rows})
     return 0
@@ -306,9 +310,10 @@ def _run_profile(args: argparse.Namespace) -> int:
 
     spec = StepSpec(
         args.model, args.preset, args.mode, args.batch, args.dtype,
-        compiled=args.compile, device=args.device, overrides=_overrides(args),
+        compiled=args.compile, device=args.device, overrides=_overrides(args), fast_path=args.fast_path,
     )  # fmt: skip
-    if args.compile or args.no_phases:
+    fast = spec.fast()
+    if args.compile or args.no_phases or fast.fused_cell or fast.cuda_graph:
         return _profile_plain(spec, args)
     peaks = None if args.no_peak else matmul_peak(args.device, (args.dtype,), n=args.matmul_n)
     case = profile_phases(
@@ -459,6 +464,11 @@ def _throughput_args(p: argparse.ArgumentParser) -> None:
     _timing(p)
     _peak(p)
     p.add_argument("--memory", action="store_true", help="add peak memory (CPU: one fresh process per case)")
+    p.add_argument(
+        "--interleave", action="store_true",
+        help="time the cases round-robin with the matmul peaks in the rotation (A/B comparisons on a shared "
+        "machine; at most one compiled case)",
+    )  # fmt: skip
 
 
 def _numerics_args(p: argparse.ArgumentParser) -> None:
@@ -487,6 +497,11 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plain-rounds", type=int, default=3, help="unprofiled steps timed before and after (default 3)")
     _peak(p, default_n=None)
     p.add_argument("--no-phases", action="store_true", help="a plain trace and op table, without phase labels")
+    p.add_argument(
+        "--fast-path", default="off", metavar="SPEC",
+        help="the step's fast path (gqnbench.step.FastPath); phase labels need an eager step: channels_last, "
+        "cudnn_benchmark, tf32, fused_adam (default off)",
+    )  # fmt: skip
 
 
 def _targets_args(p: argparse.ArgumentParser) -> None:

@@ -34,6 +34,7 @@ adds the fresh-process peak RSS.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -342,6 +343,39 @@ class _MatmulRotation:
         return peaks
 
 
+def matrix_specs(
+    models: Iterable[str],
+    preset: str,
+    modes: Iterable[str] = ("train", "infer"),
+    batches: Iterable[int | None] = (None,),
+    dtypes: Iterable[str] = ("fp32", "bf16"),
+    compiled: Iterable[bool] = (False, True),
+    channels_last: Iterable[bool] = (False,),
+    fast_paths: Iterable[str] = ("off",),
+    device: str = "cpu",
+    **spec_kwargs,
+) -> list[StepSpec]:
+    """Every combination as a :class:`StepSpec`, leaving out what ``device`` cannot run (fp16 on the CPU, a
+    CUDA-only fast path switch)."""
+    dev = resolve_device(device)
+    specs = []
+    for m, mode, b, d, c, cl, f in itertools.product(
+        models, modes, batches, dtypes, compiled, channels_last, fast_paths
+    ):
+        spec = StepSpec(
+            m, preset, mode=mode, batch=b, dtype=d, compiled=c, channels_last=cl, device=str(dev), fast_path=f,
+            **spec_kwargs,
+        )  # fmt: skip
+        if d == "fp16" and dev.type != "cuda":
+            continue
+        try:
+            spec.fast()
+        except UnsupportedCase:
+            continue
+        specs.append(spec)
+    return specs
+
+
 def throughput_matrix(
     models: Iterable[str],
     preset: str,
@@ -359,28 +393,15 @@ def throughput_matrix(
     progress: Callable[[str], None] | None = None,
     **spec_kwargs,
 ) -> list[dict]:
-    """Every combination as rows; cases this device cannot run (fp16 on CPU, a CUDA-only fast path) are skipped.
+    """Every combination (:func:`matrix_specs`) measured one after the other, as rows.
 
     ``fast_paths``: the step's fast-path specs (gqnbench.step.FastPath), one case each.
     """
     rows = []
-    dev = resolve_device(device)
-    cases = [
-        StepSpec(
-            m, preset, mode=mode, batch=b, dtype=d, compiled=c, channels_last=cl, device=str(dev), fast_path=f,
-            **spec_kwargs,
-        )
-        for m in models
-        for mode in modes
-        for b in batches
-        for d in dtypes
-        for c in compiled
-        for cl in channels_last
-        for f in fast_paths
-    ]  # fmt: skip
-    for spec in cases:
-        if spec.dtype == "fp16" and dev.type != "cuda":
-            continue
+    specs = matrix_specs(
+        models, preset, modes, batches, dtypes, compiled, channels_last, fast_paths, device, **spec_kwargs
+    )
+    for spec in specs:
         try:
             if progress is not None:
                 progress(spec.label())

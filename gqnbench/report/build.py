@@ -26,6 +26,7 @@ from gqnbench.report.sections import (
     environment,
     failures,
     learning_study,
+    paper_scale,
     perf_targets,
     profile,
     robustness,
@@ -61,6 +62,7 @@ SECTIONS: list[tuple[str, SectionBuilder]] = [
     ("profile", profile.build),
     ("samples", samples.build),
     ("learning-study", learning_study.build),
+    ("paper-scale", paper_scale.build),
 ]
 
 
