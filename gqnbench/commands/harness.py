@@ -318,7 +318,7 @@ def _run_profile(args: argparse.Namespace) -> int:
     peaks = None if args.no_peak else matmul_peak(args.device, (args.dtype,), n=args.matmul_n)
     case = profile_phases(
         spec, args.out, warmup=args.warmup, active=args.steps, plain_rounds=args.plain_rounds, top_k=args.top_k,
-        peaks=peaks,
+        peaks=peaks, memory=False if args.no_memory_timeline else None, gzip=args.gzip,
     )  # fmt: skip
     print(format_phase_table(case))
     ops = [
@@ -497,6 +497,12 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plain-rounds", type=int, default=3, help="unprofiled steps timed before and after (default 3)")
     _peak(p, default_n=None)
     p.add_argument("--no-phases", action="store_true", help="a plain trace and op table, without phase labels")
+    p.add_argument(
+        "--no-memory-timeline", action="store_true",
+        help="skip the extra step that records the memory timeline (CUDA; slow at paper size); the step's GPU "
+        "memory is still recorded",
+    )  # fmt: skip
+    p.add_argument("--gzip", action="store_true", help="write the trace gzipped (.pt.trace.json.gz)")
     p.add_argument(
         "--fast-path", default="off", metavar="SPEC",
         help="the step's fast path (gqnbench.step.FastPath); phase labels need an eager step: channels_last, "

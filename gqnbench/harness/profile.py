@@ -514,6 +514,8 @@ def profile_phases(
     mem = None
     if memory if memory is not None else step.device.type == "cuda":
         mem = _memory_fields(run_labelled, step, out_dir, runs.peak_allocated)
+    elif step.device.type == "cuda":  # without the timeline, still the step's own GPU memory
+        mem = {"peak_allocated_bytes": runs.peak_allocated, **cuda_step_memory(step)}
     fast_record = step.trainer.fast_path_record()
     peak_name, peak = mfu_peak(spec.dtype, peaks, any(fast_record["tf32_in_use"].values()))
     return {

@@ -110,6 +110,11 @@ def _peak_fields(name: str, n: int, timing: Timing) -> dict:
     }
 
 
+def peak_for(dtype: str, peaks: dict | None, tf32: bool = False) -> float | None:
+    """The matmul peak (FLOP/s) an MFU of a ``dtype`` step is measured against; see :func:`mfu_peak`."""
+    return mfu_peak(dtype, peaks, tf32)[1]
+
+
 def mfu_peak(dtype: str, peaks: dict | None, tf32: bool = False) -> tuple[str | None, float | None]:
     """The matmul peak an MFU of a ``dtype`` step is measured against, and its name.
 
