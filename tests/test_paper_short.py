@@ -56,14 +56,25 @@ TINY_SIZES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("model", ["gqn", "metagqn"])
-def test_the_recipe_trains_end_to_end_on_the_cpu(model, data_root, tmp_path, capsys):
-    argv = ["train", "--model", model, "--preset", "paper-short", "--compress-to", "20", "--tag", "short",
-            "--out", str(tmp_path), "--no-progress", "--set", f"data.root={data_root}"]  # fmt: skip
-    for item in TINY_SIZES:
-        argv += ["--set", item]
+@pytest.fixture(scope="module")
+def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both models trained by the recipe at tiny sizes (the CLI, as the device session runs it), and their samples."""
+    out = tmp_path_factory.mktemp("paper-short-runs")
+    sizes = [arg for item in TINY_SIZES for arg in ("--set", item)]
+    for model in ("gqn", "metagqn"):
+        argv = ["train", "--model", model, "--preset", "paper-short", "--compress-to", "20", "--tag", "short",
+                "--out", str(out), "--no-progress", "--set", f"data.root={data_root}", *sizes]  # fmt: skip
+        assert cli_main(argv) == 0
+    runs = [str(out / "runs" / f"{m}-short-seed0.pt") for m in ("gqn", "metagqn")]
+    argv = ["samples", *runs, "--preset", "paper-short", "--num-scenes", "2", "--out", str(out / "samples.json"),
+            "--set", f"data.root={data_root}", *sizes]  # fmt: skip
     assert cli_main(argv) == 0
-    doc = read_result(tmp_path / "runs" / f"{model}-short-seed0.json", "training_run")
+    return out
+
+
+@pytest.mark.parametrize("model", ["gqn", "metagqn"])
+def test_the_recipe_trains_end_to_end_on_the_cpu(model, trained):
+    doc = read_result(trained / "runs" / f"{model}-short-seed0.json", "training_run")
     assert doc["status"] == "completed" and doc["final"]["step"] == 20 and doc["preset"] == "paper-short"
     assert [p["step"] for p in doc["eval_curve"]] == list(range(0, 21, 1))  # 16 evaluations a run: every step here
     assert doc["config"]["train"]["lr_start"] == doc["config"]["train"]["lr_end"] == 1e-3
@@ -75,3 +86,28 @@ def test_the_recipe_trains_end_to_end_on_the_cpu(model, data_root, tmp_path, cap
     assert doc["dtype"] == "bfloat16-autocast"
     first, last = doc["eval_curve"][0]["val_mse"], doc["eval_curve"][-1]["val_mse"]
     assert last < first  # it trains
+
+
+def test_the_report_section_shows_the_runs_as_recorded(trained, tmp_path):
+    import pandas as pd
+
+    from gqnbench.report.build import build_report
+    from gqnbench.report.inputs import load_results
+    from gqnbench.report.sections.paper_scale import NO_RUN, PRESET
+
+    assert PRESET == "paper-short"  # the report restates the preset's name (it imports no presets)
+    md = build_report(load_results([trained]), tmp_path / "report", strict=True).markdown.read_text()
+    section = md[md.index("## The study's configuration on one GPU") :]
+    assert "No GPU run" not in section and "paper_scale_curves.png" in section and "paper_scale_samples.png" in section
+    rows = pd.read_csv(tmp_path / "report" / "tables" / "paper_scale_runs.csv").set_index("model")
+    for model in ("gqn", "metagqn"):
+        doc = read_result(trained / "runs" / f"{model}-short-seed0.json", "training_run")
+        base = doc["baselines"]["mean_image"]["val_mse"]
+        assert rows.loc[model, "mse_ratio"] == pytest.approx(doc["eval_curve"][-1]["val_mse"] / base)
+        assert rows.loc[model, "steps"] == 20 and rows.loc[model, "image_size"] == 16
+    assert "figures/samples.png" not in md  # drawn here, not again in "Sample predictions"
+    # Without the runs the section says so, and shows no number.
+    alone = build_report(load_results([trained / "samples.json"]), tmp_path / "alone", strict=True)
+    section = alone.markdown.read_text().split("## The study's configuration on one GPU", 1)[1].split("\n## ", 1)[0]
+    assert NO_RUN in section and not any(ch.isdigit() for ch in section.replace("64x64", "").replace("L = 12", "")
+                                         .replace("128", "").replace("256", "").replace("36", ""))  # fmt: skip
