@@ -431,15 +431,18 @@ def _core_call(model: GQNFamilyModel, *inputs: torch.Tensor) -> torch.Tensor:
     return model.core_loss(*core_inputs, sigma=sigma).loss
 
 
-def fuse_cells(model: nn.Module) -> int:
-    """Give every ConvLSTM cell of ``model`` the compiled :func:`lstm_update`; returns how many cells got it."""
-    # One compiled function per step object; each cell shape and dtype compiles once (a few per model).
-    limit = getattr(torch._dynamo.config, "recompile_limit", 8)
-    torch._dynamo.config.recompile_limit = max(limit, 64)
-    fused = torch.compile(lstm_update, dynamic=False, fullgraph=True)
+def fuse_cells(model: nn.Module, fused: bool = True) -> int:
+    """Give every ConvLSTM cell of ``model`` the compiled :func:`lstm_update` (``fused=False``: the eager one back);
+    returns how many cells there are."""
+    update = None
+    if fused:
+        # One compiled function per step object; each cell shape and dtype compiles once (a few per model).
+        limit = getattr(torch._dynamo.config, "recompile_limit", 8)
+        torch._dynamo.config.recompile_limit = max(limit, 64)
+        update = torch.compile(lstm_update, dynamic=False, fullgraph=True)
     cells = [m for m in model.modules() if isinstance(m, ConvLSTMCell)]
     for cell in cells:
-        cell.fused_update = fused
+        cell.fused_update = update
     return len(cells)
 
 
@@ -598,7 +601,7 @@ def build_step(
         fast = dataclasses.replace(fast, cuda_graph=False)
     if fast.channels_last:
         model.to(memory_format=torch.channels_last)
-    if fast.fused_cell and not fuse_cells(model):
+    if not fuse_cells(model, fast.fused_cell) and fast.fused_cell:
         notes.append("fused_cell: the model has no ConvLSTM cell")
     core = None
     if (fast.cuda_graph or fast.cudnn_benchmark) and _has_core_split(model):

@@ -384,29 +384,16 @@ def matrix_specs(
 def throughput_matrix(
     models: Iterable[str],
     preset: str,
-    modes: Iterable[str] = ("train", "infer"),
-    batches: Iterable[int | None] = (None,),
-    dtypes: Iterable[str] = ("fp32", "bf16"),
-    compiled: Iterable[bool] = (False, True),
-    channels_last: Iterable[bool] = (False,),
-    fast_paths: Iterable[str] = ("off",),
-    device: str = "cpu",
     rounds: int = 5,
     warmup: int = 2,
     peaks: dict | None = None,
     measure_memory: bool = False,
     progress: Callable[[str], None] | None = None,
-    **spec_kwargs,
+    **matrix,
 ) -> list[dict]:
-    """Every combination (:func:`matrix_specs`) measured one after the other, as rows.
-
-    ``fast_paths``: the step's fast-path specs (gqnbench.step.FastPath), one case each.
-    """
+    """Every combination (``matrix``: the keywords of :func:`matrix_specs`) measured one after the other, as rows."""
     rows = []
-    specs = matrix_specs(
-        models, preset, modes, batches, dtypes, compiled, channels_last, fast_paths, device, **spec_kwargs
-    )
-    for spec in specs:
+    for spec in matrix_specs(models, preset, **matrix):
         try:
             if progress is not None:
                 progress(spec.label())
