@@ -106,8 +106,18 @@ def test_the_main_job_measures_once_for_all_its_runs(preset, tmp_path: Path, mon
     runs = sorted((tmp_path / "job" / "results" / "time_to_target" / "runs").glob("*.json"))
     assert len(runs) == 2
     for run in runs:
-        choice = read_result(run, "training_run")["precision_choice"]
-        assert choice == recorded  # the same measurement, not one per run
+        doc = read_result(run, "training_run")
+        assert doc["precision_choice"] == recorded  # the same measurement, not one per run
+        assert doc["fast_path"]["spec"] == "off"  # the CPU step: no fast path, recorded as it ran
+    # The report shows the choice and the two step times per model (Costs).
+    from gqnbench.report.build import build_report
+    from gqnbench.report.inputs import load_results
+
+    md = build_report(load_results([tmp_path / "job" / "results"]), tmp_path / "report", strict=True).markdown
+    text = md.read_text()
+    assert "Training precision chosen by measurement" in text
+    for times in recorded["step_s"].values():
+        assert f"{times['fp32'] * 1e3:.1f}" in text and f"{times['bf16'] * 1e3:.1f}" in text
 
 
 def test_the_choice_is_schema_checked(tmp_path: Path):

@@ -142,7 +142,9 @@ def train(
         st = _restore(paths, model_name, config, trainer, ctx, resume) if resumed else RunState()
         st.precision_choice = None if choice is None else choice.as_dict()
         args = (model_name, preset.name, tag or preset.name, cfg, config, request, data, device, ctx)
-        record = RunRecord(paths, *args, resumed_from=st.step if resumed else None)
+        record = RunRecord(
+            paths, *args, resumed_from=st.step if resumed else None, fast_path=trainer.fast_path_record()
+        )
         board = paths.tensorboard if cfg.tensorboard and ctx.is_main else None
         log = RunLog(paths.name, cfg.steps, st, board, resumed, progress and ctx.is_main)
         schedule = Schedule.of(cfg, max_seconds, stop_at_step)

@@ -99,6 +99,9 @@ class RunRecord:
     resumed_from: int | None = None
     environment: dict[str, Any] = field(default_factory=dict)
     load_before: dict[str, Any] = field(default_factory=dict)
+    fast_path: dict[str, Any] = field(
+        default_factory=dict
+    )  # the step's fast path as it runs (TrainStep.fast_path_record)
 
     def __post_init__(self) -> None:
         if self.ctx.is_main:
@@ -144,6 +147,7 @@ class RunRecord:
             "device": str(self.device),
             "dtype": precision_label(self.cfg.amp),
             "precision_choice": st.precision_choice,
+            "fast_path": self.fast_path or None,
             "world_size": self.ctx.world_size,
             "resumed_from_step": self.resumed_from,
             "machine_load": load,

@@ -498,6 +498,7 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
     throughput = throughput_frame(results)
     if not results.of_kind("costs") and throughput.empty:
         section.blocks.append(Note("No costs.json and no pytest-benchmark JSON: this section is omitted."))
+        section.blocks += _precision_blocks(results, ctx)
         return section
     section.blocks.append(Paragraph(UNITS))
     section.blocks += _peak_paragraphs(results, ctx)
