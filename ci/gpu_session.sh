@@ -12,8 +12,8 @@
 #      steps sized from step 4's fast-path step times, then their sample predictions;
 #   6. the profile of the bf16 step of both models (phases on the device timeline, memory);
 #   7. the same matrix at batch 8 (fp32 and bf16, plain and fast path, interleaved, both models);
-#   8. the fast path's ablation at batch 36: everything on, nothing on, and each switch off alone;
-#   9. the nightly GPU gate on the paper preset (ci/nightly.py run), and a baseline pinned from it;
+#   8. the nightly GPU gate on the paper preset (ci/nightly.py run), and a baseline pinned from it;
+#   9. the fast path's ablation at batch 36: everything on, nothing on, and each switch off alone;
 #  10. the report rebuilt from reports/example/results with this session's results in it.
 # The stages run in that order of priority: when time runs short, the last ones are cut.
 #
@@ -221,7 +221,7 @@ EOF
   for model in gqn metagqn; do
     # shellcheck disable=SC2086
     $PY -m gqnbench train --model "$model" --preset paper-short --compress-to "$steps" --tag gpu \
-      --max-seconds "$(( TRAIN_S + 30 ))" --out "$RESULTS/train" --no-progress \
+      --max-seconds "$(( TRAIN_S + 15 ))" --out "$RESULTS/train" --no-progress \
       --set train.device="$DEVICE" --set train.fast_path="$FAST" --set train.tensorboard=false $LEARN_SET_STR \
       > "$SESSION/logs/train-$model.log" 2>&1 &
     pids+=($!)
@@ -242,7 +242,8 @@ wait_for_data() {
   tail -n 1 "$SESSION/logs/data.log"
 }
 export -f wait_for_data
-stage learn $(( TRAIN_S + 50 )) 130 learn
+# The limit leaves room for each process's start (data, first evaluation, compile, capture) and its samples.
+stage learn $(( TRAIN_S + 75 )) 120 learn
 wait "$DATA_PID" 2>/dev/null
 
 # --- 6. where the time goes: the bf16 step of both models on the device timeline ------------------------------
@@ -254,7 +255,7 @@ profile() {
       --results "$RESULTS/profile/profile_$model.json" || echo "profile $model failed"
   done
 }
-stage profile 40 95 profile
+stage profile 40 100 profile
 
 # --- 7. the matrix at a small batch: fp32 and bf16, plain and fast path, interleaved ------------------------------
 small_batch() {
@@ -262,9 +263,18 @@ small_batch() {
     --batch "$SMALL_BATCH" --dtypes fp32 bf16 --fast-path off "$FAST" --interleave --rounds "$ROUNDS" \
     --warmup "$WARMUP" --matmul-n "$MATMUL_N" --out "$RESULTS/throughput_b${SMALL_BATCH}.json"
 }
-stage small_batch 35 65 small_batch
+stage small_batch 30 80 small_batch
 
-# --- 8. the fast path's ablation: each switch off alone, against everything and nothing -------------------------
+# --- 8. the nightly GPU gate on the paper preset, and a baseline pinned from it --------------------------------
+nightly() {
+  # shellcheck disable=SC2086
+  $PY ci/nightly.py run --device "${DEVICE%%:*}" --out "$SESSION/nightly" $NIGHTLY_STR --step-timeout 60
+  echo "nightly run exit $? (3: no pinned baseline yet for this device)"
+  $PY ci/nightly.py baseline --from "$SESSION/nightly" --out "$SESSION/nightly/baseline.json"
+}
+stage nightly 90 25 nightly
+
+# --- 9. the fast path's ablation: each switch off alone, against everything and nothing -------------------------
 ablation() {
   for model in gqn metagqn; do
     $PY -m gqnbench throughput --device "$DEVICE" --preset "$PRESET" --models "$model" --modes train \
@@ -273,26 +283,17 @@ ablation() {
       auto,-fused_adam --out "$RESULTS/ablation_${model}_b${BATCH}.json" || echo "ablation $model failed"
   done
 }
-stage ablation 50 30 ablation
-
-# --- 9. the nightly GPU gate on the paper preset, and a baseline pinned from it --------------------------------
-nightly() {
-  # shellcheck disable=SC2086
-  $PY ci/nightly.py run --device "${DEVICE%%:*}" --out "$SESSION/nightly" $NIGHTLY_STR --step-timeout 60
-  echo "nightly run exit $? (3: no pinned baseline yet for this device)"
-  $PY ci/nightly.py baseline --from "$SESSION/nightly" --out "$SESSION/nightly/baseline.json"
-}
-stage nightly 70 15 nightly
+stage ablation 50 20 ablation
 
 # --- 10. the report, rebuilt with this session's results -----------------------------------------------------------
 report() {
   $PY -m gqnbench.report "$ROOT/results" --out "$SESSION/report"
 }
-stage report 25 0 report
+stage report 20 0 report
 
 # --- pack what comes back ----------------------------------------------------------------------------------------
 log "session done in $(( $(date +%s) - START )) s; stages:"
-column -t -s $'\t' "$STAGES" | sed 's/^/   /' | tee -a "$LOG"
+(column -t -s $'\t' "$STAGES" 2>/dev/null || cat "$STAGES") | sed 's/^/   /' | tee -a "$LOG"
 if [[ -n "${OUT:-}" ]]; then
   exclude=(--exclude='*.pt' --exclude='*.ckpt' --exclude='checkpoints' --exclude='tensorboard' --exclude='*.lock')
   tar -czf "$OUT/gpu_session.tar.gz" -C "$ROOT" "${exclude[@]}" results/gpu gpu-session
