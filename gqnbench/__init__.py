@@ -19,8 +19,9 @@ Shared leaf modules: ``config`` (override parsing), ``metrics`` (the study's NLL
 ``results`` (atomic writes, environment capture), ``schema`` (one pydantic model per
 results kind, checked on write and on read), ``presets`` and
 ``step`` (the one training step: ``build_step`` gives the optimizer, precision/autocast,
-grad scaler, compile and CPU flush-to-zero that both the harness times and training
-trains; one precision vocabulary, fp32 | bf16 | fp16).
+grad scaler, compile, the fast path and CPU flush-to-zero that both the harness times and
+training trains; one precision vocabulary, fp32 | bf16 | fp16), ``numerics`` (a step's loss and
+gradients against fp64) and ``precision`` (``train.amp = auto``: fp32 or bf16 by measurement).
 """
 
 __version__ = "0.1.0"

@@ -102,6 +102,8 @@ class MainJob:
     # preset as registered); validated here, part of the plan a re-run must match.
     user_overrides: dict[str, Any] = field(default_factory=dict)
     budget: SuiteBudget = field(init=False)
+    # train.amp=auto resolved once for every run of the job (gqnbench.precision), kept in mainjob.json.
+    precision: dict[str, Any] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -126,6 +128,8 @@ class MainJob:
         if self.data_root is not None:
             extra["data.root"] = self.data_root
         extra.update(self.user_overrides)
+        if self.precision is not None and extra.get("train.amp") == "auto":
+            extra["train.amp_choice"] = json.dumps(self.precision, sort_keys=True)
         return extra
 
     def _state_path(self) -> Path:
@@ -170,7 +174,22 @@ class MainJob:
 
     def _save_state(self, state: dict[str, Any]) -> None:
         # A results file of kind "main_job" (atomic), so the report can show what each stage cost.
-        write_result(self._state_path(), "main_job", {"plan": self._plan_key(), "stages": state["stages"]})
+        doc = {"plan": self._plan_key(), "stages": state["stages"], "precision": state.get("precision")}
+        write_result(self._state_path(), "main_job", doc)
+
+    def _resolve_precision(self, state: dict[str, Any], log: Callable[[str], None]) -> None:
+        """``train.amp = auto``: measure fp32 against bf16 once for all the job's runs (a re-run keeps the record)."""
+        preset = get_preset(self.preset, self.overrides())
+        if preset.train.amp != "auto":
+            return
+        if state.get("precision") is None:
+            from gqnbench.precision import choose_precision, describe
+
+            choice = choose_precision(preset, self.models, preset.train.device, num_threads=self.budget.threads)
+            state["precision"] = dataclasses.replace(choice, source="main job").as_dict()
+            self._save_state(state)
+            log(f"[precision] {describe(choice)}")
+        self.precision = state["precision"]
 
     # -- stages -------------------------------------------------------------------------------
 
@@ -317,6 +336,7 @@ class MainJob:
     def _run(self, log: Callable[[str], None]) -> Path:
         self.results.mkdir(parents=True, exist_ok=True)
         state = self._load_state()
+        self._resolve_precision(state, log)
         todo = [s for s in STAGES if s not in self.skip]
         bar = tqdm(
             todo,

@@ -294,10 +294,15 @@ def _build(name: str, cfg: Any, device: str) -> Any:
 def _check_methods(name: str, model: Any) -> None:
     from gqnbench.models import GQNFamilyModel
 
+    def implemented(method: str) -> bool:
+        impl = getattr(type(model), method, None)
+        return callable(impl) and impl is not getattr(GQNFamilyModel, method, None)
+
     missing = []
     for method, signature in REQUIRED_METHODS.items():
-        impl = getattr(type(model), method, None)
-        if not callable(impl) or impl is getattr(GQNFamilyModel, method, None):
+        # The base class's loss() is the two-part loss of a model that implements both parts.
+        split = method == "loss" and implemented("loss_inputs") and implemented("core_loss")
+        if not (implemented(method) or split):
             missing.append(signature)
     if missing:
         raise PluginError(f"{_who(name, model)} does not implement " + "; ".join(missing))

@@ -13,6 +13,25 @@ also reads the legacy ``off`` (= fp32) that ``train.amp`` has always used, so ol
 results and checkpoints keep working. bf16 and fp16 run the forward under autocast; fp16
 needs CUDA (its grad scaler has no CPU use).
 
+The fast path (:class:`FastPath`, ``train.fast_path``): switches that change how the step runs,
+never what it computes beyond rounding, each on its own so a device session can measure it alone.
+``auto`` turns all of them on on CUDA and none on the CPU (the CPU step is bit-identical to the
+step without a fast path):
+
+- ``channels_last``: weights and images in NHWC, and the ConvLSTM states and canvas start in it
+  (``models.layout``), so cuDNN's bf16 convolutions need no layout transposes;
+- ``cudnn_benchmark``: cuDNN times its algorithms for each new shape, around the L-step core
+  only (its shapes are fixed; the representation's change with the context views drawn);
+- ``tf32``: TF32 for fp32 convolutions and matmuls, on or off explicitly (``None`` leaves
+  torch's defaults, where cuDNN already runs fp32 convolutions as TF32); the step records what ran;
+- ``fused_cell``: the ConvLSTM gate math of every cell (``models.convlstm.lstm_update``) compiled
+  with ``torch.compile``, a region that builds in seconds;
+- ``cuda_graph``: the L-step core and its loss (``model.core_loss``) captured once as CUDA graphs,
+  forward and backward (``torch.cuda.make_graphed_callables``), and replayed every step: the core
+  makes no host synchronisation, so it replays the same work. The representation, whose shapes
+  change with the number of context views, runs eagerly around it;
+- ``fused_adam``: Adam's fused kernel instead of the per-tensor loop.
+
 Flush-to-zero (x86 FTZ/DAZ): measured here (cpu preset, fp32, 2 threads) a metagqn step starts
 at 0.32 s and slows to 0.7-3 s within 20 steps, because saturated sigmoid/tanh gates send
 denormal numbers through backward and x86 cores take a slow path on every denormal operand;
@@ -30,15 +49,19 @@ interfaces only, so both ``gqnbench.harness`` and ``gqnbench.training`` may use 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, cast
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from torch import nn
 
 from gqnbench.data.episode import Episode
+from gqnbench.models.base import GQNFamilyModel
 from gqnbench.models.config import linear_anneal
+from gqnbench.models.convlstm import ConvLSTMCell, lstm_update
 
 if TYPE_CHECKING:
     from gqnbench.training.config import TrainConfig
@@ -65,6 +88,11 @@ def parse_precision(value: str) -> Precision:
     if name not in PRECISIONS:
         raise ValueError(f"precision must be fp32, bf16 or fp16 (or off, meaning fp32), got {value!r}")
     return cast(Precision, name)
+
+
+def normalize_amp(value: str) -> str:
+    """``train.amp`` in the shared vocabulary: a precision (:func:`parse_precision`), or ``auto`` (chosen per host)."""
+    return "auto" if str(value) == "auto" else parse_precision(value)
 
 
 def check_precision(value: str, device: torch.device) -> Precision:
@@ -102,12 +130,35 @@ def resolve_device(preference: str | torch.device = "auto", local_rank: int | No
     return device
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Autocast for bf16/fp16; fp32 runs without it (an enabled fp32 autocast would still cast)."""
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work; a clock read before this on CUDA measures only the launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op threads (None leaves them)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def autocast(device: torch.device, precision: str, cache: bool = True) -> contextlib.AbstractContextManager:
+    """Autocast for bf16/fp16; fp32 runs without it (an enabled fp32 autocast would still cast).
+
+    ``cache=False`` turns off autocast's cache of cast weights (a CUDA graph capture needs that).
+    """
     name = parse_precision(precision)
     if name == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=PRECISION_DTYPES[name])
+    return torch.autocast(device_type=device.type, dtype=PRECISION_DTYPES[name], cache_enabled=cache)
 
 
 def flush_denormal_enabled() -> bool:
@@ -141,26 +192,277 @@ def step_numerics(device: torch.device, flush_denormal: bool) -> contextlib.Abst
     return flush_denormals(flush_denormal) if device.type == "cpu" else contextlib.nullcontext()
 
 
-def make_adam(params: Sequence[nn.Parameter] | Iterator[nn.Parameter], train: TrainConfig) -> torch.optim.Optimizer:
-    """Adam with the config's lr_start, betas and eps (torch's default foreach kernel, as training always used)."""
+def make_adam(
+    params: Sequence[nn.Parameter] | Iterator[nn.Parameter], train: TrainConfig, fused: bool = False
+) -> torch.optim.Optimizer:
+    """Adam with the config's lr_start, betas and eps (torch's default foreach kernel, as training always used;
+    ``fused``: its single fused kernel)."""
     return torch.optim.Adam(
         [p for p in params if p.requires_grad],
         lr=train.lr_start,
         betas=(train.adam_beta1, train.adam_beta2),
         eps=train.adam_eps,
+        **({"fused": True} if fused else {}),
     )
 
 
-class LossObjective(nn.Module):
-    """The model's loss and its parts as one forward, so DDP and torch.compile see one call."""
+# --- the fast path ---------------------------------------------------------------------------------------------
 
-    def __init__(self, model: nn.Module) -> None:
+FAST_SWITCHES = ("channels_last", "cudnn_benchmark", "tf32", "fused_cell", "cuda_graph", "fused_adam")
+_SHORT = {
+    "channels_last": "cl", "cudnn_benchmark": "bench", "tf32": "tf32",
+    "fused_cell": "cell", "cuda_graph": "graph", "fused_adam": "adam",
+}  # fmt: skip
+_CUDA_ONLY = ("cuda_graph",)
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """Which fast-path switches a step runs with (see the module docstring); ``tf32`` None leaves torch's default.
+
+    Written as a spec string in ``train.fast_path`` and on the command line: ``auto`` (everything
+    on CUDA, nothing on the CPU), ``off``, or switch names, each optionally prefixed with ``-`` to
+    turn it off, applied left to right: ``auto,-cuda_graph`` or ``channels_last,fused_cell``.
+    """
+
+    channels_last: bool = False
+    cudnn_benchmark: bool = False
+    tf32: bool | None = None
+    fused_cell: bool = False
+    cuda_graph: bool = False
+    fused_adam: bool = False
+
+    @classmethod
+    def parse(cls, spec: str | FastPath, device: torch.device, compile: bool = False) -> FastPath:
+        """The switches ``spec`` names on ``device``; a bad name is a ValueError listing the choices.
+
+        ``compile`` (the whole step under ``torch.compile``) takes the place of the two switches
+        that work on the model's code, so ``auto`` leaves ``fused_cell`` and ``cuda_graph`` off then.
+        """
+        if isinstance(spec, FastPath):
+            return spec
+        fast = cls()
+        for token in (t.strip() for t in str(spec).split(",") if t.strip()):
+            if token in ("auto", "off"):
+                fast = cls.auto(device, compile) if token == "auto" else cls()
+                continue
+            name, on = (token[1:], False) if token.startswith("-") else (token, True)
+            if name not in FAST_SWITCHES:
+                raise ValueError(
+                    f"fast path {spec!r}: unknown switch {name!r}; use auto, off or {', '.join(FAST_SWITCHES)} "
+                    "(a leading '-' turns one off), comma-separated"
+                )
+            fast = dataclasses.replace(fast, **{name: on})
+        for name in _CUDA_ONLY:
+            if getattr(fast, name) and device.type != "cuda":
+                raise UnsupportedCase(f"fast path switch {name} needs a CUDA device")
+        if compile and (fast.fused_cell or fast.cuda_graph):
+            raise UnsupportedCase(
+                "the whole step is compiled: fused_cell and cuda_graph would work on code it replaces"
+            )
+        return fast
+
+    @classmethod
+    def auto(cls, device: torch.device, compile: bool = False) -> FastPath:
+        """Every switch on CUDA (fused_cell and cuda_graph only when the whole step is not compiled); none on the CPU."""
+        if device.type != "cuda":
+            return cls()
+        return cls(True, True, True, not compile, not compile, True)
+
+    def spec(self) -> str:
+        """The spec string that gives exactly these switches (``off`` for none)."""
+        names = [name for name in FAST_SWITCHES if getattr(self, name)]
+        if self.tf32 is False:
+            names.append("-tf32")
+        return ",".join(names) or "off"
+
+    def short(self) -> str:
+        """A compact name for labels: ``cl+bench+tf32+cell+graph+adam``; empty when off."""
+        names = [_SHORT[name] for name in FAST_SWITCHES if getattr(self, name)]
+        return "+".join(names) + ("+notf32" if self.tf32 is False else "")
+
+
+@contextlib.contextmanager
+def torch_flags(flags: dict[tuple[Any, str], Any]) -> Iterator[None]:
+    """Set ``{(namespace, attribute): value}`` flags (``torch.backends.cudnn.benchmark`` ...) for the block; restore after."""
+    old = {key: getattr(*key) for key in flags}
+    try:
+        for (namespace, attribute), value in flags.items():
+            setattr(namespace, attribute, value)
+        yield
+    finally:
+        for (namespace, attribute), value in old.items():
+            setattr(namespace, attribute, value)
+
+
+def tf32_flags(tf32: bool | None) -> dict[tuple[Any, str], Any]:
+    """The torch flags for TF32 in fp32 convolutions and matmuls: both on, both off, or none (torch's defaults)."""
+    if tf32 is None:
+        return {}
+    return {(torch.backends.cudnn, "allow_tf32"): tf32, (torch.backends.cuda.matmul, "allow_tf32"): tf32}
+
+
+def tf32_in_use(device: torch.device, tf32: bool | None) -> dict[str, bool | None]:
+    """Whether fp32 convolutions / matmuls run as TF32 under ``tf32`` on ``device`` (None on the CPU)."""
+    if device.type != "cuda":
+        return {"cudnn": None, "matmul": None}
+    if tf32 is None:
+        return {"cudnn": bool(torch.backends.cudnn.allow_tf32), "matmul": bool(torch.backends.cuda.matmul.allow_tf32)}
+    return {"cudnn": tf32, "matmul": tf32}
+
+
+def channels_last_images(images: torch.Tensor) -> torch.Tensor:
+    """[..., C, H, W] images stored channels-last (a 5-D [B, K, C, H, W] stays so when its first two dims are flattened)."""
+    return images.movedim(-3, -1).contiguous().movedim(-1, -3)
+
+
+def _has_core_split(model: nn.Module) -> bool:
+    """Whether ``model.loss`` is the two-part loss (representation, then core) that the CUDA graph replaces."""
+    return (
+        isinstance(model, GQNFamilyModel)
+        and type(model).loss is GQNFamilyModel.loss
+        and type(model).loss_inputs is not GQNFamilyModel.loss_inputs
+    )
+
+
+class _CoreLoss(nn.Module):
+    """The model's core and loss as one module call, the unit ``make_graphed_callables`` captures.
+
+    Its parameters (all of the model's; the representation's get no gradient here) are inputs of
+    the graph; the loss parts come back detached, only the loss is differentiated.
+    """
+
+    def __init__(self, model: GQNFamilyModel) -> None:
         super().__init__()
         self.model = model
 
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        *core_inputs, sigma = inputs
+        out = self.model.core_loss(*core_inputs, sigma=sigma)
+        return out.loss, out.reconstruction.detach(), out.kl.detach()
+
+
+class CoreRunner:
+    """The L-step core of a step: under cuDNN's benchmark mode when asked, and as a CUDA graph when asked.
+
+    The graph is captured at the first call (its shapes then) with the autocast in force, and
+    replayed afterwards; a call with other shapes runs eagerly rather than replay a graph of the
+    wrong size. ``captures`` counts the captures, ``replays`` the replays.
+    """
+
+    def __init__(self, model: GQNFamilyModel, benchmark: bool, graph: bool) -> None:
+        self.model = model
+        self.benchmark = benchmark
+        self.graph = graph
+        self.graphed: Callable[..., tuple[torch.Tensor, ...]] | None = None
+        self.shapes: tuple | None = None
+        self.sigma: torch.Tensor | None = None
+        self.captures = 0
+        self.replays = 0
+
+    def __call__(
+        self, inputs: tuple[torch.Tensor, ...], sigma: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        flags = {(torch.backends.cudnn, "benchmark"): True} if self.benchmark else {}
+        with torch_flags(flags):
+            if self.graph and torch.is_grad_enabled():
+                shapes = tuple(t.shape for t in inputs)
+                if self.graphed is None:
+                    self._capture(inputs, sigma, shapes)
+                if shapes == self.shapes:
+                    self.sigma.fill_(sigma)  # a kernel, no host synchronisation
+                    self.replays += 1
+                    return self.graphed(*inputs, self.sigma)
+            out = self.model.core_loss(*inputs, sigma=sigma)
+            return out.loss, out.reconstruction, out.kl
+
+    def _capture(self, inputs: tuple[torch.Tensor, ...], sigma: float, shapes: tuple) -> None:
+        device = inputs[0].device
+        self.sigma = torch.full((), float(sigma), device=device, dtype=torch.float32)
+        sample = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in inputs) + (self.sigma,)
+        try:
+            self.graphed = torch.cuda.make_graphed_callables(_CoreLoss(self.model), sample, allow_unused_input=True)
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"the L-step core could not be captured as a CUDA graph ({exc}); a host synchronisation "
+                "(.item(), a Python branch on a tensor) inside model.core_loss stops a capture. "
+                "Run without it: train.fast_path=auto,-cuda_graph"
+            ) from exc
+        self.shapes = shapes
+        self.captures += 1
+
+
+# Graph nodes that hand a tensor's value to the host (which must wait for the device to get it).
+_HOST_SYNC_METHODS = frozenset({"item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"})
+
+
+class HostSyncError(RuntimeError):
+    """Code that must run as a CUDA graph reads a tensor's value on the host."""
+
+
+def _refuse_host_syncs(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
+    """A ``torch.compile`` backend that compiles nothing but refuses a graph that reads a tensor's value on the host."""
+    for node in gm.graph.nodes:
+        if node.op == "call_method" and node.target in _HOST_SYNC_METHODS:
+            raise HostSyncError(f"the core reads a tensor's value on the host: {node.format_node()}")
+    return gm.forward
+
+
+def check_capturable(model: GQNFamilyModel, episode: Episode, sigma: float = 1.0) -> None:
+    """Trace ``model.core_loss`` with ``torch.compile(fullgraph=True)`` and compile nothing: a Python branch on a
+    tensor or a data-dependent shape breaks the graph (an error with ``fullgraph``), and a read of a tensor's
+    value (``.item()``, which newer torch traces into the graph) is refused.
+
+    What a CUDA graph capture needs, checked on any device (the CPU included) in a second or two.
+    """
+    inputs = model.loss_inputs(episode)
+    core = torch.compile(
+        functools.partial(_core_call, model), backend=_refuse_host_syncs, fullgraph=True, dynamic=False
+    )
+    try:
+        with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=False):
+            core(*inputs, torch.tensor(sigma, device=inputs[0].device))
+    finally:
+        torch._dynamo.reset()
+
+
+def _core_call(model: GQNFamilyModel, *inputs: torch.Tensor) -> torch.Tensor:
+    *core_inputs, sigma = inputs
+    return model.core_loss(*core_inputs, sigma=sigma).loss
+
+
+def fuse_cells(model: nn.Module, fused: bool = True) -> int:
+    """Give every ConvLSTM cell of ``model`` the compiled :func:`lstm_update` (``fused=False``: the eager one back);
+    returns how many cells there are."""
+    update = None
+    if fused:
+        # One compiled function per step object; each cell shape and dtype compiles once (a few per model).
+        limit = getattr(torch._dynamo.config, "recompile_limit", 8)
+        torch._dynamo.config.recompile_limit = max(limit, 64)
+        update = torch.compile(lstm_update, dynamic=False, fullgraph=True)
+    cells = [m for m in model.modules() if isinstance(m, ConvLSTMCell)]
+    for cell in cells:
+        cell.fused_update = update
+    return len(cells)
+
+
+class LossObjective(nn.Module):
+    """The model's loss and its parts as one forward, so DDP and torch.compile see one call.
+
+    With a ``core`` (:class:`CoreRunner`) the loss runs in its two parts: the representation
+    eagerly, then the core through the runner (benchmark mode, CUDA graph).
+    """
+
+    def __init__(self, model: nn.Module, core: CoreRunner | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.core = core
+
     def forward(self, episode: Episode, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.model.loss(episode, step)
-        return out.loss, out.reconstruction, out.kl
+        if self.core is None:
+            out = self.model.loss(episode, step)
+            return out.loss, out.reconstruction, out.kl
+        return self.core(self.model.loss_inputs(episode), self.model.pixel_sigma(step))
 
 
 @dataclass
@@ -194,13 +496,39 @@ class TrainStep:
     precision: Precision
     train: TrainConfig
     flush_denormal: bool = True
+    fast: FastPath = field(default_factory=FastPath)
+    core: CoreRunner | None = None
+    # What the fast path could not do for this model and why (e.g. a plugin model without the core split).
+    fast_notes: tuple[str, ...] = ()
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.device, self.precision)
+        # A CUDA graph replays the casts it captured: autocast's cast cache must stay out of it.
+        return autocast(self.device, self.precision, cache=not self.fast.cuda_graph)
 
     def numerics(self) -> contextlib.AbstractContextManager:
-        """The CPU flush-to-zero scope every call of this step runs in (nothing on CUDA)."""
+        """The scope every call of this step runs in: CPU flush-to-zero, or the CUDA TF32 setting."""
+        if self.device.type == "cuda":
+            return torch_flags(tf32_flags(self.fast.tf32))
         return step_numerics(self.device, self.flush_denormal)
+
+    def prepare_batch(self, episode: Episode) -> Episode:
+        """The batch as the step consumes it: its images channels-last when the fast path says so."""
+        if not self.fast.channels_last:
+            return episode
+        return dataclasses.replace(
+            episode,
+            context_images=channels_last_images(episode.context_images),
+            query_images=channels_last_images(episode.query_images),
+        )
+
+    def fast_path_record(self) -> dict[str, Any]:
+        """What a results file records of this step's fast path: the spec, each switch, TF32 as it ran."""
+        return {
+            "spec": self.fast.spec(),
+            **dataclasses.asdict(self.fast),
+            "tf32_in_use": tf32_in_use(self.device, self.fast.tf32),
+            "notes": list(self.fast_notes),
+        }
 
     def lr_at(self, step: int) -> float:
         """The learning rate of update ``step``: linear from lr_start to lr_end, then constant."""
@@ -208,6 +536,7 @@ class TrainStep:
 
     def forward_loss(self, episode: Episode, step: int = 0, label: PhaseLabel = _unlabelled) -> LossTerms:
         """Start update ``step``: drop the last gradients (before the forward, so they do not add to its peak), then the loss."""
+        episode = self.prepare_batch(episode)
         with self.numerics():
             with label("optimizer"):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -238,6 +567,7 @@ class TrainStep:
 
     def predict(self, episode: Episode, use_mean: bool = False, label: PhaseLabel = _unlabelled) -> torch.Tensor:
         """The model's mean images for the query views, without gradients, in this step's precision."""
+        episode = self.prepare_batch(episode)
         with self.numerics(), torch.no_grad(), self.autocast(), label("forward"):
             return self.predictor(episode, use_mean=use_mean)
 
@@ -251,30 +581,54 @@ def build_step(
     compile: bool | None = None,
     compile_backend: str = "inductor",
     flush_denormal: bool | None = None,
+    fast_path: str | FastPath | None = None,
     distribute: Callable[[nn.Module], nn.Module] | None = None,
 ) -> TrainStep:
     """The step for ``model`` (already on ``device``) under ``train``; keywords override the config.
 
     ``precision`` defaults to ``train.amp``, ``compile`` to ``train.compile``,
-    ``flush_denormal`` to ``train.flush_denormal``. ``distribute`` wraps the loss objective
-    (the training loop passes DDP) before it is compiled.
+    ``flush_denormal`` to ``train.flush_denormal``, ``fast_path`` to ``train.fast_path`` (a
+    :class:`FastPath` or its spec string). ``distribute`` wraps the loss objective (the training
+    loop passes DDP) before it is compiled. The fast path's layout and fused cells are applied to
+    ``model`` in place.
     """
     name = check_precision(train.amp if precision is None else precision, device)
-    objective: nn.Module = LossObjective(model)
+    compiled = train.compile if compile is None else compile
+    fast = FastPath.parse(train.fast_path if fast_path is None else fast_path, device, compiled)
+    notes = []
+    if fast.cuda_graph and not _has_core_split(model):
+        notes.append(f"cuda_graph off: {type(model).__name__} has its own loss(), not the core the graph replaces")
+        fast = dataclasses.replace(fast, cuda_graph=False)
+    if fast.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if not fuse_cells(model, fast.fused_cell) and fast.fused_cell:
+        notes.append("fused_cell: the model has no ConvLSTM cell")
+    core = None
+    if (fast.cuda_graph or fast.cudnn_benchmark) and _has_core_split(model):
+        core = CoreRunner(model, fast.cudnn_benchmark, fast.cuda_graph)
+    objective: nn.Module = LossObjective(model, core)
     if distribute is not None:
         objective = distribute(objective)
+    if core is not None and core.graph and not isinstance(objective, LossObjective):
+        # DDP reduces gradients from hooks as backward produces them; a replayed graph fires none in between.
+        notes.append("cuda_graph off: the objective is distributed (DDP)")
+        core.graph = False
+        fast = dataclasses.replace(fast, cuda_graph=False)
     predictor = model.predict
-    if train.compile if compile is None else compile:
+    if compiled:
         objective = torch.compile(objective, backend=compile_backend)
         predictor = torch.compile(model.predict, backend=compile_backend)
     return TrainStep(
         model=model,
         objective=objective,
         predictor=predictor,
-        optimizer=make_adam(model.parameters(), train),
+        optimizer=make_adam(model.parameters(), train, fused=fast.fused_adam),
         scaler=torch.amp.GradScaler(device.type, enabled=name == "fp16"),
         device=device,
         precision=name,
         train=train,
         flush_denormal=train.flush_denormal if flush_denormal is None else flush_denormal,
+        fast=fast,
+        core=core,
+        fast_notes=tuple(notes),
     )

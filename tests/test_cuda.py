@@ -83,3 +83,89 @@ def test_bf16_kl_matches_fp64_on_cuda() -> None:
     ref = gaussian_kl(*(t.double() for t in (mu_q, logvar_q, mu_p, logvar_p)))
     assert kl.dtype == torch.float32 and bool((kl >= 0).all())
     torch.testing.assert_close(kl.double(), ref, rtol=1e-3, atol=0.0)
+
+
+# --- the step's fast path on CUDA (gqnbench.step.FastPath) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["gqn", "metagqn"])
+def test_fast_path_matches_fp64_on_cuda(model: str, preset: str = "tiny") -> None:
+    # (The paper preset's is checked by perf-targets in the device session, on the judged fast path.)
+    from gqnbench.numerics import check_numerics
+
+    # Everything on: channels-last, cuDNN benchmark, TF32, compiled cells, the core as a CUDA graph, fused Adam.
+    r = check_numerics(model, preset, "bf16", batch=4, device="cuda", fast_path="auto")
+    assert r.passed, r.reason
+    assert r.fast_path == "channels_last,cudnn_benchmark,tf32,fused_cell,cuda_graph,fused_adam"
+    fp32 = check_numerics(model, preset, "fp32", batch=4, device="cuda", fast_path="auto")
+    assert fp32.passed and fp32.floor == "tf32", fp32.reason  # fp32 with TF32 on is judged as TF32
+
+
+@pytest.mark.parametrize("model", ["gqn", "metagqn"])
+def test_the_core_is_captured_once_and_replayed(model: str) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    from gqnbench.harness.common import StepSpec, prepare_step
+
+    step = prepare_step(StepSpec(model, "cpu", batch=8, dtype="bf16", device="cuda", fast_path="auto"))
+    before = {k: v.clone() for k, v in step.model.state_dict().items()}
+    losses = [float(step.run().detach()) for _ in range(3)]
+    core = step.trainer.core
+    assert core is not None and core.captures == 1 and core.replays == 3
+    assert all(math.isfinite(v) for v in losses)
+    assert any(not torch.equal(before[k], v) for k, v in step.model.state_dict().items())  # Adam updated
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step.run()
+        torch.cuda.synchronize()
+    assert any("GraphLaunch" in e.name for e in prof.events())  # the core ran as a graph replay
+    assert step.trainer.fast_path_record()["tf32_in_use"] == {"cudnn": True, "matmul": True}
+
+
+def test_a_host_sync_in_the_core_fails_the_capture_with_a_clear_error() -> None:
+    import gqnbench.models.convlstm as convlstm
+    from gqnbench.harness.common import StepSpec, prepare_step
+
+    def synced(gates, c, static_gates=None):
+        h, c = convlstm.lstm_update(gates, c, static_gates)
+        return h * (1.0 + 0 * c.sum().item()), c  # .item(): the host waits for the device
+
+    step = prepare_step(StepSpec("metagqn", "tiny", batch=2, device="cuda", fast_path="auto,-fused_cell"))
+    for cell in step.model.modules():
+        if isinstance(cell, convlstm.ConvLSTMCell):
+            cell.fused_update = synced
+    with pytest.raises(RuntimeError, match="could not be captured as a CUDA graph.*-cuda_graph"):
+        step.run()
+
+
+def test_every_cuda_cost_case_records_gpu_memory() -> None:
+    from gqnbench.harness.common import StepSpec
+    from gqnbench.harness.throughput import matmul_peak, measure_interleaved, measure_throughput
+
+    peaks = matmul_peak("cuda", ("fp32", "bf16"), n=1024, rounds=3)
+    assert peaks["tf32_flop_per_s"] > peaks["fp32_flop_per_s"]  # measured beside it, as the fp32/bf16 ones
+    plain = measure_throughput(StepSpec("gqn", "cpu", batch=8, device="cuda"), rounds=3, warmup=2, peaks=peaks)
+    assert plain["mfu_peak"] == "tf32"  # cuDNN ran the fp32 convolutions as TF32: judged against that peak
+    strict = measure_throughput(StepSpec("gqn", "cpu", batch=8, device="cuda", fast_path="-tf32"), 3, 2, peaks)
+    assert strict["mfu_peak"] == "fp32" and strict["fast_path"]["tf32_in_use"] == {"cudnn": False, "matmul": False}
+    specs = [StepSpec(m, "cpu", batch=8, dtype="bf16", device="cuda", fast_path=f) for m in ("gqn", "metagqn")
+             for f in ("off", "auto")]  # fmt: skip
+    rows, _ = measure_interleaved(specs, rounds=3, warmup=2, matmul_n=1024)
+    for row in [plain, strict, *rows]:
+        assert row["peak_memory_bytes"] > 0 and row["allocator_reserved_peak_bytes"] >= row["allocator_peak_bytes"] > 0
+        assert row["nvml_used_bytes"] is None or row["nvml_used_bytes"] >= row["allocator_peak_bytes"]
+    graphed = [r for r in rows if r["fast_path"]["cuda_graph"]]
+    assert graphed and all(r["graph_pool_bytes"] > 0 for r in graphed)  # the graphs' memory is counted
+
+
+@pytest.mark.parametrize("model", ["gqn", "metagqn"])
+def test_cuda_phases_cover_the_step(model: str, tmp_path: Path) -> None:
+    from gqnbench.harness.common import StepSpec
+    from gqnbench.harness.profile import check_coverage, profile_phases
+
+    spec = StepSpec(model, "cpu", batch=8, dtype="bf16", device="cuda", fast_path="channels_last,cudnn_benchmark,tf32")
+    case = profile_phases(spec, tmp_path, warmup=2, active=3, plain_rounds=2, gzip=True)
+    assert case["phase_time"] == "cuda timeline"
+    assert check_coverage(case) is None, check_coverage(case)  # >= 95% of the step in labelled phases
+    for phase in case["phases"]:
+        assert phase["time_s"] > 0 and 0 < phase["busy_s"] <= phase["time_s"] + 1e-9, phase
+    assert case["memory"]["peak_memory_bytes"] > 0

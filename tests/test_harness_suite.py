@@ -50,9 +50,9 @@ def _planned_cases(monkeypatch, preset: str, quick: bool, device_type: str = "cp
     import torch
 
     import gqnbench.harness.memory as memory
-    import gqnbench.harness.numerics as numerics
     import gqnbench.harness.scaling as scaling
     import gqnbench.harness.throughput as throughput
+    import gqnbench.numerics as numerics
     from gqnbench.harness import suite
 
     seen: dict = {"throughput": set(), "numerics": set(), "memory": set(), "peak": []}

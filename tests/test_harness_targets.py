@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from gqnbench.harness.targets import TARGETS, format_targets, judge_targets, measure_targets, target_specs
+from gqnbench.harness.targets import (
+    TARGETS,
+    format_targets,
+    judge_targets,
+    measure_targets,
+    target_specs,
+    targets_for,
+)
 
 
 @pytest.fixture(scope="module")
 def result() -> dict:
-    return measure_targets("gqn", "tiny", batch=2, rounds=3, warmup=1, bf16_variants=((False, False),), matmul_n=256)
+    return measure_targets("gqn", "tiny", batch=2, rounds=3, warmup=1, bf16_variants=((False, "off"),), matmul_n=256)
 
 
 def test_checks_follow_from_the_rows(result: dict) -> None:
@@ -53,7 +60,8 @@ def test_report_shows_the_targets_as_measured(result: dict, tmp_path) -> None:
     assert "## Performance targets" in md
     speedup = result["checks"]["bf16_speedup"]["value"]
     assert f"| best bf16 variant: speed-up over fp32 eager | {speedup:.2f}x | >= 3.50x |" in md
-    assert f"{result['fp32']['median_s']:.3f}" in md
+    fp32 = result["fp32"]["median_s"]
+    assert f"{fp32:.{3 if fp32 >= 0.1 else 4}f}" in md  # milliseconds steps get a fourth digit
     csv = (tmp_path / "report" / "tables" / "perf_targets_checks_1.csv").read_text()
     assert csv.splitlines()[0] == "check,value,target,met"
 
@@ -77,10 +85,30 @@ def test_judge_targets_at_the_thresholds() -> None:
 
 
 def test_target_specs_put_fp32_eager_first() -> None:
-    specs = target_specs("gqn", "tiny", 2, ((False, False), (True, True)), "cpu", (("model.num_layers", 3),))
-    assert [(s.dtype, s.compiled, s.channels_last) for s in specs] == [
-        ("fp32", False, False),
-        ("bf16", False, False),
-        ("bf16", True, True),
+    variants = ((False, "off"), (False, "channels_last,fused_cell"), (True, "channels_last"))
+    specs = target_specs("gqn", "tiny", 2, variants, "cpu", (("model.num_layers", 3),))
+    # The compiled case is prepared before the fused one (its dynamo reset would drop the fused cells' code).
+    assert [(s.dtype, s.compiled, s.fast_path) for s in specs] == [
+        ("fp32", False, "off"),
+        ("bf16", True, "channels_last"),
+        ("bf16", False, "off"),
+        ("bf16", False, "channels_last,fused_cell"),
     ]
     assert all(s.mode == "train" and s.batch == 2 and s.overrides == (("model.num_layers", 3),) for s in specs)
+
+
+def test_gpu_targets_judge_the_fast_step_and_every_cases_memory() -> None:
+    numerics = {"grad_err_fast": 0.01, "passed": True}
+    targets = targets_for("cuda", "gqn", 36)
+    assert targets["bf16_step_max_s"] == 0.020 and targets["bf16_speedup_min"] == 2.0
+    fp32, fast = {**_row(0.040, 0.3), "peak_memory_bytes": 3 << 30}, {**_row(0.020, 0.5), "peak_memory_bytes": 2 << 30}
+    met = judge_targets(fp32, fast, numerics, 0.001, targets, rows=[fp32, fast])
+    assert all(ok for _, ok in met.values()) and "fp32_mfu" not in met, met  # fp32 "MFU" is no GPU target
+    assert met["memory"] == (2, True)
+    missed = judge_targets(fp32, {**fast, "median_s": 0.0201}, numerics, 0.001, targets, rows=[fp32, _row(0.02, 0.5)])
+    assert not missed["bf16_step"][1] and not missed["bf16_speedup"][1] and missed["memory"] == (1, False)
+    # At batch 8 there is no step-time target, and bf16 must only be faster than fp32 (not as fast).
+    small = targets_for("cuda", "metagqn", 8)
+    assert "bf16_step_max_s" not in small
+    assert not judge_targets(fp32, {**fast, "median_s": 0.040}, numerics, 0.0, small, [fp32])["bf16_speedup"][1]
+    assert judge_targets(fp32, {**fast, "median_s": 0.039}, numerics, 0.0, small, [fp32])["bf16_speedup"][1]

@@ -54,7 +54,7 @@ def test_study_nll_rejects_shape_mismatch():
 
 
 def test_presets_and_overrides():
-    assert list_presets() == ["cpu", "paper", "tiny"]
+    assert list_presets() == ["cpu", "paper", "paper-short", "tiny"]
     p = get_preset(
         "cpu",
         {

@@ -199,7 +199,7 @@ def test_models_command_lists_the_plugin_at_every_preset(capsys):
     assert main(["--plugin", str(MYVARIANT), "models"]) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.startswith("myvariant ")]
-    assert {row[1] for row in rows} == {"cpu", "paper", "tiny"}
+    assert {row[1] for row in rows} == {"cpu", "paper", "paper-short", "tiny"}
     paper = next(row for row in rows if row[1] == "paper")
     assert paper[2] == "17,074,179"  # metagqn's sizes; the mean adds no parameters
     assert "myvariant: metagqn, context mean instead of sum [plugin: --plugin" in out

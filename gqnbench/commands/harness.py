@@ -171,18 +171,20 @@ def _run_memory(args: argparse.Namespace) -> int:
 # --- throughput ------------------------------------------------------------------------------------------------
 
 
-_THROUGHPUT_NUMBERS = {"median s", "IQR/med", "img/s", "GFLOP/s", "MFU", "compile s", "breaks"}
+_THROUGHPUT_NUMBERS = {"median s", "IQR/med", "img/s", "GFLOP/s", "MFU", "mem MiB", "compile s", "breaks"}
 
 
 def _throughput_row(r: dict) -> dict:
     name = f"{r['mode']}-{r['model']}-b{r['batch']}-{r['dtype']}-{'compiled' if r['compiled'] else 'eager'}"
+    fast = (r.get("fast_path") or {}).get("spec", "off")
     return {
-        "case": name + ("-cl" if r.get("channels_last") else ""),
+        "case": name + ("" if fast == "off" else f" ({fast})"),
         "median s": f"{r['median_s']:.4f}",
         "IQR/med": f"{r['rel_iqr']:.1%}",
         "img/s": f"{r['images_per_s']:.1f}",
         "GFLOP/s": f"{r['flop_per_s'] / 1e9:.1f}",
-        "MFU": None if r["mfu"] is None else f"{r['mfu']:.1%}",
+        "MFU": None if r["mfu"] is None else f"{r['mfu']:.1%} {r.get('mfu_peak') or ''}".strip(),
+        "mem MiB": _mib(r.get("peak_memory_bytes")),
         "compile s": None if r["compile_s"] is None else f"{r['compile_s']:.1f}",
         "breaks": r["graph_breaks"],
     }
@@ -194,12 +196,9 @@ def _print_peaks(peaks: dict, dtypes: list[str]) -> None:
 
 
 def _run_throughput(args: argparse.Namespace) -> int:
-    from gqnbench.harness.throughput import matmul_peak, throughput_matrix
+    from gqnbench.harness.throughput import matmul_peak, matrix_specs, measure_interleaved, measure_throughput
 
-    peaks = None if args.no_peak else matmul_peak(args.device, args.dtypes, n=args.matmul_n)
-    if peaks:
-        _print_peaks(peaks, args.dtypes)
-    rows = throughput_matrix(
+    specs = matrix_specs(
         args.models,
         args.preset,
         modes=args.modes,
@@ -207,17 +206,25 @@ def _run_throughput(args: argparse.Namespace) -> int:
         dtypes=args.dtypes,
         compiled={"eager": (False,), "compiled": (True,), "both": (False, True)}[args.compile],
         channels_last=(False, True) if args.channels_last == "both" else (args.channels_last == "on",),
+        fast_paths=args.fast_path,
         device=args.device,
-        rounds=args.rounds,
-        warmup=args.warmup,
-        peaks=peaks,
-        measure_memory=args.memory,
-        progress=_progress,
         overrides=_overrides(args),
         num_queries=args.queries,
         compile_backend=args.backend,
         flush_denormal=not args.keep_denormals,
     )
+    if args.interleave:
+        # Round-robin, the matmul peaks in the rotation: load on a shared machine hits every case alike.
+        matmul_n = None if args.no_peak else args.matmul_n
+        rows, peaks = measure_interleaved(specs, args.rounds, args.warmup, matmul_n=matmul_n, progress=_progress)
+    else:
+        peaks = None if args.no_peak else matmul_peak(args.device, args.dtypes, n=args.matmul_n)
+        rows = []
+        for spec in specs:
+            _progress(spec.label())
+            rows.append(measure_throughput(spec, args.rounds, args.warmup, peaks, args.memory))
+    if peaks:
+        _print_peaks(peaks, [*args.dtypes, "tf32"])
     print_table([_throughput_row(r) for r in rows], right=_THROUGHPUT_NUMBERS)
     _write(args, {"device": args.device, "matmul_peak": peaks, "throughput": rows})
     return 0
@@ -227,7 +234,7 @@ def _run_throughput(args: argparse.Namespace) -> int:
 
 
 def _run_numerics(args: argparse.Namespace) -> int:
-    from gqnbench.harness.numerics import check_numerics
+    from gqnbench.numerics import check_numerics
 
     preset = preset_from_args(args)
     results = []
@@ -303,21 +310,22 @@ def _run_profile(args: argparse.Namespace) -> int:
 
     spec = StepSpec(
         args.model, args.preset, args.mode, args.batch, args.dtype,
-        compiled=args.compile, device=args.device, overrides=_overrides(args),
+        compiled=args.compile, device=args.device, overrides=_overrides(args), fast_path=args.fast_path,
     )  # fmt: skip
-    if args.compile or args.no_phases:
+    fast = spec.fast()
+    if args.compile or args.no_phases or fast.fused_cell or fast.cuda_graph:
         return _profile_plain(spec, args)
     peaks = None if args.no_peak else matmul_peak(args.device, (args.dtype,), n=args.matmul_n)
     case = profile_phases(
         spec, args.out, warmup=args.warmup, active=args.steps, plain_rounds=args.plain_rounds, top_k=args.top_k,
-        peaks=peaks,
+        peaks=peaks, memory=False if args.no_memory_timeline else None, gzip=args.gzip,
     )  # fmt: skip
     print(format_phase_table(case))
     ops = [
         {"operator": op["name"][:48], "ms/step": f"{op['self_s'] * 1e3:.2f}", "share": f"{op['share']:.1%}"}
         for op in case["top_operators"][: min(args.top_k, 10)]
     ]
-    where = "CUDA" if case["phase_time"] == "cuda kernel" else "CPU"
+    where = "CUDA" if case["device"].startswith("cuda") else "CPU"
     print_table(ops, title=f"top operators by self time ({where})", right={"ms/step", "share"})
     results = Path(args.results) if args.results else Path(args.out) / "profile.json"
     print(f"trace: {case['trace_file']}  (tensorboard --logdir {args.out}; or open in https://ui.perfetto.dev)")
@@ -335,13 +343,14 @@ def _run_targets(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    # (compiled, channels_last). channels_last no longer helps since the cores were folded
+    # (compiled, fast path). channels_last no longer helps on the CPU since the cores were folded
     # (1.14 vs 1.04 s at paper size); it stays one flag away for other machines.
-    variants = [(False, False)]
+    variants = [(False, "off")]
     if args.channels_last:
-        variants.append((False, True))
+        variants.append((False, "channels_last"))
+    variants += [(False, spec) for spec in args.fast_path]
     if not args.no_compile:
-        variants.append((True, False))
+        variants.append((True, "off"))
     result = measure_targets(
         args.model,
         args.preset,
@@ -445,11 +454,21 @@ def _throughput_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", choices=("eager", "compiled", "both"), default="eager")
     _backend(p)
     p.add_argument("--channels-last", choices=("off", "on", "both"), default="off")
+    p.add_argument(
+        "--fast-path", nargs="+", default=["off"], metavar="SPEC",
+        help="the step's fast path, one case each (gqnbench.step.FastPath: off, auto, auto,-cuda_graph, "
+        "channels_last,fused_cell, ...; default off)",
+    )  # fmt: skip
     p.add_argument("--queries", type=int, default=1, help="query views per scene K (default 1)")
     p.add_argument("--keep-denormals", action="store_true", help="do not flush denormals to zero on CPU (see StepSpec)")
     _timing(p)
     _peak(p)
     p.add_argument("--memory", action="store_true", help="add peak memory (CPU: one fresh process per case)")
+    p.add_argument(
+        "--interleave", action="store_true",
+        help="time the cases round-robin with the matmul peaks in the rotation (A/B comparisons on a shared "
+        "machine; at most one compiled case)",
+    )  # fmt: skip
 
 
 def _numerics_args(p: argparse.ArgumentParser) -> None:
@@ -478,6 +497,17 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plain-rounds", type=int, default=3, help="unprofiled steps timed before and after (default 3)")
     _peak(p, default_n=None)
     p.add_argument("--no-phases", action="store_true", help="a plain trace and op table, without phase labels")
+    p.add_argument(
+        "--no-memory-timeline", action="store_true",
+        help="skip the extra step that records the memory timeline (CUDA; slow at paper size); the step's GPU "
+        "memory is still recorded",
+    )  # fmt: skip
+    p.add_argument("--gzip", action="store_true", help="write the trace gzipped (.pt.trace.json.gz)")
+    p.add_argument(
+        "--fast-path", default="off", metavar="SPEC",
+        help="the step's fast path (gqnbench.step.FastPath); phase labels need an eager step: channels_last, "
+        "cudnn_benchmark, tf32, fused_adam (default off)",
+    )  # fmt: skip
 
 
 def _targets_args(p: argparse.ArgumentParser) -> None:
@@ -487,6 +517,10 @@ def _targets_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matmul-n", type=int, default=4096, help="size of the peak-measuring matmul (default 4096)")
     p.add_argument("--no-compile", action="store_true", help="skip bf16 + torch.compile (saves ~45 s of compile)")
     p.add_argument("--channels-last", action="store_true", help="also try bf16 eager in channels_last")
+    p.add_argument(
+        "--fast-path", action="append", default=[], metavar="SPEC",
+        help="also time bf16 with this fast path (gqnbench.step.FastPath: auto, auto,-cuda_graph, ...); repeatable",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
 
 

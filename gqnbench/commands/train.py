@@ -47,7 +47,11 @@ def _num(value: object, digits: int = 1) -> str:
 def _common(parser: argparse.ArgumentParser) -> None:
     add_preset_arguments(parser)
     parser.add_argument("--out", default="results", help="output folder (default results/)")
-    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default=None, help="autocast (train.amp)")
+    parser.add_argument(
+        "--amp", choices=("off", "fp32", "bf16", "fp16", "auto"), default=None,
+        help="training precision (train.amp): fp32 (= off), bf16 or fp16 autocast, or auto (whichever this host "
+        "runs faster and passes the numerics check; gqnbench.precision)",
+    )  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step (train.compile)")
     parser.add_argument(
         "--data-cache",
@@ -58,6 +62,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> None:
+    if getattr(args, "compress_to", None):
+        from gqnbench.presets import compressed_schedules
+
+        # Before the user's own --set, which win.
+        args.overrides[:0] = [f"{k}={v}" for k, v in compressed_schedules(args.compress_to).items()]
     if args.amp:
         args.overrides.append(f"train.amp={args.amp}")
     if args.compile:
@@ -98,6 +107,7 @@ def _train(args: argparse.Namespace) -> int:
             resume=True if args.resume else (False if args.fresh else None),
             cache_root=args.data_cache,
             target_nll=args.target,
+            max_seconds=args.max_seconds,
             progress=not args.no_progress,
             dist_ctx=ctx,
         )
@@ -277,6 +287,15 @@ def _add_train(subparsers) -> None:  # noqa: ANN001
     )
     t.add_argument("--fresh", action="store_true", help="start over, replacing this run if it exists")
     t.add_argument("--target", type=float, default=None, help="stop once the val NLL is <= this (nats/image)")
+    t.add_argument(
+        "--max-seconds", type=float, default=None,
+        help="stop once the training wall clock passes this (status completed, stop reason time_budget)",
+    )  # fmt: skip
+    t.add_argument(
+        "--compress-to", type=int, default=None, metavar="STEPS",
+        help="train STEPS steps with the schedules compressed to them (GQN's sigma anneal, evaluations; "
+        "gqnbench.presets.compressed_schedules), as the cpu and paper-short presets are",
+    )  # fmt: skip
     _common(t)
     t.set_defaults(func=_train)
 

@@ -5,16 +5,15 @@ step on one batch, ``infer`` is ``model.predict`` of K query views per scene und
 ``no_grad``. :func:`prepare_step` builds the model and a synthetic batch and hands them to
 :func:`gqnbench.step.build_step`, the builder the training loop uses too, so throughput,
 memory, profiling and pytest-benchmark time exactly the step that trains (same optimizer,
-precision, compile and flush-to-zero), and returns a zero-argument callable.
+precision, compile, fast path and flush-to-zero), and returns a zero-argument callable.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,23 +24,20 @@ from gqnbench.models import GQNFamilyModel, ModelConfig, build_model
 from gqnbench.presets import Preset, get_preset
 from gqnbench.step import (
     PRECISION_DTYPES,
+    FastPath,
     TrainStep,
     build_step,
     check_precision,
     resolve_device,
     step_numerics,
+    synchronize,
 )
 from gqnbench.step import UnsupportedCase as UnsupportedCase  # re-exported: harness callers catch it from here
 
-# Element types of the matmul peaks: the step precisions plus fp64.
-DTYPES: dict[str, torch.dtype] = {**PRECISION_DTYPES, "fp64": torch.float64}
+# Element types of the matmul peaks: the step precisions plus fp64, and on CUDA tf32 (fp32 operands
+# that the tensor cores multiply as TF32, the arithmetic cuDNN uses for fp32 convolutions by default).
+DTYPES: dict[str, torch.dtype] = {**PRECISION_DTYPES, "fp64": torch.float64, "tf32": torch.float32}
 MODES = ("train", "infer")
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued device work; a clock read before this on CUDA measures only the launch."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def model_config(model: str, preset: Preset, authors_layout: bool = False) -> ModelConfig:
@@ -63,18 +59,11 @@ def make_episode(
     num_queries: int = 1,
     seed: int = 0,
     device: torch.device | str = "cpu",
-    channels_last: bool = False,
 ) -> Episode:
     """A random batch of the model's image size (costs do not depend on pixel values)."""
-    episode = Episode.random(
+    return Episode.random(
         batch, cfg.image_size, num_context, num_queries, generator=torch.Generator().manual_seed(seed), device=device
     )
-    if channels_last:
-        episode = dataclasses.replace(
-            episode,
-            context_images=episode.context_images.contiguous(memory_format=torch.channels_last),
-        )
-    return episode
 
 
 @dataclass(frozen=True)
@@ -87,7 +76,7 @@ class StepSpec:
     batch: int | None = None  # None: the preset's training batch
     dtype: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
     compiled: bool = False
-    channels_last: bool = False
+    channels_last: bool = False  # the fast path's channels_last switch (kept for its label)
     device: str = "cpu"
     num_context: int = 3
     num_queries: int = 1  # K query views per scene
@@ -98,6 +87,9 @@ class StepSpec:
     # after three steps); a GPU does not pay this, so it would measure the hazard, not the model.
     flush_denormal: bool = True
     overrides: tuple[tuple[str, object], ...] = ()  # preset overrides, e.g. (("model.num_layers", 4),)
+    # The step's fast path (gqnbench.step.FastPath spec): "off" times the plain step, "auto" the
+    # device's default (everything on CUDA), or a list of switches ("auto,-cuda_graph").
+    fast_path: str = "off"
 
     def resolved_preset(self) -> Preset:
         return get_preset(self.preset, dict(self.overrides) if self.overrides else None)
@@ -105,10 +97,19 @@ class StepSpec:
     def resolved_batch(self) -> int:
         return self.batch if self.batch is not None else self.resolved_preset().train.batch_size
 
+    def fast(self) -> FastPath:
+        """The fast path this spec's step runs with (``channels_last`` adds that switch)."""
+        spec = self.fast_path + (",channels_last" if self.channels_last else "")
+        cuda = self.device.startswith("cuda") or (self.device == "auto" and torch.cuda.is_available())
+        return FastPath.parse(spec, torch.device("cuda" if cuda else "cpu"), self.compiled)
+
     def label(self) -> str:
         flags = [self.dtype, "compiled" if self.compiled else "eager"]
-        if self.channels_last:
-            flags.append("channels_last")
+        fast = self.fast()
+        if fast == FastPath(channels_last=True):
+            flags.append("channels_last")  # the name this case has always had
+        elif fast != FastPath():
+            flags.append(f"fast={fast.short()}")
         if not self.flush_denormal:
             flags.append("denormals")
         # The authors' formulation gets a short name, read from the resolved config so "false",
@@ -154,6 +155,7 @@ def prepare_step(spec: StepSpec) -> PreparedStep:
         compile=spec.compiled,
         compile_backend=spec.compile_backend,
         flush_denormal=spec.flush_denormal,
+        fast_path=spec.fast(),
     )
     images = spec.resolved_batch() * spec.num_queries
     if spec.mode == "train":
@@ -167,18 +169,14 @@ def prepare_step(spec: StepSpec) -> PreparedStep:
 
 
 def _model_and_batch(spec: StepSpec, preset: Preset, device: torch.device) -> tuple[GQNFamilyModel, Episode]:
-    """The seeded model and the synthetic batch, on ``device`` (channels-last if asked)."""
+    """The seeded model and the synthetic batch, on ``device``."""
     cfg = model_config(spec.model, preset)
     # Built under the step's flush-to-zero mode: torch's worker threads, started by the first
     # parallel op (here), keep the mode they were started with.
     with step_numerics(device, spec.flush_denormal):
         torch.manual_seed(spec.seed)
         model = build_model(spec.model, cfg).to(device)
-        if spec.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        episode = make_episode(
-            cfg, spec.resolved_batch(), spec.num_context, spec.num_queries, spec.seed, device, spec.channels_last
-        )
+        episode = make_episode(cfg, spec.resolved_batch(), spec.num_context, spec.num_queries, spec.seed, device)
     return model, episode
 
 
@@ -252,20 +250,65 @@ def time_calls(
     return Timing.from_times(times)
 
 
+def _graph_pool_ranges(device: torch.device) -> tuple[list[tuple[int, int]], int]:
+    """Address ranges and total bytes of the allocator's private pools on ``device`` (CUDA graphs keep their memory there)."""
+    ranges = []
+    for seg in torch.cuda.memory_snapshot():
+        if seg.get("device") != (device.index or 0) or tuple(seg.get("segment_pool_id") or (0, 0)) == (0, 0):
+            continue
+        ranges.append((int(seg["address"]), int(seg["address"]) + int(seg["total_size"])))
+    return ranges, sum(end - start for start, end in ranges)
+
+
+def _held_bytes(step: PreparedStep, outside: list[tuple[int, int]]) -> int:
+    """Bytes of the tensors ``step`` holds between calls (parameters, gradients, optimizer state, the batch),
+    each storage once, leaving out storage inside ``outside`` (a graph pool, counted whole)."""
+    tensors = list(step.model.parameters()) + [p.grad for p in step.model.parameters() if p.grad is not None]
+    if step.optimizer is not None:
+        tensors += [t for state in step.optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
+    tensors += [t for t in vars(step.episode).values() if torch.is_tensor(t)]
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if t.device.type != "cuda":
+            continue
+        ptr = t.untyped_storage().data_ptr()
+        if not any(start <= ptr < end for start, end in outside):
+            seen[ptr] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def cuda_step_memory(step: PreparedStep) -> dict[str, Any]:
+    """GPU memory of one more call of ``step``: its own peak, the allocator's, and the device's (NVML).
+
+    ``peak_memory_bytes`` = what the step holds between calls (parameters, gradients, optimizer
+    state, batch) + the most it allocated beyond that during the call + its CUDA graphs' private
+    pools (a replayed graph reuses memory reserved at capture, which the allocator no longer counts
+    as allocated). Built that way it does not depend on what else the process holds, so cases
+    measured side by side in one process each get their own. ``allocator_peak_bytes`` and
+    ``allocator_reserved_peak_bytes`` are the process's own peaks over the call;
+    ``nvml_used_bytes`` is the device memory in use (all processes) after it, null without NVML.
+    """
+    from gqnbench.harness.memory import nvml_snapshot
+
+    device = step.device
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step.run()
+    synchronize(device)
+    extra = max(0, torch.cuda.max_memory_allocated(device) - before)
+    pools, pool_bytes = _graph_pool_ranges(device)
+    nvml = nvml_snapshot(device.index or 0)
+    return {
+        "peak_memory_bytes": _held_bytes(step, pools) + extra + pool_bytes,
+        "graph_pool_bytes": pool_bytes,
+        "allocator_peak_bytes": int(torch.cuda.max_memory_allocated(device)),
+        "allocator_reserved_peak_bytes": int(torch.cuda.max_memory_reserved(device)),
+        "nvml_used_bytes": None if nvml is None else nvml.get("memory_used_bytes"),
+    }
+
+
 def timer_overhead_s(device: torch.device, rounds: int = 2000) -> float:
     """Median seconds the timing loop itself adds per call (an empty call through :func:`time_calls`)."""
     return time_calls(lambda: None, device, rounds=rounds, warmup=10).median_s
 
-
-@contextlib.contextmanager
-def threads(n: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op threads (None leaves them)."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)

@@ -37,18 +37,21 @@ https://pytorch.org/memory_viz to see every allocation over time.
 
     {"kind": "profile", "preset", "device", "matmul_peak": {...} | null,
      "cases": [{"label", "model", "preset", "mode", "batch", "dtype", "formulation": folded|authors,
-                "fold_linear_ops", "overrides", "warmup", "steps", "trace_file",
+                "fold_linear_ops", "overrides", "warmup", "steps", "trace_file", "fast_path": {...} (the step's),
                 "phases": [{"phase", "label", "time_s" (median step), "mean_time_s", "share" (of the profiled step),
+                            "busy_s" (CUDA: kernel time alone; null on CPU),
                             "calls_per_step" (label ranges opened), "flop" (per step, whole batch; null if not counted),
                             "flop_per_s", "share_of_peak"}],
-                "phase_sum_s", "profiled_step_s" (the trace's ProfilerStep range of the median profiled
-                step: the phase times are that step's; "mean_time_s" per phase averages all),
+                "phase_sum_s", "coverage" (phase_sum_s / profiled_step_s), "profiled_step_s" (the trace's
+                ProfilerStep range of the median profiled step: the phase times are that step's;
+                "mean_time_s" per phase averages all),
                 "profiled_step_times_s", "unlabelled_s",
-                "phase_time": "cpu wall" | "cuda kernel", "peak_flop_per_s",
+                "phase_time": "cpu wall" | "cuda timeline", "peak_flop_per_s", "peak_name" (fp32, tf32, bf16...),
                 "timing": {"plain" | "labelled" | "profiled": {median_s, q1_s, q3_s, min_s, max_s, times_s}},
                 "overhead": {"profiled_over_plain", "labelled_over_plain"},
                 "top_operators": [{"name", "self_s" (per step), "calls_per_step", "share"}],
-                "memory": null | {"peak_allocated_bytes", "timeline_peak_bytes", "at_peak": {category: bytes}}}]}
+                "memory": null | {"peak_allocated_bytes", "timeline_peak_bytes", "at_peak": {category: bytes},
+                                  (CUDA: "peak_memory_bytes", "allocator_reserved_peak_bytes", "nvml_used_bytes", ...)}}]}
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +77,19 @@ from gqnbench.harness.common import (
     StepSpec,
     Timing,
     UnsupportedCase,
+    cuda_step_memory,
     make_episode,
     model_config,
     prepare_step,
     synchronize,
 )
+from gqnbench.harness.throughput import matmul_peak, mfu_peak
 
 LABEL_PREFIX = "gqnbench::"
+# How a phase's time is measured on the CPU and on CUDA (see phases_by_step).
+PHASE_TIME = {False: "cpu wall", True: "cuda timeline"}
+# The share of a profiled step the phases must cover for the attribution to be trusted.
+MIN_COVERAGE = 0.95
 # Reading order of the phases of one training step; plugin groups go before "loss".
 PHASES = ("representation", "inference_core", "generation_core", "heads", "loss", "backward", "optimizer")
 FORWARD_BASE = {"train": "loss", "infer": "other"}
@@ -311,51 +320,110 @@ def phase_flops(spec: StepSpec) -> dict[str, float] | None:
 
 @dataclass
 class StepPhases:
-    """One profiled step: its duration (the trace's ProfilerStep range) and each phase's time and label ranges."""
+    """One profiled step: its duration (the trace's ProfilerStep range) and each phase's time and label ranges.
+
+    ``busy_s`` (CUDA): the device's kernel time per phase, without the idle time before each kernel.
+    """
 
     duration_s: float
     time_s: dict[str, float]
     ranges: dict[str, int]
+    busy_s: dict[str, float] = field(default_factory=dict)
 
 
-def phases_by_step(events, phases: list[str], device: torch.device) -> list[StepPhases]:
-    """Split the profiled events by ProfilerStep and sum each phase label's time within each step.
+@dataclass(frozen=True)
+class Span:
+    """One profiler event on the profiler's clock (microseconds): a CPU op or label range, or a device activity.
 
-    CPU: the labels' wall time. CUDA: the kernel time of every op launched while a label was
-    open, whichever thread launched it (backward runs on the autograd device threads).
+    ``correlation``: a CPU op's id; ``launched_by``: a device activity's link to the CPU op that launched it.
+    """
+
+    name: str
+    start: float
+    end: float
+    on_device: bool = False
+    correlation: int = 0
+    launched_by: int = 0
+
+
+def profiler_spans(prof: profile, device: torch.device) -> list[Span]:
+    """The events of a finished profile as :class:`Span`; on CUDA from the raw kineto events, which keep the
+    device activities' start times and their links to the launching op."""
+    if device.type != "cuda":
+        return [Span(ev.name, ev.time_range.start, ev.time_range.end) for ev in prof.events()]
+    from torch.autograd import DeviceType
+
+    spans = []
+    for ev in prof.profiler.kineto_results.events():
+        on_device = ev.device_type() == DeviceType.CUDA
+        spans.append(
+            Span(ev.name(), ev.start_ns() / 1e3, ev.end_ns() / 1e3, on_device, ev.correlation_id(),
+                 ev.linked_correlation_id() if on_device else 0)
+        )  # fmt: skip
+    return spans
+
+
+def phases_by_step(spans: list[Span], phases: list[str], device: torch.device) -> list[StepPhases]:
+    """Split the profiled spans by ProfilerStep and give each phase its time within each step.
+
+    CPU: the labels' wall time. CUDA: the device timeline of the step, from its start to its
+    last kernel's end, each stretch given to the phase whose label was open when the work running
+    then was launched (whichever thread launched it: backward runs on the autograd device
+    threads); the idle time before a kernel goes to that kernel's phase (the device waited for
+    that phase's launch). Either way the phases add up to the step but for unlabelled work.
     """
     names = {phase_label(p): p for p in phases}
-    steps = sorted((ev.time_range.start, ev.time_range.end) for ev in events if ev.name.startswith("ProfilerStep"))
+    cpu = [sp for sp in spans if not sp.on_device]
+    steps = sorted((sp.start, sp.end) for sp in cpu if sp.name.startswith("ProfilerStep"))
     if not steps:
-        steps = [(min(ev.time_range.start for ev in events), max(ev.time_range.end for ev in events))]
+        steps = [(min(sp.start for sp in spans), max(sp.end for sp in spans))]
     step_starts = [start for start, _ in steps]
-    out = [StepPhases((end - start) / 1e6, defaultdict(float), defaultdict(int)) for start, end in steps]
+    out = [
+        StepPhases((end - start) / 1e6, defaultdict(float), defaultdict(int), defaultdict(float))
+        for start, end in steps
+    ]
 
-    def step_of(t: float) -> StepPhases | None:
+    def step_index(t: float) -> int | None:
         i = bisect.bisect_right(step_starts, t) - 1
-        return out[i] if i >= 0 and t < steps[i][1] else None
+        return i if i >= 0 and t < steps[i][1] else None
 
-    windows = []  # (start_us, end_us, phase, step)
-    for ev in events:
-        phase = names.get(ev.name)
-        step = step_of(ev.time_range.start) if phase is not None else None
-        if step is None:
+    windows = []  # (start_us, end_us, phase): the label ranges, which never overlap
+    for sp in cpu:
+        phase = names.get(sp.name)
+        i = step_index(sp.start) if phase is not None else None
+        if i is None:
             continue
-        step.ranges[phase] += 1
+        out[i].ranges[phase] += 1
         if device.type != "cuda":
-            step.time_s[phase] += ev.time_range.elapsed_us() / 1e6
-        windows.append((ev.time_range.start, ev.time_range.end, phase, step))
+            out[i].time_s[phase] += (sp.end - sp.start) / 1e6
+        windows.append((sp.start, sp.end, phase))
     if device.type == "cuda":
-        windows.sort(key=lambda w: w[0])
-        starts = [w[0] for w in windows]
-        for ev in events:
-            kernels = getattr(ev, "kernels", None)
-            if not kernels or ev.name in names:
-                continue
-            i = bisect.bisect_right(starts, ev.time_range.start) - 1
-            if i >= 0 and ev.time_range.start < windows[i][1]:
-                windows[i][3].time_s[windows[i][2]] += sum(k.duration for k in kernels) / 1e6
+        _device_timeline(spans, sorted(windows), steps, out, step_index)
     return out
+
+
+def _device_timeline(spans: list[Span], windows: list, steps: list, out: list[StepPhases], step_index) -> None:
+    """Give each step's device time (kernels and the idle time before them) to the phases that launched it."""
+    starts = [w[0] for w in windows]
+    launched = {sp.correlation: sp.start for sp in spans if not sp.on_device and sp.correlation}
+    per_step: dict[int, list[tuple[float, float, str | None]]] = defaultdict(list)
+    for sp in spans:
+        t = launched.get(sp.launched_by) if sp.on_device else None
+        i = step_index(t) if t is not None else None
+        if i is None:
+            continue
+        w = bisect.bisect_right(starts, t) - 1
+        phase = windows[w][2] if w >= 0 and t < windows[w][1] else None
+        per_step[i].append((sp.start, sp.end, phase))
+    for i, activities in per_step.items():
+        cursor = steps[i][0]  # the step starts when the host starts it; the device idles until its first kernel
+        for start, end, phase in sorted(activities):
+            idle = max(0.0, start - cursor)
+            busy = max(0.0, end - max(start, cursor))  # kernels overlapping on several streams count once
+            cursor = max(cursor, end)
+            if phase is not None:
+                out[i].time_s[phase] += (idle + busy) / 1e6
+                out[i].busy_s[phase] += busy / 1e6
 
 
 def _top_operators(prof, device: torch.device, steps: int, step_s: float, top_k: int) -> list[dict[str, Any]]:
@@ -427,8 +495,12 @@ def profile_phases(
     ``peaks``: :func:`gqnbench.harness.throughput.matmul_peak` output for the share of peak.
     ``memory`` (default: on CUDA): one extra step with the memory timeline.
     """
-    if spec.compiled:
-        raise UnsupportedCase("phase labels need an eager step (module hooks); profile_step traces compiled steps")
+    fast = spec.fast()
+    if spec.compiled or fast.fused_cell or fast.cuda_graph:
+        raise UnsupportedCase(
+            "phase labels need an eager step (module hooks): no compile, fused_cell or cuda_graph; "
+            "profile_step traces those"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     step = prepare_step(spec)
@@ -436,13 +508,21 @@ def profile_phases(
     run_labelled = labelled_step(step, labels)
     runs = _profiled_run(step, run_labelled, out_dir, warmup, active, plain_rounds, record_shapes, gzip)
     flops = phase_flops(spec) if count_flops else None
-    phases = PhaseTimes(phases_by_step(runs.prof.events(), labels.phases, step.device), labels.phases)
+    phases = PhaseTimes(
+        phases_by_step(profiler_spans(runs.prof, step.device), labels.phases, step.device), labels.phases
+    )
     mem = None
     if memory if memory is not None else step.device.type == "cuda":
-        mem = _memory_fields(run_labelled, step.device, out_dir, runs.peak_allocated)
+        mem = _memory_fields(run_labelled, step, out_dir, runs.peak_allocated)
+    elif step.device.type == "cuda":  # without the timeline, still the step's own GPU memory
+        mem = {"peak_allocated_bytes": runs.peak_allocated, **cuda_step_memory(step)}
+    fast_record = step.trainer.fast_path_record()
+    peak_name, peak = mfu_peak(spec.dtype, peaks, any(fast_record["tf32_in_use"].values()))
     return {
         **_case_header(spec, step.device, warmup, active, runs.trace),
-        **phases.fields(flops, _peak_of(spec.dtype, peaks)),
+        "fast_path": fast_record,
+        "peak_name": peak_name,
+        **phases.fields(flops, peak),
         **runs.timing_fields(),
         # Operators: self time averaged over the profiled steps, as a share of the mean step.
         "top_operators": _top_operators(runs.prof, step.device, active, phases.mean_step_s, top_k),
@@ -549,6 +629,7 @@ class PhaseTimes:
                     "label": phase_label(phase),
                     "time_s": t,
                     "share": t / step_s if step_s > 0 else None,
+                    "busy_s": self.median.busy_s.get(phase, 0.0) if self.median.busy_s else None,
                     "calls_per_step": self.median.ranges.get(phase, 0),
                     "mean_time_s": sum(st.time_s.get(phase, 0.0) for st in self.per_step) / len(self.per_step),
                     "flop": flop,
@@ -562,9 +643,12 @@ class PhaseTimes:
         """The case's fields from ``phases`` to ``peak_flop_per_s`` (see the module docstring)."""
         rows = self.rows(flops, peak)
         phase_sum = sum(r["time_s"] for r in rows)
+        step_s = self.median.duration_s
         return {
             "phases": rows,
             "phase_sum_s": phase_sum,
+            "coverage": phase_sum / step_s if step_s > 0 else None,
+            "min_coverage": MIN_COVERAGE,
             "profiled_step_s": self.median.duration_s,
             "profiled_step_times_s": [st.duration_s for st in self.per_step],
             "unlabelled_s": self.median.duration_s - phase_sum,
@@ -589,28 +673,40 @@ def _case_header(spec: StepSpec, device: torch.device, warmup: int, active: int,
         "warmup": warmup,
         "steps": active,
         "trace_file": str(trace),
-        "phase_time": "cuda kernel" if device.type == "cuda" else "cpu wall",
+        "phase_time": PHASE_TIME[device.type == "cuda"],
     }
 
 
 def _memory_fields(
-    run: Callable[[], object], device: torch.device, out_dir: Path, peak_allocated: int | None
+    run: Callable[[], object], step: PreparedStep, out_dir: Path, peak_allocated: int | None
 ) -> dict[str, Any]:
-    mem = memory_at_peak(run, device, out_dir) or {}
+    mem = memory_at_peak(run, step.device, out_dir) or {}
     mem["peak_allocated_bytes"] = peak_allocated
+    if step.device.type == "cuda":
+        mem.update(cuda_step_memory(step))
     mem["snapshot_hint"] = "gqnbench profile --device cuda writes memory_snapshot.pickle (pytorch.org/memory_viz)"
     return mem
 
 
-def _peak_of(dtype: str, peaks: dict | None) -> float | None:
-    peaks = peaks or {}
-    return peaks.get(f"{dtype}_flop_per_s") or (peaks.get("bf16_flop_per_s") if dtype == "fp16" else None)
+def check_coverage(case: dict[str, Any], minimum: float = MIN_COVERAGE) -> str | None:
+    """None when the phases of ``case`` cover at least ``minimum`` of its profiled step, else why not."""
+    coverage = case.get("coverage")
+    if coverage is None:
+        coverage = case["phase_sum_s"] / case["profiled_step_s"] if case["profiled_step_s"] > 0 else 0.0
+    if coverage >= minimum:
+        return None
+    return (
+        f"{case['label']}: the phases cover {coverage:.1%} of the profiled step ({case['phase_time']}), "
+        f"below {minimum:.0%}: {case['unlabelled_s'] * 1e3:.2f} ms of the step is in no phase"
+    )
 
 
 def apply_peak(case: dict[str, Any], peaks: dict | None) -> dict[str, Any]:
     """Recompute a case's share of peak against ``peaks`` (e.g. the best of several peak measurements)."""
-    peak = _peak_of(case["dtype"], peaks)
+    tf32 = any(((case.get("fast_path") or {}).get("tf32_in_use") or {}).values())
+    name, peak = mfu_peak(case["dtype"], peaks, tf32)
     case["peak_flop_per_s"] = peak
+    case["peak_name"] = name
     for r in case["phases"]:
         r["share_of_peak"] = r["flop_per_s"] / peak if r.get("flop_per_s") is not None and peak else None
     return case
@@ -714,15 +810,17 @@ def profile_suite(
     device: str = "cpu",
     overrides: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    fast_path: str = "off",
 ) -> Path:
     """The main job's profile stage: every model x dtype at ``preset``, folded, a few steps each; one results file.
+
+    ``fast_path``: the switches the profiled steps run with (only those a labelled eager step can
+    have: channels_last, cudnn_benchmark, tf32, fused_adam).
 
     The matmul peak is measured before and after the cases, the faster one kept per dtype.
     Traces go gzipped to ``<out_path folder>/profile/``. At the cpu preset on 2 cores this takes
     about half a minute (``quick``: one profiled step per case, a smaller peak matmul).
     """
-    from gqnbench.harness.throughput import matmul_peak
-
     out_path = Path(out_path)
     trace_dir = out_path.parent / "profile"
     model_overrides = tuple((k, v) for k, v in (overrides or {}).items() if k.startswith("model."))
@@ -732,7 +830,7 @@ def profile_suite(
     cases = []
     for model in models:
         for dtype in dtypes:
-            spec = StepSpec(model, preset, dtype=dtype, device=device, overrides=model_overrides)
+            spec = StepSpec(model, preset, dtype=dtype, device=device, overrides=model_overrides, fast_path=fast_path)
             if progress is not None:
                 progress(spec.label())
             cases.append(profile_phases(spec, trace_dir, peaks=before, gzip=True, top_k=10 if quick else 15, **steps))

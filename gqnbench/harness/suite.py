@@ -17,7 +17,7 @@ File layout (``kind = "costs"``; each field is documented in the module that mak
      "matmul_peak": {...}                  gqnbench.harness.throughput
      "throughput":  [row, ...]             gqnbench.harness.throughput
      "memory":      {model: {"train": row, "infer": row}}   gqnbench.harness.memory
-     "numerics":    [row, ...]             gqnbench.harness.numerics
+     "numerics":    [row, ...]             gqnbench.numerics
      "scaling":     [row, ...]             gqnbench.harness.scaling
      "timings_s":   {section: wall seconds}}
 """
@@ -152,7 +152,7 @@ def _memory(run: CostsRun, doc: dict, note: Callable) -> object:
 
 
 def _numerics(run: CostsRun, doc: dict, note: Callable) -> object:
-    from gqnbench.harness.numerics import check_numerics
+    from gqnbench.numerics import check_numerics
 
     rows = []
     for m in run.models:

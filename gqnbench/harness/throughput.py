@@ -6,17 +6,26 @@ the steady median, is ``compile_s``, and the graph breaks dynamo counted are
 ``graph_breaks``, both kept apart from the step time). Every clock read is preceded by
 a device synchronisation. MFU = model FLOP per step (FlopCounterMode, 2 per multiply-add,
 the same count whether the step is compiled or not) / median step time / the dense
-matmul peak of the same dtype measured on the same device in the same run
-(:func:`matmul_peak`), so the ratio does not depend on a datasheet.
+matmul peak of the arithmetic the step used, measured on the same device in the same run
+(:func:`matmul_peak`), so the ratio does not depend on a datasheet. An fp32 step on CUDA whose
+convolutions or matmuls ran as TF32 (cuDNN's default for convolutions; the fast path's ``tf32``
+switch) is divided by the TF32 matmul peak, not the plain fp32 one (which would give more than
+100%); ``mfu_peak`` names the peak used.
+
+On CUDA every row has the step's GPU memory (:func:`~gqnbench.harness.common.cuda_step_memory`:
+its own peak, the allocator's peaks and NVML's device-used bytes); on the CPU ``measure_memory``
+adds the fresh-process peak RSS.
 
 ``costs.json`` fields::
 
-    matmul_peak = {"fp32_flop_per_s", "bf16_flop_per_s", ("fp16_flop_per_s" on CUDA), "n", "device",
-                   "<dtype>_flop_per_s_median", "<dtype>_rel_iqr"}   # peak = fastest call
+    matmul_peak = {"fp32_flop_per_s", "bf16_flop_per_s", ("fp16_flop_per_s", "tf32_flop_per_s" on CUDA), "n",
+                   "device", "<dtype>_flop_per_s_median", "<dtype>_rel_iqr"}   # peak = fastest call
     throughput  = [{"model", "preset", "mode", "batch", "dtype", "compiled", "channels_last", "fold_linear_ops", "device",
+                    "fast_path": {"spec", <switch>: bool, "tf32_in_use": {"cudnn", "matmul"}, "notes"},
                     "median_s", "iqr_s", "q1_s", "q3_s", "rel_iqr", "rounds", "warmup",
-                    "images_per_s", "flop_per_step", "flop_per_s", "mfu", "authors_flop_per_step",
+                    "images_per_s", "flop_per_step", "flop_per_s", "mfu", "mfu_peak", "authors_flop_per_step",
                     "authors_flop_rate_of_peak", "peak_memory_bytes",
+                    ("graph_pool_bytes", "allocator_peak_bytes", "allocator_reserved_peak_bytes", "nvml_used_bytes" on CUDA),
                     "compile_s", "graph_breaks", "recompiles", "load_avg_1m", "timer_overhead_s",
                     "timer_overhead_fraction"}]
 
@@ -25,6 +34,7 @@ matmul peak of the same dtype measured on the same device in the same run
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +46,7 @@ from gqnbench.harness.common import (
     StepSpec,
     Timing,
     UnsupportedCase,
+    cuda_step_memory,
     prepare_step,
     resolve_device,
     synchronize,
@@ -43,6 +54,29 @@ from gqnbench.harness.common import (
     timer_overhead_s,
 )
 from gqnbench.harness.flops import step_flops
+from gqnbench.step import tf32_flags, torch_flags
+
+
+def peak_dtypes(dtypes: Sequence[str], device: torch.device) -> list[str]:
+    """The matmul peaks to measure for steps in ``dtypes``: fp16 only on CUDA, and tf32 beside fp32 on CUDA."""
+    cuda = device.type == "cuda"
+    names = [d for d in dtypes if cuda or d not in ("fp16", "tf32")]
+    if cuda and "fp32" in names and "tf32" not in names:
+        names.append("tf32")
+    return names
+
+
+def _matmul(name: str, n: int, device: torch.device, gen: torch.Generator) -> Callable[[], object]:
+    """A timed ``n x n`` product in ``name``'s arithmetic (fp32 on CUDA explicitly without TF32, tf32 with it)."""
+    a = torch.randn(n, n, generator=gen).to(device, DTYPES[name])
+    b = torch.randn(n, n, generator=gen).to(device, DTYPES[name])
+    flags = tf32_flags(name == "tf32") if device.type == "cuda" and name in ("fp32", "tf32") else {}
+
+    def product() -> object:
+        with torch_flags(flags):
+            return torch.mm(a, b)
+
+    return product
 
 
 def matmul_peak(
@@ -59,13 +93,8 @@ def matmul_peak(
     dev = resolve_device(device)
     n = n or 4096
     result: dict = {"n": n, "device": str(dev), "unit": "FLOP/s"}
-    for name in dtypes:
-        if name == "fp16" and dev.type != "cuda":
-            continue
-        gen = torch.Generator().manual_seed(0)
-        a = torch.randn(n, n, generator=gen).to(dev, DTYPES[name])
-        b = torch.randn(n, n, generator=gen).to(dev, DTYPES[name])
-        timing = time_calls(lambda a=a, b=b: torch.mm(a, b), dev, rounds=rounds, warmup=2)
+    for name in peak_dtypes(dtypes, dev):
+        timing = time_calls(_matmul(name, n, dev, torch.Generator().manual_seed(0)), dev, rounds=rounds, warmup=2)
         result.update(_peak_fields(name, n, timing))
     return result
 
@@ -81,14 +110,24 @@ def _peak_fields(name: str, n: int, timing: Timing) -> dict:
     }
 
 
-def peak_for(dtype: str, peaks: dict | None) -> float | None:
-    """The matmul peak an MFU of ``dtype`` is measured against (fp16 falls back to bf16 where unmeasured)."""
+def peak_for(dtype: str, peaks: dict | None, tf32: bool = False) -> float | None:
+    """The matmul peak (FLOP/s) an MFU of a ``dtype`` step is measured against; see :func:`mfu_peak`."""
+    return mfu_peak(dtype, peaks, tf32)[1]
+
+
+def mfu_peak(dtype: str, peaks: dict | None, tf32: bool = False) -> tuple[str | None, float | None]:
+    """The matmul peak an MFU of a ``dtype`` step is measured against, and its name.
+
+    ``tf32``: the step's fp32 convolutions or matmuls ran as TF32, so the TF32 peak (where
+    measured). fp16 falls back to bf16 where unmeasured.
+    """
     if not peaks:
-        return None
-    value = peaks.get(f"{dtype}_flop_per_s")
-    if value is None and dtype == "fp16":
-        value = peaks.get("bf16_flop_per_s")
-    return value
+        return None, None
+    name = "tf32" if dtype == "fp32" and tf32 and peaks.get("tf32_flop_per_s") else dtype
+    if name == "fp16" and peaks.get("fp16_flop_per_s") is None:
+        name = "bf16"
+    value = peaks.get(f"{name}_flop_per_s")
+    return (name, value) if value is not None else (None, None)
 
 
 def _dynamo_counts() -> tuple[int, int]:
@@ -130,17 +169,26 @@ class _Case:
             self.graph_breaks, graphs = _dynamo_counts()
             self.recompiles = max(0, graphs - 1)
 
-    def row(self, timing: Timing, warmup: int, peaks: dict | None, peak_memory: int | None, load_avg) -> dict:
+    def memory(self) -> dict:
+        """The step's GPU memory (one more call; see ``cuda_step_memory``); empty on the CPU."""
+        return cuda_step_memory(self.step) if self.device.type == "cuda" else {}
+
+    def row(self, timing: Timing, warmup: int, peaks: dict | None, memory: dict, load_avg) -> dict:
         """The throughput row (see the module docstring) for ``timing``, this case's measured rounds."""
         compiled = self._compile_fields(timing.median_s)  # read the dynamo counters before anything else runs
         overhead = timer_overhead_s(self.device, rounds=200)
+        fast = self.step.trainer.fast_path_record()
+        peak_name, peak = mfu_peak(self.spec.dtype, peaks, any(fast["tf32_in_use"].values()))
         return {
             **self._spec_fields(),
+            "fast_path": fast,
             **_timing_fields(timing),
             "warmup": warmup,
             "first_call_s": self.first_s,
-            **self._rate_fields(timing.median_s, peak_for(self.spec.dtype, peaks)),
-            "peak_memory_bytes": peak_memory,
+            **self._rate_fields(timing.median_s, peak),
+            "mfu_peak": peak_name,
+            "peak_memory_bytes": memory.get("peak_memory_bytes"),
+            **{k: v for k, v in memory.items() if k != "peak_memory_bytes"},
             **compiled,
             "load_avg_1m": load_avg,
             "timer_overhead_s": overhead,
@@ -208,24 +256,21 @@ def measure_throughput(
 ) -> dict:
     """One throughput row (see the module docstring) for ``spec``.
 
-    ``measure_memory`` adds ``peak_memory_bytes``: CUDA's max_memory_allocated over the
-    measured rounds, or on CPU the fresh-process peak RSS of one step (a process start more).
+    On CUDA the row always has the step's GPU memory (one more call after the rounds);
+    ``measure_memory`` adds ``peak_memory_bytes`` on the CPU: the fresh-process peak RSS of one
+    step (a process start more).
     """
     case = _Case(spec)
     if warmup > 0:
         case.first_call()
-    if case.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(case.device)
     load_avg = _load_avg()
     timing = time_calls(case.step.run, case.device, rounds=rounds, warmup=max(0, warmup - 1), on_round=on_round)
-    peak_memory = None
-    if case.device.type == "cuda":
-        peak_memory = int(torch.cuda.max_memory_allocated(case.device))
-    elif measure_memory:
+    memory = case.memory()
+    if case.device.type != "cuda" and measure_memory:
         from gqnbench.harness.memory import measure_cpu_step_fresh_process
 
-        peak_memory = measure_cpu_step_fresh_process(spec)["peak_rss_bytes"]
-    return case.row(timing, warmup, peaks, peak_memory, load_avg)
+        memory = {"peak_memory_bytes": measure_cpu_step_fresh_process(spec)["peak_rss_bytes"]}
+    return case.row(timing, warmup, peaks, memory, load_avg)
 
 
 def measure_interleaved(
@@ -260,7 +305,7 @@ def measure_interleaved(
             bucket.extend(time_calls(case.step.run, case.device, rounds=1, warmup=0).times_s)
     if matmuls is not None:
         peaks = matmuls.peaks()
-    rows = [case.row(Timing.from_times(ts), warmup, peaks, None, load_avg) for case, ts in zip(cases, times)]
+    rows = [case.row(Timing.from_times(ts), warmup, peaks, case.memory(), load_avg) for case, ts in zip(cases, times)]
     return rows, peaks
 
 
@@ -278,7 +323,7 @@ def _warm_case(spec: StepSpec, warmup: int, progress: Callable[[str], None] | No
 
 
 class _MatmulRotation:
-    """The fp32 and bf16 ``n x n`` matmuls that join the round-robin: three calls each per round."""
+    """The fp32 and bf16 (and on CUDA tf32) ``n x n`` matmuls that join the round-robin: three calls each per round."""
 
     def __init__(self, n: int, device: torch.device) -> None:
         self.n = n
@@ -286,10 +331,8 @@ class _MatmulRotation:
         self.fns: dict[str, Callable[[], object]] = {}
         self.times: dict[str, list[float]] = {}
         gen = torch.Generator().manual_seed(0)
-        for name in ("fp32", "bf16"):
-            a = torch.randn(n, n, generator=gen).to(device, DTYPES[name])
-            b = torch.randn(n, n, generator=gen).to(device, DTYPES[name])
-            self.fns[name] = lambda a=a, b=b: torch.mm(a, b)
+        for name in peak_dtypes(("fp32", "bf16"), device):
+            self.fns[name] = _matmul(name, n, device, gen)
             time_calls(self.fns[name], device, rounds=1, warmup=2)
             self.times[name] = []
 
@@ -305,7 +348,7 @@ class _MatmulRotation:
         return peaks
 
 
-def throughput_matrix(
+def matrix_specs(
     models: Iterable[str],
     preset: str,
     modes: Iterable[str] = ("train", "infer"),
@@ -313,32 +356,47 @@ def throughput_matrix(
     dtypes: Iterable[str] = ("fp32", "bf16"),
     compiled: Iterable[bool] = (False, True),
     channels_last: Iterable[bool] = (False,),
+    fast_paths: Iterable[str] = ("off",),
     device: str = "cpu",
+    **spec_kwargs,
+) -> list[StepSpec]:
+    """Every combination as a :class:`StepSpec`, leaving out what ``device`` cannot run (fp16 on the CPU, a
+    CUDA-only fast path switch)."""
+    dev = resolve_device(device)
+    specs = []
+    for m, mode, b, d, c, cl, f in itertools.product(
+        models, modes, batches, dtypes, compiled, channels_last, fast_paths
+    ):
+        spec = StepSpec(
+            m, preset, mode=mode, batch=b, dtype=d, compiled=c, channels_last=cl, device=str(dev), fast_path=f,
+            **spec_kwargs,
+        )  # fmt: skip
+        if d == "fp16" and dev.type != "cuda":
+            continue
+        try:
+            spec.fast()
+        except UnsupportedCase:
+            continue
+        specs.append(spec)
+    return specs
+
+
+def throughput_matrix(
+    models: Iterable[str],
+    preset: str,
     rounds: int = 5,
     warmup: int = 2,
     peaks: dict | None = None,
     measure_memory: bool = False,
     progress: Callable[[str], None] | None = None,
-    **spec_kwargs,
+    **matrix,
 ) -> list[dict]:
-    """Every combination as rows; cases this device cannot run (fp16 on CPU) are skipped, not failed."""
+    """Every combination (``matrix``: the keywords of :func:`matrix_specs`) measured one after the other, as rows."""
     rows = []
-    dev = resolve_device(device)
-    cases = [
-        StepSpec(m, preset, mode=mode, batch=b, dtype=d, compiled=c, channels_last=cl, device=str(dev), **spec_kwargs)
-        for m in models
-        for mode in modes
-        for b in batches
-        for d in dtypes
-        for c in compiled
-        for cl in channels_last
-    ]
-    for spec in cases:
-        if spec.dtype == "fp16" and dev.type != "cuda":
-            continue
-        if progress is not None:
-            progress(spec.label())
+    for spec in matrix_specs(models, preset, **matrix):
         try:
+            if progress is not None:
+                progress(spec.label())
             rows.append(measure_throughput(spec, rounds, warmup, peaks, measure_memory))
         except UnsupportedCase:
             continue

@@ -4,6 +4,14 @@ A model is an ``nn.Module`` with ``loss(episode, step)`` (the training objective
 scalar to minimise, plus its parts for logging) and ``predict(episode)`` (the mean image
 for every query view, used by the NLL evaluation). Nothing here depends on a
 particular architecture.
+
+The two study models split their loss in two (:meth:`GQNFamilyModel.loss_inputs` and
+:meth:`GQNFamilyModel.core_loss`): the representation, whose input shapes change with the
+number of context views drawn for each scene, and the L-step core, whose shapes are fixed by
+the batch and the query count and whose code has no host synchronisation (no ``.item()``,
+no Python branch on a tensor's value). ``loss`` is the two in a row; the step's fast path
+(:mod:`gqnbench.step`) runs the core as a CUDA graph. A plugin model may override ``loss``
+instead; it then simply runs without the graph.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ class LossOutput:
     reconstruction: torch.Tensor  # -log p(x_q | ...) at the training pixel sigma
     kl: torch.Tensor  # KL(q || pi) summed over latents; zero for models without one
     mean_image: torch.Tensor  # [B*K, 3, H, W] predicted mean used in the reconstruction term
-    sigma: float
+    sigma: float | torch.Tensor  # a 0-d tensor when the step feeds the schedule's sigma to a CUDA graph
 
 
 def gaussian_rsample(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -83,6 +91,15 @@ class GQNFamilyModel(nn.Module):
         raise NotImplementedError
 
     def loss(self, episode: Episode, step: int = 0) -> LossOutput:
+        """The training objective of update ``step``: the core's loss on the representation's inputs."""
+        return self.core_loss(*self.loss_inputs(episode), sigma=self.pixel_sigma(step))
+
+    def loss_inputs(self, episode: Episode) -> tuple[torch.Tensor, ...]:
+        """What the L-step core reads, from the episode (the representation runs here): shapes fixed by B and K."""
+        raise NotImplementedError
+
+    def core_loss(self, *inputs: torch.Tensor, sigma: float | torch.Tensor) -> LossOutput:
+        """The L-step core and the loss on ``loss_inputs``' tensors, at pixel standard deviation ``sigma``."""
         raise NotImplementedError
 
     def predict(self, episode: Episode, use_mean: bool = False) -> torch.Tensor:

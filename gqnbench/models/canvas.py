@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gqnbench.models.layout import zeros_in_layout
+
 
 class CanvasWriter(nn.Module):
     """Canvas methods for a core that defines ``upsample_h`` (4x4, stride 4, no bias)."""
@@ -25,9 +27,9 @@ class CanvasWriter(nn.Module):
         self.canvas_at_core_size = at_core_size
 
     def initial_canvas(self, reference: torch.Tensor, batch: int) -> torch.Tensor:
-        """A zero canvas with the dtype and device of ``reference``."""
+        """A zero canvas with the dtype, device and memory layout of ``reference``."""
         size = self.core_size if self.canvas_at_core_size else 4 * self.core_size
-        return reference.new_zeros(batch, self.canvas_channels, size, size)
+        return zeros_in_layout(reference, batch, self.canvas_channels, size, size)
 
     def add_to_canvas(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         return u + h if self.canvas_at_core_size else u + self.upsample_h(h)

@@ -11,10 +11,17 @@ so the gate pre-activation splits into ``conv(static, W_static) + conv(dynamic,
 W_dynamic)``; :meth:`ConvLSTMCell.prepare` computes the first term once per forward and
 the steps convolve only the channels that change. Same parameters, same function (up to
 rounding). More such shortcuts: gqnbench.models.folding.
+
+The gate nonlinearities and the state update are one function, :func:`lstm_update`, so the
+step's fast path can replace it in every cell with its ``torch.compile`` (``fused_update``):
+regional compilation of the part repeated L times, which fuses the gate sum, the four
+nonlinearities and both products into one kernel forward and one backward, and builds in
+seconds where compiling the whole model unrolls the L steps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -22,6 +29,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from gqnbench.models.folding import CallTimeWeightConv, in_autocast_dtype
+from gqnbench.models.layout import in_layout_of, zeros_in_layout
+
+LSTMUpdate = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def lstm_update(
+    gates: torch.Tensor, c: torch.Tensor, static_gates: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(h, c)`` from the gate pre-activations (plus the static inputs' share, when folded) and the old ``c``."""
+    if static_gates is not None:
+        gates = static_gates + gates
+    f, i, o, g = gates.chunk(4, dim=1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(c)
+    return h, c
 
 
 class PreparedGates(NamedTuple):
@@ -48,8 +70,10 @@ class _StaticSplit(nn.Module):
 
     def forward(self, static_x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> PreparedGates:
         before, static_w, after = torch.split(weight, self.sizes, dim=1)
-        static_gates = F.conv2d(static_x, static_w, bias, padding=self.padding)
-        return PreparedGates(static_gates, in_autocast_dtype(torch.cat((before, after), dim=1)))
+        # The static inputs are a concatenation of broadcast and upsampled maps: NCHW unless moved.
+        static_gates = F.conv2d(in_layout_of(static_x, weight), static_w, bias, padding=self.padding)
+        step_weight = in_layout_of(torch.cat((before, after), dim=1), weight)
+        return PreparedGates(static_gates, in_autocast_dtype(step_weight))
 
 
 class ConvLSTMCell(nn.Module):
@@ -80,6 +104,8 @@ class ConvLSTMCell(nn.Module):
         if static is not None:
             self.split_static = _StaticSplit(hidden_channels, static, in_channels, kernel_size // 2)
         self.step_conv = CallTimeWeightConv(kernel_size // 2)
+        # The step's fast path puts a compiled lstm_update here (gqnbench.step); None runs it eagerly.
+        self.fused_update: LSTMUpdate | None = None
 
     def prepare(self, static_x: torch.Tensor) -> PreparedGates:
         """The static channels' share of the gates (bias included), computed once per forward."""
@@ -95,16 +121,13 @@ class ConvLSTMCell(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step; with ``prepared``, ``x`` holds only the non-static channels."""
         h, c = state
+        update = self.fused_update or lstm_update
         if prepared is None:
-            gates = self.gates(torch.cat((h, x), dim=1))
-        else:
-            gates = prepared.static_gates + self.step_conv(torch.cat((h, x), dim=1), prepared.step_weight)
-        f, i, o, g = gates.chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
+            return update(self.gates(in_layout_of(torch.cat((h, x), dim=1), self.gates.weight)), c)
+        hx = in_layout_of(torch.cat((h, x), dim=1), prepared.step_weight)
+        return update(self.step_conv(hx, prepared.step_weight), c, prepared.static_gates)
 
     def initial_state(self, reference: torch.Tensor, batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Zero (h, c) with the dtype and device of ``reference``."""
-        zeros = reference.new_zeros(batch, self.hidden_channels, size, size)
+        """Zero (h, c) with the dtype, device and memory layout of ``reference``."""
+        zeros = zeros_in_layout(reference, batch, self.hidden_channels, size, size)
         return zeros, zeros.clone()

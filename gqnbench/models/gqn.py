@@ -161,10 +161,13 @@ class GQN(GQNFamilyModel):
     def _image(self, u: torch.Tensor) -> torch.Tensor:
         return image_mean(self.eta_g(self.generation_cores[-1].render_canvas(u)), self.config.output_head)
 
-    def _posterior_pass(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run L steps with z from the posterior: (mean image, KL per image, target images)."""
+    def loss_inputs(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The flattened query images and viewpoints and each query's r: ``(x, v, r)``."""
         x, v = flatten_queries(episode)
-        r = self._represent(episode)
+        return x, v, self._represent(episode)
+
+    def _posterior_core(self, x: torch.Tensor, v: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run L steps with z from the posterior: (mean image, KL per image)."""
         batch = x.shape[0]
         canvas_up = self.generation_cores[0].upsample_h if self.config.canvas_at_core_size else None
         static_e = [core.prepare(x, v, r, canvas_up) for core in self.inference_cores]
@@ -179,11 +182,13 @@ class GQN(GQNFamilyModel):
             z = gaussian_rsample(mu_q, logvar_q)
             h_g, c_g, u = self.generation_cores[i](static_g[i], z, u, (h_g, c_g))
             kl = kl + gaussian_kl(mu_q, logvar_q, mu_pi, logvar_pi)
-        return self._image(u), kl, x
+        return self._image(u), kl
 
-    def loss(self, episode: Episode, step: int = 0) -> LossOutput:
-        mean_image, kl, x = self._posterior_pass(episode)
-        sigma = self.pixel_sigma(step)
+    def core_loss(
+        self, x: torch.Tensor, v: torch.Tensor, r: torch.Tensor, *, sigma: float | torch.Tensor
+    ) -> LossOutput:
+        """The ELBO's terms: reconstruction at pixel sigma ``sigma`` and the KL summed over the L latents."""
+        mean_image, kl = self._posterior_core(x, v, r)
         reconstruction = gaussian_nll(x, mean_image, sigma)
         return LossOutput(
             loss=(reconstruction + kl).mean(),
@@ -195,7 +200,7 @@ class GQN(GQNFamilyModel):
 
     def reconstruct(self, episode: Episode) -> torch.Tensor:
         """Posterior reconstruction of the queries (z sees x_q): a diagnostic, not a prediction."""
-        mean_image, _, _ = self._posterior_pass(episode)
+        mean_image, _ = self._posterior_core(*self.loss_inputs(episode))
         return as_prediction(mean_image).view_as(episode.query_images)
 
     def predict(self, episode: Episode, use_mean: bool = False) -> torch.Tensor:
@@ -204,7 +209,7 @@ class GQN(GQNFamilyModel):
         r = self._represent(episode)
         batch = v.shape[0]
         static_g = [core.prepare(v, r) for core in self.generation_cores]
-        (h_g, c_g), _, u = self._initial(episode.query_images, batch)
+        (h_g, c_g), _, u = self._initial(episode.query_images.flatten(0, 1), batch)
         for layer in range(self.config.num_layers):
             i = self._core_index(layer)
             mu_pi, logvar_pi = self.eta_pi(h_g).chunk(2, dim=1)

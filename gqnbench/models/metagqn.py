@@ -28,6 +28,7 @@ from gqnbench.models.canvas import CanvasWriter
 from gqnbench.models.config import ModelConfig
 from gqnbench.models.convlstm import ConvLSTMCell
 from gqnbench.models.folding import PointUpsample
+from gqnbench.models.layout import in_layout_of, zeros_in_layout
 
 
 class LatentInferenceCore(nn.Module):
@@ -100,17 +101,25 @@ class MetaGQN(GQNFamilyModel):
     def _core_index(self, layer: int) -> int:
         return 0 if self.config.shared_core else layer
 
-    def infer_latents(self, episode: Episode, use_mean: bool = False) -> list[torch.Tensor]:
-        """z_1..z_L ~ q(z | D) for each scene of the batch: L tensors [B, z, s, s]."""
+    def _represent(self, episode: Episode) -> torch.Tensor:
+        """r for each scene of the batch, on the core's grid."""
         cfg = self.config
         r = self.representation(
             episode.context_images, episode.context_viewpoints, episode.context_scene, episode.num_scenes
         )
         if r.shape[-1] != cfg.core_size:  # pooled r: broadcast to the core's grid (no parameters)
             r = r.expand(-1, -1, cfg.core_size, cfg.core_size)
+        return r
+
+    def infer_latents(self, episode: Episode, use_mean: bool = False) -> list[torch.Tensor]:
+        """z_1..z_L ~ q(z | D) for each scene of the batch: L tensors [B, z, s, s]."""
+        return self._latents(self._represent(episode), use_mean)
+
+    def _latents(self, r: torch.Tensor, use_mean: bool = False) -> list[torch.Tensor]:
+        cfg = self.config
         batch = r.shape[0]
         state = self.inference_cores[0].lstm.initial_state(r, batch, cfg.core_size)
-        z = r.new_zeros(batch, cfg.z_channels, cfg.core_size, cfg.core_size)
+        z = zeros_in_layout(r, batch, cfg.z_channels, cfg.core_size, cfg.core_size)
         prepared = [core.prepare(r) for core in self.inference_cores]
         latents = []
         for layer in range(cfg.num_layers):
@@ -133,20 +142,28 @@ class MetaGQN(GQNFamilyModel):
         u = self.generation_cores[0].initial_canvas(latents[0], batch)
         for layer in range(cfg.num_layers):
             i = self._core_index(layer)
-            z = latents[layer].repeat_interleave(k, dim=0)  # one z per scene, shared by its queries
+            # One z per scene, shared by its queries (in z's own layout: a copy comes out NCHW).
+            z = in_layout_of(latents[layer].repeat_interleave(k, dim=0), latents[layer])
             h, c, u = self.generation_cores[i](prepared[i], z, u, (h, c))
         return image_mean(self.eta_g(self.generation_cores[-1].render_canvas(u)), cfg.output_head)
 
-    def loss(self, episode: Episode, step: int = 0) -> LossOutput:
+    def loss_inputs(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each scene's r, the [B, K, 7] query viewpoints and the flattened query images: ``(r, v, x)``."""
         x, _ = flatten_queries(episode)
-        mean_image = self.generate(self.infer_latents(episode), episode.query_viewpoints)
-        reconstruction = gaussian_nll(x, mean_image, 1.0)
+        return self._represent(episode), episode.query_viewpoints, x
+
+    def core_loss(
+        self, r: torch.Tensor, v: torch.Tensor, x: torch.Tensor, *, sigma: float | torch.Tensor
+    ) -> LossOutput:
+        """``-log N(x_q | mean, sigma)`` with one sample of the latents per scene (sigma is fixed at 1 by the study)."""
+        mean_image = self.generate(self._latents(r), v)
+        reconstruction = gaussian_nll(x, mean_image, sigma)
         return LossOutput(
             loss=reconstruction.mean(),
             reconstruction=reconstruction.mean(),
             kl=reconstruction.new_zeros(()),
             mean_image=mean_image,
-            sigma=1.0,
+            sigma=sigma,
         )
 
     def predict(self, episode: Episode, use_mean: bool = False) -> torch.Tensor:

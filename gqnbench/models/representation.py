@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gqnbench.models.layout import in_layout_of
+
 
 class Representation(nn.Module):
     def __init__(self, r_channels: int = 256, viewpoint_dim: int = 7, pool: bool = True) -> None:
@@ -31,7 +33,7 @@ class Representation(nn.Module):
         """f(x, v) for each view: [N, 3, H, W], [N, 7] -> [N, C, h, w] (h = H/4, or 1 when pooled)."""
         skip = F.relu(self.c1(images))
         x = F.relu(self.c2(skip)) + F.relu(self.c4(F.relu(self.c3(skip))))
-        v = viewpoints[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
+        v = in_layout_of(viewpoints[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3]), x)
         x = torch.cat((x, v), dim=1)
         x = F.relu(self.c5(x)) + F.relu(self.c7(F.relu(self.c6(x))))
         x = F.relu(self.c8(x))
@@ -44,5 +46,5 @@ class Representation(nn.Module):
     ) -> torch.Tensor:
         """r per scene: the sum of f over that scene's context views -> [B, C, h, w]."""
         per_view = self.encode(images, viewpoints)
-        r = per_view.new_zeros(num_scenes, *per_view.shape[1:])
+        r = in_layout_of(per_view.new_zeros(num_scenes, *per_view.shape[1:]), per_view)
         return r.index_add(0, scene, per_view)

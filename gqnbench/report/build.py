@@ -34,6 +34,7 @@ from gqnbench.report.sections import (
     environment,
     failures,
     learning_study,
+    paper_scale,
     perf_targets,
     profile,
     robustness,
@@ -71,6 +72,7 @@ SECTIONS: list[tuple[str, SectionBuilder]] = [
     ("profile", profile.build),
     ("samples", samples.build),
     ("learning-study", learning_study.build),
+    ("paper-scale", paper_scale.build),
 ]
 
 

@@ -41,3 +41,5 @@ class MainJobDoc(ResultsDoc):
 
     plan: Plan
     stages: dict[str, Stage]
+    # train.amp=auto resolved once for the job's runs (gqnbench.precision.PrecisionChoice); null otherwise.
+    precision: dict[str, Any] | None = None

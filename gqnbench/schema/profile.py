@@ -20,6 +20,7 @@ class Phase(Part):
     time_s: float
     mean_time_s: float | None = None
     share: float | None
+    busy_s: float | None = None  # CUDA: the phase's kernel time alone (time_s adds the idle time before them)
     calls_per_step: float
     flop: float | None
     flop_per_s: float | None
@@ -77,11 +78,15 @@ class ProfileCase(Part):
     phase_time: str
     phases: list[Phase]
     phase_sum_s: float
+    coverage: float | None = None  # phase_sum_s / profiled_step_s
+    min_coverage: float | None = None  # the share the phases must cover for the attribution to be trusted
     profiled_step_s: float
     profiled_step_times_s: list[float]
     unlabelled_s: float
     step_flop: float | None
     peak_flop_per_s: float | None
+    peak_name: str | None = None  # the matmul peak it is a share of: fp32, tf32, bf16, fp16
+    fast_path: dict[str, Any] | None = None  # the step's fast path (gqnbench.step.FastPath record)
     timing: Timings
     overhead: Overhead
     top_operators: list[Operator]

@@ -129,6 +129,10 @@ class TrainingRunDoc(ResultsDoc):
     eval_wall_s: float | None = None
     device: str | None = None
     dtype: str | None = None
+    # train.amp=auto: what was chosen, the fp32/bf16 step times per model it was chosen on, the checks.
+    precision_choice: dict[str, Any] | None = None
+    # The step's fast path as it ran (gqnbench.step.TrainStep.fast_path_record: spec, switches, TF32 in use, notes).
+    fast_path: dict[str, Any] | None = None
     world_size: int | None = None
     resumed_from_step: int | None = None
     machine_load: MachineLoad | None = None

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from gqnbench.results import atomic_write_bytes
-from gqnbench.step import TrainStep, parse_precision
+from gqnbench.step import TrainStep, normalize_amp
 from gqnbench.training import distributed as D
 
 CHECKPOINT_FORMAT = 1
@@ -88,7 +88,7 @@ def check_checkpoint(ckpt: dict[str, Any], path: Path, model: str, config: dict[
     for key in ("batch_size", "lr_start", "lr_end", "lr_anneal_steps", "seed", "amp", "adam_beta1", "adam_beta2"):
         old, new = saved.get("train", {}).get(key), config.get("train", {}).get(key)
         if key == "amp" and old is not None and new is not None:
-            old, new = parse_precision(old), parse_precision(new)  # train.amp=off is fp32
+            old, new = normalize_amp(old), normalize_amp(new)  # train.amp=off is fp32
         if old != new:
             raise CheckpointError(
                 f"{path}: checkpoint has train.{key}={saved.get('train', {}).get(key)!r}, "

@@ -25,8 +25,13 @@ class TrainConfig:
     eval_every: int = ranged(1000, lo=1)
     checkpoint_every: int = ranged(1000, lo=1)
     seed: int = ranged(0, lo=0)
-    amp: str = "off"  # off | bf16 | fp16 (fp16 only on CUDA, with a grad scaler)
+    # off (= fp32) | bf16 | fp16 (fp16 only on CUDA, with a grad scaler) | auto: fp32 or bf16, whichever
+    # this host runs faster and passes the numerics check (gqnbench.precision)
+    amp: str = "off"
     compile: bool = False
+    # The step's fast path (gqnbench.step.FastPath): "auto" is every switch on CUDA and none on the
+    # CPU; "off"; or switch names such as "auto,-cuda_graph" or "channels_last,fused_cell".
+    fast_path: str = "auto"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = ranged(None, lo=1)  # torch.set_num_threads; None leaves the default
     # A validation NLL above this marks the run diverged (inf: only a non-finite NLL does).
@@ -37,6 +42,8 @@ class TrainConfig:
     tensorboard: bool = True  # TensorBoard scalars next to the results file
     inject_nan_at_step: int | None = ranged(None, lo=0)  # fault injection for tests: the loss at this step becomes NaN
     flush_denormal: bool = True  # CPU flush-to-zero: denormals from saturated gates made fp32 steps 2-5x slower
+    # amp=auto already resolved (the main job measures once for all its runs): the PrecisionChoice as JSON.
+    amp_choice: str | None = None
 
     def __post_init__(self) -> None:
         check_ranges(self)

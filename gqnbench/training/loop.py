@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -61,8 +62,10 @@ from tqdm.auto import tqdm
 from gqnbench.config import replace_fields
 from gqnbench.data.episode import Episode
 from gqnbench.models import build_model
+from gqnbench.precision import AUTO, PrecisionChoice, choose_precision, describe
 from gqnbench.presets import Preset
 from gqnbench.reliability import hold_lock
+from gqnbench.results import read_result
 from gqnbench.step import TrainStep, build_step, check_precision, flush_denormals
 from gqnbench.training import distributed as D
 from gqnbench.training.checkpoint import CheckpointError, check_checkpoint, load_torch, restore_run_checkpoint
@@ -124,7 +127,8 @@ def train(
         preset = _resolved(preset, model_name, seed, steps, ctx)
         cfg = preset.train
         device = D.resolve_device(cfg.device, ctx)
-        check_precision(cfg.amp, device)
+        if cfg.amp != AUTO:
+            check_precision(cfg.amp, device)
         config = run_config(preset, model_name)
         request = {"steps": cfg.steps, "target_nll": target_nll, "max_seconds": max_seconds}
         continue_run = existing_run(paths, config, request, resume)
@@ -132,13 +136,24 @@ def train(
             return continue_run  # finished with the same request: reused
         data = data or load_training_data(preset.data, cache_root)
         sampler = data.sampler(cfg.batch_size, cfg.seed, preset.data)
-        trainer = build_trainer(model_name, preset, device, ctx)
         resumed = continue_run and paths.checkpoint.is_file()
+        choice = _precision_choice(preset, model_name, paths, resumed, device, ctx) if cfg.amp == AUTO else None
+        if choice is not None:  # the run's config keeps "auto"; its step trains in the chosen precision
+            cfg = dataclasses.replace(cfg, amp=choice.chosen)
+            preset = dataclasses.replace(preset, train=cfg)
+        trainer = build_trainer(model_name, preset, device, ctx)
         st = _restore(paths, model_name, config, trainer, ctx, resume, cfg.steps) if resumed else RunState()
+        st.precision_choice = None if choice is None else choice.as_dict()
         args = (model_name, preset.name, tag or preset.name, cfg, config, request, data, device, ctx)
         # Starting from step 0: an earlier run's resume point and weights go once this one has started.
         stale = () if resumed else (paths.checkpoint, paths.weights)
-        record = RunRecord(paths, *args, resumed_from=st.step if resumed else None, replaces=stale)
+        record = RunRecord(
+            paths,
+            *args,
+            resumed_from=st.step if resumed else None,
+            replaces=stale,
+            fast_path=trainer.fast_path_record(),
+        )
         board = paths.tensorboard if cfg.tensorboard and ctx.is_main else None
         log = RunLog(paths.name, cfg.steps, st, board, resumed, progress and ctx.is_main)
         schedule = Schedule.of(cfg, max_seconds, stop_at_step)
@@ -172,6 +187,26 @@ def _resolved(preset: Preset, model_name: str, seed: int | None, steps: int | No
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     return preset
+
+
+def _precision_choice(
+    preset: Preset, model_name: str, paths: RunPaths, resumed: bool, device: torch.device, ctx: D.DistContext
+) -> PrecisionChoice:
+    """``amp = auto`` resolved once: the main job's choice, the one a resumed run recorded, or measured now."""
+    if preset.train.amp_choice:
+        return PrecisionChoice.from_dict(json.loads(preset.train.amp_choice), source="main job")
+    if resumed and paths.result.is_file():
+        recorded = read_result(paths.result, "training_run").get("precision_choice")
+        if recorded:
+            return PrecisionChoice.from_dict(recorded, source="checkpoint")
+    choice = choose_precision(preset, [model_name], device)
+    if ctx.enabled:  # every rank measured; all must train in one precision
+        votes = D.all_reduce_sum([float(choice.chosen == "bf16")], ctx, device)[0]
+        if votes < ctx.world_size and choice.chosen == "bf16":
+            choice = dataclasses.replace(choice, chosen="fp32", reason="another rank measured bf16 no faster")
+    if ctx.is_main:
+        tqdm.write(f"{paths.name}: {describe(choice)}", file=sys.stderr)
+    return choice
 
 
 def noise_seed(seed: int, rank: int) -> int:

@@ -54,6 +54,7 @@ class RunState:
     diverged_step: int | None = None
     diverged_reason: str | None = None
     first_step_s: float | None = None  # includes compilation when compile=True
+    precision_choice: dict[str, Any] | None = None  # what train.amp=auto chose (gqnbench.precision); kept on resume
 
     @property
     def running(self) -> bool:
@@ -107,6 +108,7 @@ class RunRecord:
     error: str | None = None  # why the run failed (status "failed")
     # An earlier run's checkpoint and weights, removed once this run's first results file is written.
     replaces: tuple[Path, ...] = ()
+    fast_path: dict[str, Any] = field(default_factory=dict)  # the step's fast path as it runs
 
     def __post_init__(self) -> None:
         if self.ctx.is_main:
@@ -152,6 +154,8 @@ class RunRecord:
             "eval_wall_s": st.eval_wall_s,
             "device": str(self.device),
             "dtype": precision_label(self.cfg.amp),
+            "precision_choice": st.precision_choice,
+            "fast_path": self.fast_path or None,
             "world_size": self.ctx.world_size,
             "resumed_from_step": self.resumed_from,
             "machine_load": load,

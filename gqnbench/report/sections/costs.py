@@ -8,6 +8,7 @@ multiply-adds (GMAC); memory in MiB (2**20 bytes); time in milliseconds unless m
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -44,6 +45,7 @@ THROUGHPUT_COLUMNS = [
     "batch",
     "dtype",
     "compiled",
+    "fast_path",
     "formulation",
     "device",
     "median_s",
@@ -51,7 +53,9 @@ THROUGHPUT_COLUMNS = [
     "images_per_s",
     "flop_per_s",
     "mfu",
+    "mfu_peak",
     "peak_memory_bytes",
+    "nvml_used_bytes",
     "compile_s",
     "graph_breaks",
     "file",
@@ -74,7 +78,13 @@ def costs_docs(results: ResultSet) -> list[tuple[ResultFile, CostsDoc]]:
     return [(f, f.as_(CostsDoc)) for f in results.of_kind("costs")]
 
 
+def _fast_spec(record: Any) -> str:
+    """A row's fast path as its spec string; rows from before the fast path ran the plain step ("off")."""
+    return str(record.get("spec", "off")) if isinstance(record, dict) else "off"
+
+
 def _harness_row(path: Any, doc: CostsDoc, row: ThroughputRow) -> dict[str, Any]:
+    extra = row.extras()
     return {
         "source": "harness",
         "benchmark": None,
@@ -84,6 +94,7 @@ def _harness_row(path: Any, doc: CostsDoc, row: ThroughputRow) -> dict[str, Any]
         "batch": row.batch,
         "dtype": row.dtype,
         "compiled": row.compiled,
+        "fast_path": _fast_spec(extra.get("fast_path")),
         "formulation": _formulation(row.fold_linear_ops),
         # A row without its own device was measured on the file's.
         "device": row.device if row.device is not None else doc.device,
@@ -92,7 +103,10 @@ def _harness_row(path: Any, doc: CostsDoc, row: ThroughputRow) -> dict[str, Any]
         "images_per_s": row.images_per_s,
         "flop_per_s": row.flop_per_s,
         "mfu": row.mfu,
+        # Rows from before the peak was recorded were divided by their own dtype's peak.
+        "mfu_peak": extra.get("mfu_peak") or (row.dtype if row.mfu is not None else None),
         "peak_memory_bytes": row.peak_memory_bytes,
+        "nvml_used_bytes": extra.get("nvml_used_bytes"),
         "compile_s": row.compile_s,
         "graph_breaks": row.graph_breaks,
         "file": path,
@@ -108,13 +122,15 @@ def _benchmark_row(path: Any, bench: dict[str, Any]) -> dict[str, Any]:
         "source": "pytest-benchmark",
         "benchmark": bench["fullname"],
         **{k: info.get(k) for k in ("model", "preset", "mode", "batch", "dtype", "compiled")},
+        "fast_path": _fast_spec(info.get("fast_path")),
         "formulation": _formulation(info.get("fold_linear_ops")),
         "device": info.get("device"),
         "median_s": median,
         "iqr_s": as_float(bench["stats"].get("iqr")),
         "images_per_s": info.get("images_per_s"),
         "flop_per_s": as_float(flop) / median if flop is not None and median > 0 else None,
-        **{k: info.get(k) for k in ("mfu", "peak_memory_bytes", "compile_s", "graph_breaks")},
+        **{k: info.get(k) for k in ("mfu", "peak_memory_bytes", "compile_s", "graph_breaks", "nvml_used_bytes")},
+        "mfu_peak": info.get("mfu_peak") or (norm_dtype(info.get("dtype")) if info.get("mfu") is not None else None),
         "file": path,
     }
 
@@ -127,13 +143,14 @@ def throughput_frame(results: ResultSet) -> pd.DataFrame:
     if len(frame):
         frame["dtype"] = frame["dtype"].map(norm_dtype)
         frame["compiled"] = frame["compiled"].map(lambda v: bool(v) if v is not None else False)
-        for col in ("median_s", "iqr_s", "images_per_s", "flop_per_s", "mfu", "peak_memory_bytes", "compile_s"):
+        numbers = ("median_s", "iqr_s", "images_per_s", "flop_per_s", "mfu", "peak_memory_bytes", "nvml_used_bytes")
+        for col in (*numbers, "compile_s"):
             frame[col] = frame[col].map(as_float)
     return frame
 
 
 # What must match for two throughput rows to be a like-for-like pair.
-_PAIR_KEYS = ("source", "model", "preset", "mode", "batch", "dtype", "compiled", "formulation", "device")
+_PAIR_KEYS = ("source", "model", "preset", "mode", "batch", "dtype", "compiled", "fast_path", "formulation", "device")
 
 
 # The like-for-like pair tables: (table name, column that differs, base value, caption, display names).
@@ -146,6 +163,13 @@ _PAIR_TABLES: tuple[tuple[str, str, Any, str, dict[str, str]], ...] = (
         {"False": "eager", "True": "compiled"},
     ),
     ("fp32_vs_lowp", "dtype", "fp32", "fp32 vs bf16/fp16 autocast (median step)", {}),
+    (
+        "fast_vs_plain",
+        "fast_path",
+        "off",
+        "The step's fast path (gqnbench.step.FastPath) vs the plain step (median step)",
+        {"off": "plain step"},
+    ),
     (
         "folded_vs_unfolded",
         "formulation",
@@ -256,12 +280,15 @@ def _throughput_display(frame: pd.DataFrame) -> pd.DataFrame:
             "batch": frame["batch"].map(F.fmt_int),
             "dtype": frame["dtype"],
             "eager / compiled": frame["compiled"].map(lambda c: "compiled" if c else "eager"),
+            "fast path": frame["fast_path"].fillna("off").astype(str),
             "median step (ms)": frame["median_s"].map(F.fmt_ms),
             "IQR / median": spread.map(F.fmt_pct),
             "images/s": frame["images_per_s"].map(F.fmt_float),
             "GFLOP/s": (frame["flop_per_s"] / 1e9).map(F.fmt_float),
             "MFU": frame["mfu"].map(F.fmt_pct),
+            "MFU against": frame["mfu_peak"].map(lambda v: F.MISSING if v is None or pd.isna(v) else f"{v} peak"),
             "peak memory (MiB)": frame["peak_memory_bytes"].map(lambda b: F.fmt_float(F.mib(b), 0)),
+            "GPU in use, NVML (MiB)": frame["nvml_used_bytes"].map(lambda b: F.fmt_float(F.mib(b), 0)),
             "compile (s)": frame["compile_s"].map(F.fmt_float),
             "graph breaks": frame["graph_breaks"].map(F.fmt_int),
         }
@@ -292,7 +319,12 @@ UNITS = (
     "`torch.utils.flop_counter.FlopCounterMode` (convolutions and matmuls, backward included for training); "
     "fvcore counts multiply-adds (GMAC, forward only). Times are medians after warm-up with the device "
     "synchronised; spread = IQR / median. Memory in MiB (2²⁰ bytes). MFU = achieved FLOP/s ÷ the dense "
-    "matmul peak measured on the same device in the same run."
+    "matmul peak of the arithmetic the step used, measured on the same device in the same run: an fp32 step "
+    "on a GPU whose convolutions ran as TF32 (cuDNN's default) is divided by the TF32 matmul peak "
+    '(column "MFU against"). Peak memory on a GPU is the step\'s own: what it holds between steps '
+    "(weights, gradients, optimizer state, batch), the most it allocates beyond that, and its CUDA graphs' "
+    "memory pools; NVML's figure is all the device memory in use after the step. The fast path is the "
+    'step\'s `train.fast_path` (gqnbench.step.FastPath); "off" is the plain step.'
 )
 
 
@@ -395,6 +427,60 @@ def _throughput_blocks(throughput: pd.DataFrame, ctx: ReportContext) -> list:
     return blocks
 
 
+def precision_frame(results: ResultSet) -> pd.DataFrame:
+    """What ``train.amp = auto`` chose, per measurement: the main job's, else each run's own (one row per model)."""
+    measured: dict[str, tuple[dict[str, Any], Any]] = {}
+    sources = results.of_kind("main_job") or results.of_kind("training_run")
+    for f in sources:
+        choice = f.doc.get("precision") if f.kind == "main_job" else f.doc.get("precision_choice")
+        if isinstance(choice, dict) and choice.get("source") != "checkpoint":
+            measured.setdefault(json.dumps(choice, sort_keys=True), (choice, f.path))
+    rows = []
+    for choice, path in measured.values():
+        for model, times in (choice.get("step_s") or {}).items():
+            rows.append(
+                {
+                    "model": model,
+                    "fp32_step_s": as_float(times.get("fp32")),
+                    "bf16_step_s": as_float(times.get("bf16")),
+                    "bf16_numerics_passed": (choice.get("numerics_passed") or {}).get(model),
+                    "chosen": choice.get("chosen"),
+                    "reason": choice.get("reason"),
+                    "device": choice.get("device"),
+                    "threads": choice.get("threads"),
+                    "batch": choice.get("batch"),
+                    "measured_by": choice.get("source"),
+                    "file": path,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _precision_blocks(results: ResultSet, ctx: ReportContext) -> list:
+    frame = precision_frame(results)
+    if not len(frame):
+        return []
+    disp = pd.DataFrame(
+        {
+            "model": frame["model"].map(model_label),
+            "fp32 step (ms)": frame["fp32_step_s"].map(F.fmt_ms),
+            "bf16 step (ms)": frame["bf16_step_s"].map(F.fmt_ms),
+            "bf16 vs fp64 check": frame["bf16_numerics_passed"].map(lambda v: "passed" if v else "failed"),
+            "trains in": frame["chosen"],
+            "measured": [f"{d}, {t} thread(s), batch {b}, by {m}" for d, t, b, m in
+                         zip(frame["device"], frame["threads"], frame["batch"], frame["measured_by"])],
+        }
+    )  # fmt: skip
+    caption = "Training precision chosen by measurement (train.amp = auto; median step, interleaved rounds)"
+    raw = frame.drop(columns=["file"])
+    reasons = "; ".join(dict.fromkeys(str(r) for r in frame["reason"]))
+    note = Paragraph(
+        f"`train.amp = auto` times the training step in fp32 and bf16 side by side on the host that trains and "
+        f"chooses bf16 only where it is faster for every model and passes its fp64 check: {reasons}."
+    )
+    return [ctx.table("precision_choice", raw, caption, frame["file"], display=disp), note]
+
+
 def _numerics_blocks(results: ResultSet, ctx: ReportContext) -> list:
     numerics = generic_frame(results, "numerics", ["model", "path"])
     if not len(numerics):
@@ -412,6 +498,7 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
     throughput = throughput_frame(results)
     if not results.of_kind("costs") and throughput.empty:
         section.blocks.append(Note("No costs.json and no pytest-benchmark JSON: this section is omitted."))
+        section.blocks += _precision_blocks(results, ctx)
         return section
     section.blocks.append(Paragraph(UNITS))
     section.blocks += _peak_paragraphs(results, ctx)
@@ -419,6 +506,7 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
     section.blocks += _flops_blocks(results, ctx)
     section.blocks += _memory_blocks(results, ctx)
     section.blocks += _throughput_blocks(throughput, ctx)
+    section.blocks += _precision_blocks(results, ctx)
     section.blocks += _numerics_blocks(results, ctx)
     return section
 

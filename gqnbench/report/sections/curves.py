@@ -47,7 +47,7 @@ def _nearest_ratio(runs: list[ResultFile], key: str) -> float | None:
     return values.pop() if len(values) == 1 else None
 
 
-def _ratio_axis(ax, curves: pd.DataFrame, column: str, hue: str, palette, order=None) -> None:
+def ratio_axis(ax, curves: pd.DataFrame, column: str, hue: str, palette, order=None) -> None:
     """One panel of errors relative to the mean frame, its y-axis set by the trained part of the curves."""
     sns.lineplot(
         data=curves, x="step", y=column, hue=hue, hue_order=order, estimator="median", errorbar=BAND,
@@ -81,7 +81,7 @@ def _figure6_plot(curves: pd.DataFrame, runs: list[ResultFile], target: float | 
     if has_fg:
         panels.append(("fg_ratio", "val_fg_mse", "foreground MSE / mean frame's"))
     for ax, (column, key, ylabel) in zip(axes[0], panels):
-        _ratio_axis(ax, curves, column, "label", palette_for(labels))
+        ratio_axis(ax, curves, column, "label", palette_for(labels))
         nearest = _nearest_ratio(runs, key)
         if nearest is not None and nearest < ax.get_ylim()[1]:
             _mark(ax, nearest, f"nearest context view {nearest:.2f}", "#e76f51", 0.01, "left", "bottom")
@@ -170,7 +170,7 @@ def _figure7_plot(curves: pd.DataFrame, order: list[str]):
     colours = dict(zip(order, sns.color_palette("Dark2", len(order)).as_hex()))
     for ax, model in zip(axes[0], models):
         sub = curves[curves["model"] == model]
-        _ratio_axis(ax, sub, "mse_ratio", "setting", colours, order)
+        ratio_axis(ax, sub, "mse_ratio", "setting", colours, order)
         # A diverged run's last finite point, so its early end reads as a failure, not a short run.
         ends = sub[sub["diverged"]].sort_values("step").groupby("file").tail(1)
         if len(ends):

@@ -1,4 +1,4 @@
-"""Issue 5's performance targets, from ``costs`` files written by ``gqnbench perf-targets --out``.
+"""The performance targets, from ``costs`` files written by ``gqnbench perf-targets --out`` (CPU or GPU).
 
 Each such file holds one interleaved measurement (fp32 eager, bf16 variants and the matmul
 peaks timed in the same rounds); this section shows its checks and its rows as measured,
@@ -21,9 +21,11 @@ from gqnbench.schema.costs import CostsDoc
 # check name -> (what it is, how its value is shown, the target's key and direction)
 _CHECKS: dict[str, tuple[str, str, str | None, str]] = {
     "fp32_mfu": ("fp32 eager: share of the fp32 matmul peak", "pct", "fp32_mfu_min", ">="),
+    "bf16_step": ("best bf16 variant: median step", "ms", "bf16_step_max_s", "<="),
     "bf16_speedup": ("best bf16 variant: speed-up over fp32 eager", "x", "bf16_speedup_min", ">="),
     "bf16_mfu": ("best bf16 variant: share of the bf16 matmul peak", "pct", "bf16_mfu_min", ">="),
     "bf16_numerics": ("bf16 gradients vs fp64 (TorchBench rule)", "sci", None, ""),
+    "memory": ("cases with their GPU memory recorded", "int", None, ""),
     "timer_overhead": ("harness timer overhead / step", "sci", "timer_overhead_max", "<"),
     "rel_iqr": ("spread (IQR/median) of the judged rows", "pct", "rel_iqr_max", "<"),
 }
@@ -34,11 +36,18 @@ def _fmt(value: Any, how: str) -> str:
         return F.fmt_pct(value)
     if how == "x":
         return F.MISSING if value is None else f"{float(value):.2f}x"
+    if how == "ms":
+        return F.fmt_ms(value)
+    if how == "int":
+        return F.fmt_int(value)
     return F.fmt_sci(value, 2)
 
 
 def _variant(row: dict[str, Any]) -> str:
     name = f"{row.get('dtype')} {'compiled' if row.get('compiled') else 'eager'}"
+    fast = (row.get("fast_path") or {}).get("spec")
+    if fast is not None:  # rows from before the fast path name channels_last alone
+        return name + ("" if fast == "off" else f", fast path {fast}")
     return name + (" channels_last" if row.get("channels_last") else "")
 
 
@@ -73,6 +82,8 @@ def rows_frame(doc: dict[str, Any]) -> pd.DataFrame:
                 "flop_per_s": row.get("flop_per_s"),
                 "mfu": row.get("mfu"),
                 "authors_flop_rate_of_peak": row.get("authors_flop_rate_of_peak"),
+                "mfu_peak": row.get("mfu_peak"),
+                "peak_memory_bytes": row.get("peak_memory_bytes"),
                 "compile_s": row.get("compile_s"),
                 "graph_breaks": row.get("graph_breaks"),
             }
@@ -102,6 +113,9 @@ def runs_frame(files: list) -> pd.DataFrame:
             {
                 "created": f.as_(CostsDoc).created,
                 "commit": f.environment.get("commit"),
+                "model": doc.get("model"),
+                "batch": doc.get("batch"),
+                "device": doc.get("fp32", {}).get("device"),
                 "fp32_mfu": (checks.get("fp32_mfu") or {}).get("value"),
                 "bf16_speedup": (checks.get("bf16_speedup") or {}).get("value"),
                 "bf16_mfu": (checks.get("bf16_mfu") or {}).get("value"),
@@ -130,6 +144,10 @@ def _runs_table(files: list[ResultFile], ctx: ReportContext) -> Any:
             {
                 "measured at": runs["created"].astype(str),
                 "commit": runs["commit"].astype(str),
+                "case": [
+                    f"{model_label(str(m))}, batch {b}, {d}"
+                    for m, b, d in zip(runs["model"], runs["batch"], runs["device"])
+                ],
                 "fp32 MFU": runs["fp32_mfu"].map(F.fmt_pct),
                 "bf16 speed-up": runs["bf16_speedup"].map(lambda v: _fmt(v, "x")),
                 "bf16 MFU": runs["bf16_mfu"].map(F.fmt_pct),
@@ -146,11 +164,15 @@ def _measurement_paragraph(doc: dict[str, Any]) -> Paragraph:
     machine = machine_spread(doc)
     quiet = machine.get("quiet")
     spread = F.fmt_pct(machine.get("matmul_rel_iqr")) if machine else "not recorded"
+    peaks = [
+        f"{name} {F.fmt_float(as_giga(peak.get(f'{name}_flop_per_s')), 0)} GFLOP/s"
+        for name in ("fp32", "tf32", "bf16")
+        if peak.get(f"{name}_flop_per_s") is not None
+    ]
     return Paragraph(
         f"{model_label(str(doc.get('model')))}, `{doc.get('preset')}` preset, training step at batch "
         f"{doc.get('batch')}; rounds interleaved with a {peak.get('n')}² matmul that gives the peaks "
-        f"(fp32 {F.fmt_float(as_giga(peak.get('fp32_flop_per_s')), 0)} GFLOP/s, bf16 "
-        f"{F.fmt_float(as_giga(peak.get('bf16_flop_per_s')), 0)} GFLOP/s). The matmul's own IQR/median "
+        f"({', '.join(peaks)}). The matmul's own IQR/median "
         f"was {spread}{'' if quiet is None else (' (quiet machine)' if quiet else ' (machine not quiet)')}. "
         "MFU counts the FLOPs this implementation executes; the authors' column divides the FLOPs of "
         "their step-by-step formulation (the SPEC's 272 GFLOP/scene at paper size) by the same time."
@@ -180,12 +202,14 @@ def _rows_table(number: int, f: ResultFile, doc: dict[str, Any], ctx: ReportCont
     display = pd.DataFrame(
         {
             "variant": rows["variant"],
-            "median (s)": rows["median_s"].map(lambda v: F.fmt_float(v, 3)),
-            "min (s)": rows["min_s"].map(lambda v: F.fmt_float(v, 3)),
+            "median (s)": rows["median_s"].map(lambda v: F.fmt_float(v, 3 if (v or 0) >= 0.1 else 4)),
+            "min (s)": rows["min_s"].map(lambda v: F.fmt_float(v, 3 if (v or 0) >= 0.1 else 4)),
             "IQR/median": rows["rel_iqr"].map(F.fmt_pct),
             "GFLOP/s": rows["flop_per_s"].map(lambda v: F.fmt_float(as_giga(v), 0)),
             "MFU": rows["mfu"].map(F.fmt_pct),
+            "MFU against": rows["mfu_peak"].map(lambda v: F.MISSING if v is None or pd.isna(v) else f"{v} peak"),
             "authors' FLOPs / peak": rows["authors_flop_rate_of_peak"].map(F.fmt_pct),
+            "peak memory (MiB)": rows["peak_memory_bytes"].map(lambda b: F.fmt_float(F.mib(b), 0)),
             "compile (s)": rows["compile_s"].map(lambda v: F.fmt_float(v, 1)),
         }
     )

@@ -39,6 +39,11 @@ Case = tuple[ResultFile, ProfileCase]
 _DTYPE_ORDER = {"fp32": 0, "bf16": 1, "fp16": 2}
 
 
+def case_name(case: ProfileCase, with_place: bool) -> str:
+    """A case's name in tables and bars: precision and formulation, plus preset and device when cases differ in them."""
+    return f"{case.dtype} {case.formulation}" + (f" ({case.preset}, {case.device})" if with_place else "")
+
+
 def _key(case: ProfileCase) -> tuple:
     return (case.model, case.preset, case.mode, case.batch, case.dtype, case.formulation, case.device)
 
@@ -76,15 +81,20 @@ def variant(case: ProfileCase) -> str:
 
 
 def phases_frame(cases: Iterable[Case]) -> pd.DataFrame:
+    cases = list(cases)
+    mixed = len({(c.preset, c.device) for _, c in cases}) > 1
     rows = [
         {
             "model": case.model,
+            "case": case_name(case, mixed),
             "preset": case.preset,
+            "device": case.device,
             "batch": case.batch,
             "dtype": case.dtype,
             "formulation": case.formulation,
             "phase": r.phase,
             "time_s": r.time_s,
+            "busy_s": r.busy_s,
             "share": r.share,
             "flop": r.flop,
             "flop_per_s": r.flop_per_s,
@@ -112,14 +122,13 @@ def _phase_order(frame: pd.DataFrame) -> list[str]:
 
 
 def _stack_bars(ax: Any, sub: pd.DataFrame, phases: list[str], colours: dict[str, str]) -> None:
-    """One horizontal bar per precision/formulation of one model, a segment per phase."""
-    labels = list(dict.fromkeys(sub["dtype"] + " " + sub["formulation"]))
+    """One horizontal bar per case (precision, formulation, and device when they differ) of one model, a segment per phase."""
+    labels = list(dict.fromkeys(sub["case"]))
     left = [0.0] * len(labels)
     for phase in phases:
         widths = []
         for label in labels:
-            d, form = label.split(" ", 1)
-            hit = sub[(sub["dtype"] == d) & (sub["formulation"] == form) & (sub["phase"] == phase)]
+            hit = sub[(sub["case"] == label) & (sub["phase"] == phase)]
             widths.append(float(hit["time_s"].sum()) * 1e3)
         ax.barh(labels, widths, left=left, color=colours[phase], label=PHASE_NAMES.get(phase, phase))
         left = [a + b for a, b in zip(left, widths)]
@@ -131,7 +140,7 @@ def _figure(frame: pd.DataFrame, ctx: ReportContext, sources: list) -> Any:
     models = list(dict.fromkeys(frame["model"]))
     phases = _phase_order(frame)
     colours = dict(zip(phases, sns.color_palette("tab10", len(phases)).as_hex()))
-    bars = max(len(frame[frame["model"] == m][["dtype", "formulation"]].drop_duplicates()) for m in models)
+    bars = max(frame[frame["model"] == m]["case"].nunique() for m in models)
     fig, axes = plt.subplots(len(models), 1, figsize=(8, 1.2 + 0.55 * bars * len(models)), squeeze=False)
     for ax, model in zip(axes[:, 0], models):
         _stack_bars(ax, frame[frame["model"] == model], phases, colours)
@@ -158,7 +167,10 @@ def _intro(cases: list[Case], superseded: int) -> Paragraph:
         "cores (their L steps summed) and the heads; the rest of the forward (sampling, KL, NLL) is the loss "
         "phase, and the step code labels backward and the optimizer. Exactly one label is open at a time, so "
         f"the phases add up to the step. Measured on {', '.join(devices)} over {'/'.join(map(str, steps))} "
-        "profiled steps after warm-up; phase time is wall time on CPU and kernel time on CUDA. FLOPs are the "
+        "profiled steps after warm-up. Phase time is wall time on CPU; on CUDA it is the step's device "
+        "timeline, each kernel and the idle time before it given to the phase whose label was open when it "
+        "was launched (the device waited for that phase's launch), so on a GPU too the phases add up to the "
+        "step; 'device busy' is the kernels' time alone. FLOPs are the "
         "FLOP harness's counts of the same module groups (2 per multiply-add, conv and matmul only: the loss "
         "and optimizer are elementwise and have no rate); share of peak divides the achieved FLOP/s by the "
         "dense matmul peak measured in the same run."
@@ -168,15 +180,16 @@ def _intro(cases: list[Case], superseded: int) -> Paragraph:
 
 def _case_columns(frame: pd.DataFrame) -> dict[str, pd.Series]:
     """The model and variant columns every per-case table opens with."""
-    return {"model": frame["model"].map(model_label), "variant": frame["dtype"] + " " + frame["formulation"]}
+    return {"model": frame["model"].map(model_label), "variant": frame["case"]}
 
 
-def _phase_table(model: str, sub: pd.DataFrame, ctx: ReportContext, sources: list) -> Any:
+def _phase_table(name: str, model: str, sub: pd.DataFrame, ctx: ReportContext, sources: list) -> Any:
+    busy = {"device busy (ms)": sub["busy_s"].map(lambda v: F.fmt_ms(v, 1))} if sub["busy_s"].notna().any() else {}
     return ctx.table(
-        f"profile_phases_{model}",
+        name,
         sub,
         f"{model_label(model)}: phases of one training step (`{sub['preset'].iloc[0]}` preset, batch "
-        f"{sub['batch'].iloc[0]})",
+        f"{sub['batch'].iloc[0]}, {sub['device'].iloc[0]})",
         sources,
         display=pd.DataFrame(
             {
@@ -184,6 +197,7 @@ def _phase_table(model: str, sub: pd.DataFrame, ctx: ReportContext, sources: lis
                 "formulation": sub["formulation"],
                 "phase": sub["phase"].map(lambda p: PHASE_NAMES.get(p, p)),
                 "ms/step": sub["time_s"].map(lambda v: F.fmt_ms(v, 1)),
+                **busy,
                 "share of step": sub["share"].map(F.fmt_pct),
                 "GFLOP": sub["flop"].map(lambda v: F.fmt_float(None if v is None else v / 1e9, 3)),
                 "GFLOP/s": sub["flop_per_s"].map(lambda v: F.fmt_float(None if v is None else v / 1e9, 1)),
@@ -199,8 +213,8 @@ def _furthest_below_peak_line(model: str, cases: list[Case]) -> Paragraph | None
         low = furthest_below_peak(case) if case.model == model else None
         if low is not None:
             lows.append(
-                f"{variant(case)}: **{PHASE_NAMES.get(low.phase, low.phase)}** "
-                f"({F.fmt_pct(low.share_of_peak)} of the {case.dtype} peak)"
+                f"{variant(case)} ({case.device}): **{PHASE_NAMES.get(low.phase, low.phase)}** "
+                f"({F.fmt_pct(low.share_of_peak)} of the {case.peak_name or case.dtype} peak)"
             )
     if not lows:
         return None
@@ -208,9 +222,15 @@ def _furthest_below_peak_line(model: str, cases: list[Case]) -> Paragraph | None
 
 
 def _per_model_blocks(frame: pd.DataFrame, cases: list[Case], ctx: ReportContext, sources: list) -> list:
+    """A phase table per model and place (preset, device): the first keeps the plain name ``profile_phases_<model>``."""
     blocks: list = []
     for model in dict.fromkeys(frame["model"]):
-        blocks.append(_phase_table(model, frame[frame["model"] == model].reset_index(drop=True), ctx, sources))
+        sub = frame[frame["model"] == model]
+        places = list(dict.fromkeys(zip(sub["preset"], sub["device"])))
+        for i, (preset, device) in enumerate(places):
+            name = f"profile_phases_{model}" + ("" if i == 0 else f"_{preset}_{device.replace(':', '')}")
+            part = sub[(sub["preset"] == preset) & (sub["device"] == device)].reset_index(drop=True)
+            blocks.append(_phase_table(name, model, part, ctx, sources))
         line = _furthest_below_peak_line(model, cases)
         if line is not None:
             blocks.append(line)
@@ -233,14 +253,28 @@ def _warnings(frame: pd.DataFrame, cases: list[Case]) -> list[Note]:
     loud = [f"{model_label(c.model)} {variant(c)}" for _, c in cases if noisy(c)]
     if loud:
         notes.append(Note(f"{', '.join(loud)}: {NOISY_NOTE}."))
+    short = [
+        f"{model_label(c.model)} {variant(c)} on {c.device} ({F.fmt_pct(c.phase_sum_s / c.profiled_step_s)})"
+        for _, c in cases
+        if c.min_coverage is not None and c.profiled_step_s > 0 and c.phase_sum_s / c.profiled_step_s < c.min_coverage
+    ]
+    if short:
+        notes.append(
+            Note(
+                f"The phases cover less of the profiled step than the {F.fmt_pct(cases[0][1].min_coverage)} the "
+                f"attribution needs: {', '.join(short)}; the rest of the step ran outside every label."
+            )
+        )
     return notes
 
 
 def _overhead_frame(cases: list[Case]) -> pd.DataFrame:
+    mixed = len({(c.preset, c.device) for _, c in cases}) > 1
     return pd.DataFrame(
         [
             {
                 "model": c.model,
+                "case": case_name(c, mixed),
                 "dtype": c.dtype,
                 "formulation": c.formulation,
                 "plain_s": c.timing.plain.median_s,
@@ -287,10 +321,12 @@ def _overhead_table(cases: list[Case], ctx: ReportContext, sources: list) -> Any
 
 
 def _operators_table(cases: list[Case], ctx: ReportContext, sources: list) -> Any | None:
+    mixed = len({(c.preset, c.device) for _, c in cases}) > 1
     ops = pd.DataFrame(
         [
             {
                 "model": c.model,
+                "case": case_name(c, mixed),
                 "dtype": c.dtype,
                 "formulation": c.formulation,
                 "rank": i + 1,
@@ -328,10 +364,13 @@ def _memory_row(c: ProfileCase, mem: dict[str, Any]) -> dict[str, Any]:
     held = sorted((mem.get("at_peak") or {}).items(), key=lambda kv: -(kv[1] or 0))
     return {
         "model": c.model,
+        "case": case_name(c, False),
         "dtype": c.dtype,
         "formulation": c.formulation,
         "device": c.device,
         "peak_allocated_bytes": mem.get("peak_allocated_bytes"),
+        "step_peak_bytes": mem.get("peak_memory_bytes"),
+        "nvml_used_bytes": mem.get("nvml_used_bytes"),
         "timeline_peak_bytes": mem.get("timeline_peak_bytes"),
         "held_at_peak": ", ".join(f"{k} {F.fmt_float(F.mib(v), 1)} MiB" for k, v in held[:4] if v)
         or mem.get("error")
@@ -357,6 +396,8 @@ def _memory_block(cases: list[Case], ctx: ReportContext, sources: list) -> Any |
                 **_case_columns(mem),
                 "device": mem["device"],
                 "peak allocated (MiB)": mem["peak_allocated_bytes"].map(lambda v: F.fmt_float(F.mib(v), 1)),
+                "step's own peak (MiB)": mem["step_peak_bytes"].map(lambda v: F.fmt_float(F.mib(v), 1)),
+                "GPU in use, NVML (MiB)": mem["nvml_used_bytes"].map(lambda v: F.fmt_float(F.mib(v), 1)),
                 "timeline peak (MiB)": mem["timeline_peak_bytes"].map(lambda v: F.fmt_float(F.mib(v), 1)),
                 "held at the peak": mem["held_at_peak"],
             }

@@ -22,6 +22,8 @@ from gqnbench.report.plotting import plt
 from gqnbench.report.study import model_label
 from gqnbench.schema.study import SampleScene, SamplesDoc
 
+# The paper-scale recipe's preset (gqnbench.report.sections.paper_scale shows its samples).
+PAPER_SCALE_PRESET = "paper-short"
 _REFERENCE_LABELS = {"mean frame": "ref: mean frame", "nearest context view": "ref: nearest view"}
 
 
@@ -67,7 +69,7 @@ def prediction_mse(scenes: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _grid(scenes: list[dict], mse: pd.DataFrame):
+def prediction_grid(scenes: list[dict], mse: pd.DataFrame):
     n_ctx = max(len(s["context"]) for s in scenes)
     models = list(dict.fromkeys(m for s in scenes for m in s["predictions"]))
     cols = n_ctx + 1 + len(models)
@@ -109,7 +111,8 @@ def _caption(doc: SamplesDoc) -> str:
 def build(results: ResultSet, ctx: ReportContext) -> Section:
     """A grid per samples file: context views, the true query, each model's and reference's prediction."""
     section = Section("Sample predictions", "samples")
-    files = results.of_kind("samples")
+    # The paper-scale recipe's predictions are drawn in their own section.
+    files = [f for f in results.of_kind("samples") if f.as_(SamplesDoc).preset != PAPER_SCALE_PRESET]
     if not files:
         section.blocks.append(Note("No samples results: the prediction grid is omitted."))
         return section
@@ -119,7 +122,7 @@ def build(results: ResultSet, ctx: ReportContext) -> Section:
             section.blocks.append(Note(f"{ctx.rel(samples.path)} holds no scenes."))
             continue
         name = "samples" if len(files) == 1 else f"samples_{i}"
-        figure = _grid(scenes, prediction_mse(scenes))
+        figure = prediction_grid(scenes, prediction_mse(scenes))
         doc = samples.as_(SamplesDoc)
         section.blocks.append(ctx.figure(name, figure, _caption(doc), [samples.path]))
         if doc.left_out:

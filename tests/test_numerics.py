@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gqnbench.harness.numerics import _fp32_randn_like, check_numerics, perturb_weights, same_noise_across_dtypes
+from gqnbench.numerics import _fp32_randn_like, check_numerics, perturb_weights, same_noise_across_dtypes
 
 
 @pytest.mark.parametrize("model", ["gqn", "metagqn"])
@@ -47,7 +47,7 @@ def test_noise_is_the_same_in_every_dtype():
 def test_each_loss_term_is_checked_against_fp64():
     import torch
 
-    from gqnbench.harness.numerics import check_numerics
+    from gqnbench.numerics import check_numerics
 
     ok = check_numerics("gqn", "tiny", "bf16")
     assert ok.passed and set(ok.terms) == {"reconstruction", "kl"}
@@ -63,7 +63,7 @@ def test_each_loss_term_is_checked_against_fp64():
 
 
 def test_judge_bounds_each_error_by_the_fp32_error_plus_the_floor():
-    from gqnbench.harness.numerics import GRAD_FLOOR, LOSS_FLOOR, _judge
+    from gqnbench.numerics import GRAD_FLOOR, LOSS_FLOOR, _judge
 
     def measured(loss: float, grad: list[float], kl: float = 0.5) -> tuple:
         t = torch.tensor

@@ -1,4 +1,5 @@
-"""Numerics of the fast paths (bf16/fp16 autocast, torch.compile) against an fp64 reference, TorchBench style.
+"""Numerics of the fast paths (bf16/fp16 autocast, torch.compile, the step's fast path) against an fp64
+reference, TorchBench style.
 
 The loss and every parameter gradient are computed three times on the same weights, the
 same batch and the same latent noise: in fp64 (the reference), in plain fp32 eager (the
@@ -11,7 +12,9 @@ each other (SPEC section 8):
 for the loss and for the gradients. The fp32 term lets a compiled fp32 path be as
 accurate as eager fp32 within a factor; the per-dtype floor is what a correct bf16/fp16
 path costs (bf16 has an 8-bit mantissa, relative rounding 2^-9 = 2e-3 per op; measured
-on these models at the tiny and cpu presets: loss 1e-4..2e-3, gradients 1e-2..2e-2).
+on these models at the tiny and cpu presets: loss 1e-4..2e-3, gradients 1e-2..2e-2). An fp32
+fast path whose convolutions or matmuls run as TF32 (a 10-bit mantissa, like fp16) is judged
+with the ``tf32`` floor; the fp64 reference and the fp32 baseline always run without TF32.
 A fast path that is wrong (a dropped term, a perturbed weight, a broken kernel) misses
 both bounds by orders of magnitude.
 
@@ -21,6 +24,9 @@ swapped for a version that draws fp32 noise and casts it, and the RNG is reseede
 every forward, so fp64, fp32 and bf16 see the same z (rounded to their dtype). The swap
 is a plain Python function, so dynamo traces it; inductor runs with ``fallback_random``
 so compiled code draws from the same eager generator.
+
+The check sits beside the step (it imports no harness), so the training loop's precision
+choice (:mod:`gqnbench.precision`) runs it too.
 
 ``costs.json`` field: ``numerics = [row]`` with row = the dict of :class:`NumericsResult`.
 """
@@ -37,14 +43,13 @@ from dataclasses import dataclass
 import torch
 
 from gqnbench.data.episode import Episode
-from gqnbench.harness.common import as_preset, make_episode, model_config
 from gqnbench.models import GQNFamilyModel, build_model
-from gqnbench.presets import Preset
-from gqnbench.step import TrainStep, build_step, check_precision, resolve_device
+from gqnbench.presets import Preset, get_preset
+from gqnbench.step import FastPath, TrainStep, build_step, check_precision, resolve_device, tf32_in_use
 
-# Error floors per fast-path dtype (relative errors; see the module docstring for how they were chosen).
-LOSS_FLOOR = {"fp32": 1e-5, "bf16": 1e-2, "fp16": 5e-3}
-GRAD_FLOOR = {"fp32": 1e-4, "bf16": 6e-2, "fp16": 3e-2}
+# Error floors per fast-path arithmetic (relative errors; see the module docstring for how they were chosen).
+LOSS_FLOOR = {"fp32": 1e-5, "tf32": 5e-3, "bf16": 1e-2, "fp16": 5e-3}
+GRAD_FLOOR = {"fp32": 1e-4, "tf32": 3e-2, "bf16": 6e-2, "fp16": 3e-2}
 
 _torch_randn_like = torch.randn_like
 
@@ -86,6 +91,8 @@ class NumericsResult:
     multiplier: float
     batch: int
     reason: str = ""
+    fast_path: str = "off"  # the step's fast path (gqnbench.step.FastPath spec) on the checked path
+    floor: str = ""  # which arithmetic's floor judged it: fp32, tf32, bf16 or fp16
     # Each loss term on its own (reconstruction, KL): {term: {ref, fast, err_fp32, err_fast, bound}}.
     # The total can hide a wrong term (the KL is small beside the reconstruction).
     terms: dict = dataclasses.field(default_factory=dict)
@@ -171,13 +178,15 @@ def check_numerics(
     num_context: int = 3,
     compile_backend: str = "inductor",
     fast_model_hook: Callable[[GQNFamilyModel], None] | None = None,
+    fast_path: str | FastPath = "off",
 ) -> NumericsResult:
-    """Compare the fast path (``dtype`` autocast, optionally compiled) with fp64; see the module docstring.
+    """Compare the fast path (``dtype`` autocast, optionally compiled, with the step's ``fast_path``) with fp64;
+    see the module docstring.
 
     ``fast_model_hook`` edits the fast path's copy of the model before it runs (tests use
     it to build a deliberately wrong fast path that must fail).
     """
-    preset_obj = as_preset(preset)
+    preset_obj = get_preset(preset) if isinstance(preset, str) else preset
     dev = resolve_device(device)
     check_precision(dtype, dev)
     batch = batch or preset_obj.train.batch_size
@@ -188,15 +197,25 @@ def check_numerics(
         fast_model_hook(fast_model)
     if compiled:
         torch._dynamo.reset()
-    # The training step's forward (objective, autocast, compile, flush-to-zero), gradients taken by hand.
-    step_of = functools.partial(
-        build_step, train=preset_obj.train, device=dev, compile=False, compile_backend=compile_backend
-    )
+    # The training step's forward (objective, autocast, compile, fast path, flush-to-zero), gradients taken by hand.
+    # The reference and the fp32 baseline run strictly in their own precision (no TF32).
+    step_of = functools.partial(build_step, train=preset_obj.train, device=dev, compile_backend=compile_backend)
+    strict = FastPath(tf32=False) if dev.type == "cuda" else FastPath()
     noise_seed = seed + 1
     with same_noise_across_dtypes():
-        ref = _loss_and_grads(step_of(reference, precision="fp32"), episode.to(dev, torch.float64), noise_seed, dev)
-        fp32 = _loss_and_grads(step_of(base, precision="fp32"), episode, noise_seed, dev)
-        fast = _loss_and_grads(step_of(fast_model, precision=dtype, compile=compiled), episode, noise_seed, dev)
+        ref_step = step_of(reference, precision="fp32", compile=False, fast_path=strict)
+        ref = _loss_and_grads(ref_step, episode.to(dev, torch.float64), noise_seed, dev)
+        fp32 = _loss_and_grads(
+            step_of(base, precision="fp32", compile=False, fast_path=strict), episode, noise_seed, dev
+        )
+        fast_step = step_of(fast_model, precision=dtype, compile=compiled, fast_path=fast_path)
+        # One call first: compiles a fused cell and captures a CUDA graph (which draws noise of its own),
+        # so the measured call replays what trains, on the reference's noise.
+        _loss_and_grads(fast_step, episode, noise_seed, dev)
+        fast = _loss_and_grads(fast_step, episode, noise_seed, dev)
+    floor = dtype
+    if dtype == "fp32" and any(tf32_in_use(dev, fast_step.fast.tf32).values()):
+        floor = "tf32"
     return NumericsResult(
         model=model,
         preset=preset_obj.name,
@@ -204,27 +223,33 @@ def check_numerics(
         compiled=compiled,
         multiplier=multiplier,
         batch=batch,
-        **_judge(ref, fp32, fast, dtype, multiplier),
+        fast_path=fast_step.fast.spec(),
+        floor=floor,
+        **_judge(ref, fp32, fast, floor, multiplier),
     )
 
 
 def _model_and_batch(
     model: str, preset: Preset, batch: int, num_context: int, seed: int, device: torch.device
 ) -> tuple[GQNFamilyModel, Episode]:
-    cfg = model_config(model, preset)
+    cfg = preset.model_config(model)
     torch.manual_seed(seed)
     net = build_model(model, cfg).to(device)
-    return net, make_episode(cfg, batch, num_context, seed=seed, device=device)
+    generator = torch.Generator().manual_seed(seed)
+    return net, Episode.random(batch, cfg.image_size, num_context, generator=generator, device=device)
 
 
-def _judge(ref: Measured, fp32: Measured, fast: Measured, dtype: str, multiplier: float) -> dict:
-    """The :class:`NumericsResult` fields that compare the fp32 and fast paths with the fp64 reference."""
+def _judge(ref: Measured, fp32: Measured, fast: Measured, floor: str, multiplier: float) -> dict:
+    """The :class:`NumericsResult` fields that compare the fp32 and fast paths with the fp64 reference.
+
+    ``floor``: the arithmetic whose error floor applies (fp32, tf32, bf16 or fp16).
+    """
     (loss_ref, grad_ref, terms_ref), (loss_32, grad_32, terms_32), (loss_fast, grad_fast, terms_fast) = ref, fp32, fast
-    terms = _term_report(terms_ref, terms_32, terms_fast, multiplier, LOSS_FLOOR[dtype])
+    terms = _term_report(terms_ref, terms_32, terms_fast, multiplier, LOSS_FLOOR[floor])
     loss_err_32, loss_err_fast = _rel(loss_32, loss_ref), _rel(loss_fast, loss_ref)
     grad_err_32, grad_err_fast = _rel(grad_32, grad_ref), _rel(grad_fast, grad_ref)
-    loss_bound = multiplier * loss_err_32 + LOSS_FLOOR[dtype]
-    grad_bound = multiplier * grad_err_32 + GRAD_FLOOR[dtype]
+    loss_bound = multiplier * loss_err_32 + LOSS_FLOOR[floor]
+    grad_bound = multiplier * grad_err_32 + GRAD_FLOOR[floor]
     reasons = _failures(loss_fast, grad_fast, (loss_err_fast, loss_bound), (grad_err_fast, grad_bound), terms)
     return {
         "passed": not reasons,
