@@ -326,7 +326,7 @@ class MainJob:
                 bar.write(f"[{stage}] note: other gqnbench processes ran meanwhile (pid {pids}); its timings are flagged")
         bar.close()
         if unfinished:
-            raise unfinished[0]
+            raise RunsUnfinished.combined(unfinished)
         total = sum(s.get("wall_s", 0) for s in state["stages"].values())
         log(f"report: {self.out / 'report.md'} and {self.out / 'report.html'} (stages took {total:.0f} s in all)")
         return self.out / "report.md"

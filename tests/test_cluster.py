@@ -220,7 +220,7 @@ def test_executor_options_from_the_command_line() -> None:
         ["sweep", "--z-channels", "3", "32", "--executor", "slurm", "--partition", "gpu", "--gpus-per-run", "2",
          "--time-limit", "1-12:00:00", "--account", "vision", "--sbatch=--qos=high", "--resubmit-failed"]
     )  # fmt: skip
-    ex = executor_from_args(args)
+    ex = executor_from_args(args, check=False)  # parsing only: no sbatch --test-only
     assert (ex.cluster, ex.partition, ex.gpus_per_run, ex.time_limit_min, ex.account) == (
         "slurm",
         "gpu",

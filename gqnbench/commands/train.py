@@ -134,7 +134,7 @@ def _finish(path, unfinished: RunsUnfinished | None) -> int:  # noqa: ANN001
     if unfinished is None:
         return 0
     print(f"not finished yet: {unfinished}")
-    return 3
+    return unfinished.exit_status
 
 
 def _time_to_target(args: argparse.Namespace) -> int:
