@@ -16,6 +16,7 @@
 #   SLURM_ACCOUNTING  0: no MariaDB/slurmdbd (sacct then says "accounting storage is disabled")
 #   SLURM_CRED_EXPIRE seconds before a requeued job may start again (default 10; Slurm's 120 would
 #                     make every checkpoint-and-requeue wait two minutes)
+#   SLURM_FORCE=1     replace a slurm.conf this script did not write (otherwise it stops: not yours)
 # Daemons and jobs inherit the caller's nice value (start it under `nice -n 19` on a shared machine).
 set -euo pipefail
 
@@ -147,6 +148,10 @@ NodeName=$HOST CPUs=$CPUS $mem State=UNKNOWN
 PartitionName=$PART Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 conf_changed=0
+if [ -s "$CONF" ] && ! head -n 1 "$CONF" | grep -q "ci/slurm-single-node.sh" && [ "${SLURM_FORCE:-0}" != 1 ]; then
+  rm -f "$new"
+  die "$CONF exists and was not written by this script; move it away (or SLURM_FORCE=1 to replace it)"
+fi
 if ! cmp -s "$new" "$CONF"; then
   install -m 644 "$new" "$CONF"
   conf_changed=1

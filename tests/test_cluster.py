@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -277,6 +278,11 @@ def test_main_job_submits_both_training_stages_then_collects_them(base: dict, tm
     assert {k for k, v in stages.items() if v["status"] == "done"} == {"data", "time_to_target", "sweep"}
     ttt = read_result(results / "time_to_target" / "time_to_target.json", "time_to_target")
     assert {r["model"] for r in ttt["runs"]} == {"gqn", "metagqn"} and ttt["unfinished_runs"] == []
+    # The sweep's job for gqn at its default z reuses gqn-ttt-seed0: it waited for the job training
+    # that run instead of running beside it into the run's lock.
+    sweep = read_result(results / "sweep" / "sweep_model.z_channels.json", "sweep")
+    assert sweep["unfinished_runs"] == [] and {r["status"] for r in sweep["runs"]} == {"completed"}
+    assert [r["value"] for r in sweep["runs"] if r["reused_main_run"]] == [2]
 
 
 def test_sweep_command_submits_exits_and_collects_when_run_again(
@@ -295,3 +301,21 @@ def test_sweep_command_submits_exits_and_collects_when_run_again(
     out = capsys.readouterr().out
     assert "submitted" not in out and "1 submitit-local job(s): 1 finished" in out
     assert "metagqn 2 seed 0: final val NLL" in out
+
+
+def test_wait_looks_again_soon_then_less_often(sweeps: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gqnbench.training import executors
+
+    naps: list[float] = []
+    sleep = time.sleep
+
+    def timed_sleep(seconds: float) -> None:
+        if sys._getframe(1).f_code.co_name == "_poll":  # the executor's waits between two looks
+            naps.append(seconds)
+        sleep(seconds)
+
+    monkeypatch.setattr(executors.time, "sleep", timed_sleep)
+    jobs = ClusterExecutor(**{**LOCAL_JOBS, "poll_s": 0.2, "poll_max_s": 1.0}, wait=True)
+    run_sweep("tiny", ["metagqn"], "model.z_channels", [2], out_dir=tmp_path, executor=jobs, **sweeps["kw"])
+    assert naps[:4] == pytest.approx([0.2, 0.3, 0.45, 0.675])  # the job is running all along: no reset
+    assert max(naps) == 1.0 and naps[-1] == 1.0  # a job that takes seconds is looked at once a second

@@ -15,12 +15,15 @@ with ``128 + signal`` (130 for SIGINT, 143 for SIGTERM). Outside the loop, :func
 makes SIGTERM raise it the way Python's default handler raises ``KeyboardInterrupt`` on SIGINT.
 A worker process that trains runs one after another (:mod:`gqnbench.training.runner`) calls
 :func:`defer_stop_signals`: a signal between two runs is remembered, so the next run never starts
-(:func:`raise_if_stopping`) and a run being set up stops after its first step.
+(:func:`raise_if_stopping`) and a run being set up stops after its first step. A forked child (a
+data-decoding pool, a DataLoader worker) gets Python's default handlers back: its owner ends it
+with SIGTERM (``Pool.terminate``), which must not become an exception there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -50,6 +53,18 @@ class Interrupted(KeyboardInterrupt):
 _deferred: int | None = None
 _deferring = False
 _active: InterruptFlag | None = None
+_installed: list[Handler] = []  # the handlers this module set, while they are set
+
+
+def _defaults_in_forked_child() -> None:
+    for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        if signal.getsignal(signum) in _installed:
+            with contextlib.suppress(ValueError):  # not the main thread: nothing of ours was set here
+                signal.signal(signum, default)
+    _installed.clear()
+
+
+os.register_at_fork(after_in_child=_defaults_in_forked_child)
 
 
 def _main_thread() -> bool:
@@ -66,9 +81,12 @@ def handling(handler: Handler, signals: tuple[int, ...] = STOP_SIGNALS) -> Itera
             if before is not signal.SIG_IGN:  # nohup, a background job: the caller chose to ignore it
                 previous[signum] = before
                 signal.signal(signum, handler)
+    _installed.append(handler)
     try:
         yield
     finally:
+        if handler in _installed:  # a forked child cleared it
+            _installed.remove(handler)
         for signum, before in previous.items():
             signal.signal(signum, signal.SIG_DFL if before is None else before)  # None: not set from Python
 
@@ -91,6 +109,7 @@ def defer_stop_signals() -> None:
         _deferred = _deferred or signum
 
     _deferring = True
+    _installed.append(remember)
     for signum in STOP_SIGNALS:
         signal.signal(signum, remember)
 

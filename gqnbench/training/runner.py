@@ -171,9 +171,11 @@ def _run_pool(
             while pending and not stop:
                 done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
                 for fut in done:
+                    if stop:
+                        break
                     if isinstance(exc := fut.exception(), KeyboardInterrupt):  # a worker was stopped on its own
                         on_signal(getattr(exc, "signum", signal.SIGINT))
-                    elif not stop:
+                    else:
                         results[futures[fut]] = fut.result()
                         bar.update(1)
             if stop:
