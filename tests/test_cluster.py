@@ -319,3 +319,19 @@ def test_wait_looks_again_soon_then_less_often(sweeps: dict, tmp_path: Path, mon
     run_sweep("tiny", ["metagqn"], "model.z_channels", [2], out_dir=tmp_path, executor=jobs, **sweeps["kw"])
     assert naps[:4] == pytest.approx([0.2, 0.3, 0.45, 0.675])  # the job is running all along: no reset
     assert max(naps) == 1.0 and naps[-1] == 1.0  # a job that takes seconds is looked at once a second
+
+
+def test_a_run_that_cannot_be_trained_fails_its_job(sweeps: dict, tmp_path: Path) -> None:
+    from gqnbench.reliability import hold_lock
+
+    # Another process writes the run (here: this one holds its lock): the job cannot train it, so
+    # the job fails, rather than finishing with a "failed" row that looks like a result.
+    with hold_lock(tmp_path / "runs" / "metagqn-sweep-model.z_channels=2-seed0.lock", "the run"):
+        with pytest.raises(RunsUnfinished) as info:
+            run_sweep("tiny", ["metagqn"], "model.z_channels", [2], out_dir=tmp_path,
+                      executor=ClusterExecutor(**LOCAL_JOBS, wait=True), **sweeps["kw"])  # fmt: skip
+    assert info.value.counts["failed"] == 1 and info.value.exit_status == 1
+    assert "add --resubmit-failed" in str(info.value) and "again later" not in str(info.value)
+    doc = read_result(tmp_path / "sweep_model.z_channels.json", "sweep")
+    (row,) = doc["unfinished_runs"]
+    assert doc["runs"] == [] and row["state"] == "failed" and "is being written by another process" in row["error"]

@@ -107,17 +107,10 @@ def test_main_job_on_slurm_runs_reused_runs_after_their_training_job_and_equals_
     assert "training jobs not finished yet" in first.stdout and "run the same command again later" in first.stdout
     results = tmp_path / "slurm" / "results"
     ttt_jobs, sweep_jobs = _registry(results / "time_to_target"), _registry(results / "sweep")
-    trainer = next(e["job_id"] for e in ttt_jobs.values() if e["label"] == "gqn-ttt-seed0")
-    reuser = next(e for e in sweep_jobs.values() if e["label"] == "gqn-ttt-seed0")
-    assert f"gqn-ttt-seed0 (job {reuser['job_id']}) starts after job {trainer}" in first.stdout
-    script = (Path(reuser["folder"].replace("%j", reuser["job_id"])) / f"{reuser['job_id']}_submission.sh").read_text()
-    assert f"#SBATCH --dependency=afterany:{trainer}" in script and "--gpus" not in script
 
     collected = gqnbench(*slurm, "--wait", cwd=tmp_path)
     assert collected.returncode == 0, collected.stderr
     assert "submitted" not in collected.stdout  # every job was already recorded
-    jobs = [e["job_id"] for e in [*ttt_jobs.values(), *sweep_jobs.values()]]
-    assert len(jobs) == 6 and set(_sacct_states(jobs).values()) == {"COMPLETED"}
     for stage, name in (("time_to_target", "time_to_target.json"), ("sweep", "sweep_model.z_channels.json")):
         mine = read_result(results / stage / name)
         theirs = read_result(tmp_path / "local" / "results" / stage / name)
@@ -126,6 +119,14 @@ def test_main_job_on_slurm_runs_reused_runs_after_their_training_job_and_equals_
         assert [(r["model"], r[key]) for r in mine["runs"]] == [(r["model"], r[key]) for r in theirs["runs"]]
     reused = read_result(results / "sweep" / "sweep_model.z_channels.json")["runs"]
     assert [r["reused_main_run"] for r in reused if r["model"] == "gqn" and r["value"] == 2] == [True]
+    jobs = [e["job_id"] for e in [*ttt_jobs.values(), *sweep_jobs.values()]]
+    assert len(jobs) == 6 and set(_sacct_states(jobs).values()) == {"COMPLETED"}
+    # How: the reusing job waited for the job that trains its run.
+    trainer = next(e["job_id"] for e in ttt_jobs.values() if e["label"] == "gqn-ttt-seed0")
+    reuser = next(e for e in sweep_jobs.values() if e["label"] == "gqn-ttt-seed0")
+    assert f"gqn-ttt-seed0 (job {reuser['job_id']}) starts after job {trainer}" in first.stdout
+    script = (Path(reuser["folder"].replace("%j", reuser["job_id"])) / f"{reuser['job_id']}_submission.sh").read_text()
+    assert f"#SBATCH --dependency=afterany:{trainer}" in script and "--gpus" not in script
 
     before = {stage: (results / stage / REGISTRY_FILE).read_text() for stage in ("time_to_target", "sweep")}
     again = gqnbench(*slurm, cwd=tmp_path)  # everything finished: nothing to submit, exit 0
@@ -135,13 +136,13 @@ def test_main_job_on_slurm_runs_reused_runs_after_their_training_job_and_equals_
 
 # -- one time-to-target run, stopped on the cluster and continued ------------------------------
 
-STEPS = 200
+STEPS = 400  # a few seconds: the signal (at step 20) reaches the job long before the end
 
 
-def _ttt(data: list[str], out: str, *extra: str) -> list[str]:
+def _ttt(data: list[str], out: str, *extra: str, steps: int = STEPS) -> list[str]:
     # An unreachable target: the run trains its whole budget; checkpoints only when stopped.
     return ["time-to-target", "--preset", "tiny", "--models", "gqn", "--seeds", "1", "--target", "1",
-            "--budget", str(STEPS), "--out", out, "--no-progress", "--set=train.eval_every=20",
+            "--budget", str(steps), "--out", out, "--no-progress", "--set=train.eval_every=20",
             "--set=train.checkpoint_every=10000", *data, *extra]  # fmt: skip
 
 
@@ -152,8 +153,9 @@ def local_ttt(data: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict
     return read_result(cwd / "out" / "runs" / "gqn-ttt-seed0.json", "training_run")
 
 
-def _slurm_ttt(partition: str, data: list[str], *extra: str) -> list[str]:
-    return _ttt(data, "out", "--executor", "slurm", "--partition", partition, "--cpus-per-task", "1", *extra)
+def _slurm_ttt(partition: str, data: list[str], *extra: str, steps: int = STEPS) -> list[str]:
+    slurm = ["--executor", "slurm", "--partition", partition, "--cpus-per-task", "1"]
+    return _ttt(data, "out", *slurm, *extra, steps=steps)
 
 
 def _submit_and_signal(argv: list[str], cwd: Path, *scancel: str) -> dict:
@@ -209,20 +211,21 @@ def test_scancel_then_resubmit_failed_resumes_from_the_checkpoint_written_at_the
 
 def test_wait_ends_on_a_cluster_without_accounting(partition: str, data: list[str], tmp_path: Path) -> None:
     # sacct answers "accounting storage is disabled" (the job's state is UNKNOWN to submitit): the
-    # state comes from squeue, and a cancelled job ends the wait instead of looking pending forever.
+    # state comes from squeue, and a job killed without a result ends the wait instead of looking
+    # pending forever.
     conf = _slurm("scontrol", "show", "config")
     source = re.search(r"^SLURM_CONF\s*=\s*(\S+)", conf, re.M).group(1)
     text = re.sub(r"^Accounting\S*=.*$", "", Path(source).read_text(), flags=re.M)
     (tmp_path / "slurm.conf").write_text(text + "\nAccountingStorageType=accounting_storage/none\n")
     env = {**os.environ, "SLURM_CONF": str(tmp_path / "slurm.conf")}
     assert "accounting storage is disabled" in subprocess.run(["sacct"], env=env, capture_output=True, text=True).stderr
-    argv = _slurm_ttt(partition, data, "--wait")
+    argv = _slurm_ttt(partition, data, "--wait", steps=100_000)  # killed long before its end
     waiting = subprocess.Popen([sys.executable, "-m", "gqnbench", *argv], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         _wait_for_step(tmp_path / "out" / "runs" / "gqn-ttt-seed0.json", 0)
         (entry,) = _registry(tmp_path / "out").values()
-        subprocess.run(["scancel", entry["job_id"]], check=True, timeout=60)
+        subprocess.run(["scancel", "--signal=KILL", entry["job_id"]], check=True, timeout=60)
         out, err = waiting.communicate(timeout=180)
     finally:
         waiting.kill()
