@@ -24,7 +24,6 @@ from gqnbench.reliability import hold_lock
 from gqnbench.results import read_result
 from gqnbench.training.checkpoint import load_torch
 from gqnbench.training.loop import train
-from gqnbench.training.sweep import run_sweep
 
 psutil = pytest.importorskip("psutil")
 
@@ -110,7 +109,7 @@ RUNNING = ["gqn-sweep-model.z_channels=8-seed0", "gqn-sweep-model.z_channels=4-s
 QUEUED = "gqn-sweep-model.z_channels=2-seed0"
 
 
-def test_ctrl_c_stops_a_sweep_its_workers_and_its_queue_and_the_rerun_continues_exactly(
+def test_ctrl_c_stops_a_sweep_its_workers_and_its_queue_and_the_rerun_continues_each_run(
     settings: dict, tmp_path: Path
 ) -> None:
     out = tmp_path / "sweep"
@@ -135,18 +134,15 @@ def test_ctrl_c_stops_a_sweep_its_workers_and_its_queue_and_the_rerun_continues_
     assert not list(out.glob("sweep_*.json"))  # no summary of a sweep that did not finish
     assert "interrupted; results and checkpoints written so far are kept. To continue, run:\n  gqnbench sweep" in err
 
+    stopped_at = {name: _checkpoint_step(out / "checkpoints" / f"{name}.ckpt") for name in RUNNING}
     again = subprocess.run([sys.executable, "-m", "gqnbench", *argv], cwd=tmp_path, capture_output=True, text=True,
                            timeout=600)  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stderr.count("continuing from the checkpoint at step") == 2
+    for name, step in stopped_at.items():  # each from the step it stopped at (exactly: the train test below)
+        assert f"{name}: continuing from the checkpoint at step {step}" in again.stderr
+        assert _run_doc(out, name)["resumed_from_step"] == step
     rerun = read_result(out / "sweep_model.z_channels.json", "sweep")
-    reference = read_result(
-        run_sweep("tiny", ["gqn"], "model.z_channels", [2, 4, 8], out_dir=tmp_path / "reference", steps=STEPS,
-                  overrides=settings, isolate=False, progress=False),
-        "sweep",
-    )  # fmt: skip
-    assert [r["final_val_nll"] for r in rerun["runs"]] == [r["final_val_nll"] for r in reference["runs"]]
-    assert all(r["status"] == "completed" for r in rerun["runs"])
+    assert [r["status"] for r in rerun["runs"]] == ["completed"] * 3
 
 
 def test_sigterm_to_train_checkpoints_and_exits_143_and_the_rerun_continues_exactly(
