@@ -42,8 +42,7 @@ pid_of() {  # pid_of PIDFILE NAME: the pid in PIDFILE if it is a live process ca
 }
 
 alive() {  # alive PID: exists and is not a zombie
-  local st
-  st=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$st" ] && [ "${st:0:1}" != Z ]
+  [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
 }
 
 stop_daemon() {  # stop_daemon PIDFILE NAME: SIGTERM and wait for the process (it removes its pid file early)

@@ -28,9 +28,11 @@ COMMAND_MODULES = (
 
 EXIT_CODES = """exit status:
   0    done (a finished run that was reused counts as done)
-  1    a run failed or diverged, or an unexpected error
+  1    a run failed or diverged, a cluster job failed (--resubmit-failed submits it again),
+       or an unexpected error
   2    bad input: unknown option or preset, bad --set value, bad data, a run or folder that
-       another process is writing, or an existing run this command would replace (see --fresh)
+       another process is writing, an existing run this command would replace (see --fresh),
+       or a cluster request sbatch refuses
   3    cluster jobs not finished yet (run the same command again later)
   130  interrupted (Ctrl-C), 143 stopped by SIGTERM (Slurm, systemd, docker stop): every running
        run checkpointed first, no queued run started; the message names the command that continues
