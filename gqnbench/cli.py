@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import shlex
+import signal
 import sys
 
 from gqnbench import __version__
 from gqnbench.results import OUT_OF_SPACE
+from gqnbench.training.interrupt import Interrupted, sigterm_interrupts
 
 COMMAND_MODULES = (
     "gqnbench.commands.models",
@@ -27,11 +29,14 @@ COMMAND_MODULES = (
 
 EXIT_CODES = """exit status:
   0    done (a finished run that was reused counts as done)
-  1    a run failed or diverged, a full disk, or an unexpected error
+  1    a run failed or diverged, a cluster job failed (--resubmit-failed submits it again),
+       a full disk, or an unexpected error
   2    bad input: unknown option or preset, bad --set value, bad data, a run or folder that
-       another process is writing, or an existing run this command would replace (see --fresh)
+       another process is writing, an existing run this command would replace (see --fresh),
+       or a cluster request sbatch refuses
   3    cluster jobs not finished yet (run the same command again later)
-  130  interrupted (Ctrl-C); the message names the command that continues
+  130  interrupted (Ctrl-C), 143 stopped by SIGTERM (Slurm, systemd, docker stop): every running
+       run checkpointed first, no queued run started; the message names the command that continues
 
 Add --debug before the command to see a traceback instead of a one-line error."""
 
@@ -78,13 +83,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+        with sigterm_interrupts():
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:
+        stop = exc if isinstance(exc, Interrupted) else Interrupted()
         print(
-            "\ninterrupted; results written so far are kept. To continue, run:\n  " + continue_command(argv),
+            f"\n{'interrupted' if stop.signum == signal.SIGINT else 'stopped by ' + stop.signal_name}; "
+            "results and checkpoints written so far are kept. To continue, run:\n  " + continue_command(argv),
             file=sys.stderr,
         )
-        return 130
+        return stop.exit_status
     except (KeyError, ValueError, OSError) as exc:
         # User errors (unknown preset, bad override, bad data, a locked or existing run, a missing
         # file, an --out that is a file or not writable) get one clear line, not a traceback.

@@ -272,10 +272,8 @@ class MainJob:
         target = read_result(ttt_file, "time_to_target")["target_nll"] if ttt_file.is_file() else None
         # A main run stands in for a setting only when it is the run the sweep would train: same steps,
         # not stopped at the target. The sweep then only reads it (the time-to-target stage owns it).
-        # Not on a cluster: both stages' jobs are out at once, and the sweep's would meet the main
-        # run while it is still being written.
         same = b.sweep_steps == b.ttt_budget_steps and not b.ttt_stop_at_target
-        reuse = (ttt_dir, "ttt", (0,)) if b.sweep_reuses_main_runs and same and self.executor is None else None
+        reuse = (ttt_dir, "ttt", (0,)) if b.sweep_reuses_main_runs and same else None
         path = run_sweep(
             self.preset,
             self.models,
@@ -388,7 +386,7 @@ class MainJob:
                 bar.write(f"[{stage}] note: other gqnbench processes ran meanwhile (pid {pids}); its timings are flagged")
         bar.close()
         if unfinished:
-            raise unfinished[0]
+            raise RunsUnfinished.combined(unfinished)
         total = sum(s.get("wall_s", 0) for s in state["stages"].values())
         log(f"report: {self.out / 'report.md'} and {self.out / 'report.html'} (stages took {total:.0f} s in all)")
         if bad := self._not_completed():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -220,7 +221,7 @@ def test_executor_options_from_the_command_line() -> None:
         ["sweep", "--z-channels", "3", "32", "--executor", "slurm", "--partition", "gpu", "--gpus-per-run", "2",
          "--time-limit", "1-12:00:00", "--account", "vision", "--sbatch=--qos=high", "--resubmit-failed"]
     )  # fmt: skip
-    ex = executor_from_args(args)
+    ex = executor_from_args(args, check=False)  # parsing only: no sbatch --test-only
     assert (ex.cluster, ex.partition, ex.gpus_per_run, ex.time_limit_min, ex.account) == (
         "slurm",
         "gpu",
@@ -277,6 +278,11 @@ def test_main_job_submits_both_training_stages_then_collects_them(base: dict, tm
     assert {k for k, v in stages.items() if v["status"] == "done"} == {"data", "time_to_target", "sweep"}
     ttt = read_result(results / "time_to_target" / "time_to_target.json", "time_to_target")
     assert {r["model"] for r in ttt["runs"]} == {"gqn", "metagqn"} and ttt["unfinished_runs"] == []
+    # The sweep's job for gqn at its default z reuses gqn-ttt-seed0: it waited for the job training
+    # that run instead of running beside it into the run's lock.
+    sweep = read_result(results / "sweep" / "sweep_model.z_channels.json", "sweep")
+    assert sweep["unfinished_runs"] == [] and {r["status"] for r in sweep["runs"]} == {"completed"}
+    assert [r["value"] for r in sweep["runs"] if r["reused_main_run"]] == [2]
 
 
 def test_sweep_command_submits_exits_and_collects_when_run_again(
@@ -295,3 +301,37 @@ def test_sweep_command_submits_exits_and_collects_when_run_again(
     out = capsys.readouterr().out
     assert "submitted" not in out and "1 submitit-local job(s): 1 finished" in out
     assert "metagqn 2 seed 0: final val NLL" in out
+
+
+def test_wait_looks_again_soon_then_less_often(sweeps: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gqnbench.training import executors
+
+    naps: list[float] = []
+    sleep = time.sleep
+
+    def timed_sleep(seconds: float) -> None:
+        if sys._getframe(1).f_code.co_name == "_poll":  # the executor's waits between two looks
+            naps.append(seconds)
+        sleep(seconds)
+
+    monkeypatch.setattr(executors.time, "sleep", timed_sleep)
+    jobs = ClusterExecutor(**{**LOCAL_JOBS, "poll_s": 0.2, "poll_max_s": 1.0}, wait=True)
+    run_sweep("tiny", ["metagqn"], "model.z_channels", [2], out_dir=tmp_path, executor=jobs, **sweeps["kw"])
+    assert naps[:4] == pytest.approx([0.2, 0.3, 0.45, 0.675])  # the job is running all along: no reset
+    assert max(naps) == 1.0 and naps[-1] == 1.0  # a job that takes seconds is looked at once a second
+
+
+def test_a_run_that_cannot_be_trained_fails_its_job(sweeps: dict, tmp_path: Path) -> None:
+    from gqnbench.reliability import hold_lock
+
+    # Another process writes the run (here: this one holds its lock): the job cannot train it, so
+    # the job fails, rather than finishing with a "failed" row that looks like a result.
+    with hold_lock(tmp_path / "runs" / "metagqn-sweep-model.z_channels=2-seed0.lock", "the run"):
+        with pytest.raises(RunsUnfinished) as info:
+            run_sweep("tiny", ["metagqn"], "model.z_channels", [2], out_dir=tmp_path,
+                      executor=ClusterExecutor(**LOCAL_JOBS, wait=True), **sweeps["kw"])  # fmt: skip
+    assert info.value.counts["failed"] == 1 and info.value.exit_status == 1
+    assert "add --resubmit-failed" in str(info.value) and "again later" not in str(info.value)
+    doc = read_result(tmp_path / "sweep_model.z_channels.json", "sweep")
+    (row,) = doc["unfinished_runs"]
+    assert doc["runs"] == [] and row["state"] == "failed" and "is being written by another process" in row["error"]

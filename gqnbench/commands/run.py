@@ -32,8 +32,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         job.run()
     except RunsUnfinished as exc:
-        print(f"training jobs not finished yet ({exc.counts}); run the same command again later to continue")
-        return 3
+        print(f"training jobs not finished yet: {exc}")
+        return exc.exit_status
     except RunsFailed as exc:
         return not_completed("run", exc)
     return 0

@@ -146,7 +146,7 @@ def _finish(command: str, path, unfinished: RunsUnfinished | None, failed: RunsF
     print(f"-> {path}")
     if unfinished is not None:
         print(f"not finished yet: {unfinished}")
-        return 3
+        return unfinished.exit_status
     return not_completed(command, failed) if failed is not None else 0
 
 

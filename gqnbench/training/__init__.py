@@ -8,7 +8,7 @@ May import ``gqnbench.data``, ``gqnbench.models``, ``gqnbench.metrics``, ``gqnbe
 Modules: config (TrainConfig), loop (``train``, top to bottom), and the loop's parts:
 session (the update loop), run_files (names, paths, reuse/continue/refuse an existing run),
 run_state (checkpointed state, wall clock, the results document), schedule (when to
-log/evaluate/checkpoint/stop), divergence (NaN loss, NLL blow-up), interrupt (Ctrl-C),
+log/evaluate/checkpoint/stop), divergence (NaN loss, NLL blow-up), interrupt (Ctrl-C, SIGTERM),
 run_log (curve points, TensorBoard, progress bar); evaluation (validation NLL, baselines),
 checkpoint (atomic checkpoints, weights, what a run saves and restores), data_source (scenes + validation episode),
 distributed (torchrun / DDP), runner (jobs in fresh worker processes), time_to_target, sweep, samples, budgets (default targets and the suite's

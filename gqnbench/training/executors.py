@@ -24,6 +24,20 @@ background process on this machine and is what the tests use):
   pending, running, finished or failed, submits only runs it has never submitted (and failed
   ones only with ``resubmit_failed``), and returns whatever has finished; callers build their
   summary from those and list the rest as unfinished (:class:`RunsUnfinished`).
+- **job states** come from ``sacct`` (through submitit) and, where Slurm keeps no accounting
+  record, from ``squeue``; a job neither knows about and that left no result ended without one
+  (failed). A job whose state Slurm cannot tell at all is ``unknown``; ``wait`` gives up on it
+  after ``unknown_timeout_s``. ``wait`` polls every ``poll_s`` at first, then less often, up to
+  ``poll_max_s``.
+- **a run is trained by one job at a time.** A job that reuses a run another folder's job
+  trains (the sweep's default setting is the time-to-target run) starts only after that job
+  ended: a Slurm dependency (``afterany``), or with submitit's local executor a wait for that
+  job's process. A run that could not be trained (its row says ``failed``) fails its job, so
+  Slurm, the registry and ``resubmit_failed`` all see it.
+- **sbatch is asked first.** :func:`executor_from_args` checks the job's parameters with
+  ``sbatch --test-only`` (nothing is submitted or written), so a bad partition, account or GPU
+  count is one line of bad input; without ``--gpus-per-run`` a run gets one GPU where the
+  partition has GPUs and none otherwise.
 
 ``submitit`` is an optional dependency (``pip install "gqnbench[cluster]"``).
 """
@@ -38,6 +52,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,9 +68,10 @@ INSTALL_HINT = (
 )
 EXECUTORS = ("local", "slurm", "submitit-local")
 
-# submitit/Slurm states -> the four the commands report.
-PENDING, RUNNING, FINISHED, FAILED = "pending", "running", "finished", "failed"
-_SLURM_PENDING = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "RESV_DEL_HOLD", "UNKNOWN"}
+# submitit/Slurm states -> the ones the commands report.
+PENDING, RUNNING, FINISHED, FAILED, UNKNOWN = "pending", "running", "finished", "failed", "unknown"
+STATES = (PENDING, RUNNING, FINISHED, FAILED, UNKNOWN)
+_SLURM_PENDING = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "RESV_DEL_HOLD"}
 _SLURM_RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESIZING", "STOPPED"}
 
 
@@ -69,18 +86,43 @@ class RunsUnfinished(RuntimeError):
     """Some runs' cluster jobs have not finished: the results file at ``path`` is partial.
 
     Raised by sweeps and time to target after they wrote the summary of what finished, so a
-    command can print it and say to run it again later.
+    command can print it and say what to do: run it again later while jobs are pending or
+    running (exit status 3), or resubmit the failed ones (exit status 1: a run failed).
     """
 
     def __init__(self, path: Path, counts: Mapping[str, int], registry: Path | None = None) -> None:
         self.path = Path(path)
         self.counts = dict(counts)
         self.registry = registry
-        states = _count_text(self.counts)
+        hints = []
+        if self.waiting:
+            hints.append("run the same command again later to collect the rest")
+        if self.counts.get(FAILED):
+            hints.append(
+                f"add --resubmit-failed to submit the {self.counts[FAILED]} failed job(s) again "
+                "(they resume from their checkpoints)"
+            )
         super().__init__(
-            f"{path}: partial summary ({states}); run the same command again later to collect the rest"
+            f"{path}: partial summary ({_count_text(self.counts)}); {'; '.join(hints)}"
             + (f" (job ids in {registry})" if registry else "")
         )
+
+    @property
+    def waiting(self) -> int:
+        """Jobs that may still finish by themselves (pending, running or of unknown state)."""
+        return sum(self.counts.get(s, 0) for s in (PENDING, RUNNING, UNKNOWN))
+
+    @property
+    def exit_status(self) -> int:
+        return 3 if self.waiting else 1
+
+    @classmethod
+    def combined(cls, parts: Sequence[RunsUnfinished]) -> RunsUnfinished:
+        """One exception for several stages' (their common folder, the counts summed)."""
+        if len(parts) == 1:
+            return parts[0]
+        counts = {s: sum(p.counts.get(s, 0) for p in parts) for s in STATES}
+        return cls(Path(os.path.commonpath([p.path for p in parts])), counts)
 
 
 def require_submitit() -> Any:
@@ -161,6 +203,54 @@ def _pid_is_submitit_controller(pid: int) -> bool:
     return b"submitit" in cmdline  # a zombie has an empty cmdline; a reused pid another one
 
 
+def _slurm_command(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run a Slurm client command (its output as text); ``ValueError`` where Slurm is not installed."""
+    try:
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120, check=False)
+    except FileNotFoundError as exc:
+        raise ValueError(
+            f"--executor slurm: {argv[0]} not found; run on a machine with Slurm's client commands "
+            "(README, 'On a cluster', also says how to start a one-node cluster here)"
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ValueError(f"--executor slurm: {' '.join(argv)} did not answer within {exc.timeout:.0f} s") from exc
+
+
+def _sbatch_error(stderr: str) -> str:
+    """sbatch's error lines as one line, without the ``sbatch: error:`` prefixes."""
+    lines = [re.sub(r"^(sbatch: )?(error: )?", "", ln.strip()) for ln in stderr.splitlines() if ln.strip()]
+    return "; ".join(dict.fromkeys(lines)) or "no message"
+
+
+def _slurm_state(folder: str, job_id: str) -> str | None:
+    """Slurm's state of a job: from sacct, else squeue; ``""`` when Slurm no longer knows the job; None when it cannot be asked."""
+    import submitit
+
+    state = submitit.SlurmJob(folder=folder, job_id=job_id).get_info(mode="force").get("State") or "UNKNOWN"
+    state = state.split()[0].upper()  # "CANCELLED by 123" -> CANCELLED
+    if state != "UNKNOWN":
+        return state
+    # No accounting record (no slurmdbd on this cluster, or not written yet): ask the controller.
+    try:
+        proc = _slurm_command(["squeue", "-h", "-j", job_id, "-o", "%T"])
+    except ValueError:
+        return None
+    if proc.returncode == 0 and proc.stdout.strip():
+        return proc.stdout.split()[0].upper()
+    if proc.returncode == 0 or "Invalid job id" in proc.stderr:
+        return ""
+    return None
+
+
+def partition_gpus(partition: str | None) -> int:
+    """GPUs per run when none are asked for: 1 where the partition's nodes have GPUs (``sinfo``), else 0."""
+    argv = ["sinfo", "-h", "-o", "%P %G"] + (["-p", partition] if partition else [])
+    lines = _slurm_command(argv).stdout.splitlines()
+    if not partition:  # the default partition is marked with "*"
+        lines = [ln for ln in lines if ln.split()[0].endswith("*")] or lines
+    return int(any("gpu" in ln.split(maxsplit=1)[-1] for ln in lines if ln.strip()))
+
+
 def _device_preference(job: Mapping[str, Any]) -> str:
     """The run's ``train.device`` (picks the process-group backend: nccl for CUDA, gloo otherwise)."""
     from gqnbench.presets import Preset, get_preset
@@ -179,13 +269,21 @@ class ClusterRun:
 
     submitit calls :meth:`checkpoint` when Slurm signals a preemption or the time limit; it
     returns the same run (``resume`` forced on), which the requeued job continues from the run's
-    checkpoint file.
+    checkpoint file. ``after_pid``: a local job's pid to wait for before starting (submitit's
+    local executor has no dependencies). A row with status ``failed`` raises, failing the job.
     """
 
-    def __init__(self, fn: Callable[[dict[str, Any]], Any], job: dict[str, Any], threads: int | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[[dict[str, Any]], Any],
+        job: dict[str, Any],
+        threads: int | None = None,
+        after_pid: int | None = None,
+    ) -> None:
         self.fn = fn
         self.job = job
         self.threads = threads
+        self.after_pid = after_pid
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         from submitit.helpers import DelayedSubmission
@@ -197,8 +295,11 @@ class ClusterRun:
         import submitit
 
         from gqnbench.training import distributed as D
+        from gqnbench.training import interrupt
         from gqnbench.training.runner import _worker_init, available_cores
 
+        while self.after_pid is not None and _pid_is_submitit_controller(self.after_pid):
+            time.sleep(1.0)
         env = submitit.JobEnvironment()
         local_tasks = max(1, env.num_tasks // max(1, env.num_nodes))
         # Torch threads: asked for, else Slurm's CPUs per task, else this machine's cores shared by its tasks.
@@ -209,23 +310,22 @@ class ClusterRun:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
             ctx = D.init_distributed(_device_preference(self.job))
         # submitit's handler (checkpoint + requeue + exit) would stop training mid-step. Ask the
-        # training loop for its clean stop instead (the first Ctrl-C: finish the step, write a
-        # checkpoint, raise KeyboardInterrupt), then hand the signal on to submitit.
+        # training loop for its clean stop instead (finish the step, write a checkpoint, raise
+        # Interrupted), then hand the signal on to submitit.
         usr = submitit.JobEnvironment._usr_sig()
         submitit_handler = signal.getsignal(usr)
         caught: list[int] = []
 
         def on_preempt(signum: int, frame: Any) -> None:
             caught.append(signum)
-            interrupt = signal.getsignal(signal.SIGINT)
-            if callable(interrupt):
-                interrupt(signal.SIGINT, frame)
-            else:
-                raise KeyboardInterrupt
+            flag = interrupt.active()
+            if flag is None:
+                raise interrupt.Interrupted(signum)
+            flag.request(signum)
 
         signal.signal(usr, on_preempt)
         try:
-            return self.fn(self.job)
+            result = self.fn(self.job)
         except KeyboardInterrupt:
             if caught and callable(submitit_handler):
                 submitit_handler(caught[0], None)  # checkpoint() -> requeue -> exit
@@ -233,25 +333,34 @@ class ClusterRun:
         finally:
             signal.signal(usr, submitit_handler)
             D.shutdown(ctx)
+        if isinstance(result, Mapping) and result.get("status") == "failed":
+            raise RunFailed(f"{job_label(self.job)}: {result.get('error', 'failed')}")
+        return result
+
+
+class RunFailed(RuntimeError):
+    """A cluster job's run could not be trained (the error its row records)."""
 
 
 @dataclass(frozen=True)
 class ClusterExecutor:
     """Each run as one submitit job. ``cluster``: ``slurm``, or ``local`` (submitit's LocalExecutor).
 
-    Slurm resources per run: ``partition``, ``gpus_per_run`` (one task per GPU; 0 for a CPU
-    job), ``time_limit_min``, ``account``, ``cpus_per_task``, ``mem_gb``, ``sbatch_flags``
+    Slurm resources per run: ``partition``, ``gpus_per_run`` (one task per GPU; 0, the default,
+    for a CPU job), ``time_limit_min``, ``account``, ``cpus_per_task``, ``mem_gb``, ``sbatch_flags``
     (extra ``--name=value`` lines), ``setup`` (shell lines before the run, e.g. ``module load``).
     ``tasks_per_run`` overrides the number of processes (DDP ranks) per run, default
     ``max(1, gpus_per_run)``. ``threads``: torch threads per process (default: the job's cores
     / processes). ``wait``: block until every job finished or failed; otherwise return what has
     finished now. ``resubmit_failed``: submit failed jobs again (they resume from their
     checkpoints). ``max_requeues``: how often a run may be requeued after its time limit.
+    ``poll_s`` / ``poll_max_s``: the first and the longest wait between two looks at the jobs'
+    states; ``unknown_timeout_s``: how long ``wait`` waits for a job whose state Slurm cannot tell.
     """
 
     cluster: str = "slurm"
     partition: str | None = None
-    gpus_per_run: int = 1
+    gpus_per_run: int = 0
     tasks_per_run: int | None = None
     time_limit_min: int = 24 * 60
     account: str | None = None
@@ -262,7 +371,9 @@ class ClusterExecutor:
     threads: int | None = None
     wait: bool = False
     resubmit_failed: bool = False
-    poll_s: float = 30.0
+    poll_s: float = 2.0
+    poll_max_s: float = 30.0
+    unknown_timeout_s: float = 600.0
     max_requeues: int = 3
     signal_delay_s: int = 120
     log: Callable[[str], None] = print
@@ -285,8 +396,8 @@ class ClusterExecutor:
 
     # -- Slurm parameters and the sbatch script ------------------------------------------------
 
-    def slurm_parameters(self, job_name: str = "gqnbench") -> dict[str, Any]:
-        """The ``SlurmExecutor.update_parameters`` arguments (sbatch names) for one run."""
+    def slurm_parameters(self, job_name: str = "gqnbench", after: str | None = None) -> dict[str, Any]:
+        """The ``SlurmExecutor.update_parameters`` arguments (sbatch names) for one run (``after``: a job id it waits for)."""
         params: dict[str, Any] = {
             "job_name": job_name,
             "time": self.time_limit_min,
@@ -307,7 +418,24 @@ class ClusterExecutor:
         # Requeueable: submitit's checkpoint hook requeues with `scontrol requeue`, and a preempted
         # job comes back by itself where the cluster requeues preempted jobs.
         params["additional_parameters"] = {"requeue": True, **dict(_sbatch_flag(f) for f in self.sbatch_flags)}
+        if after is not None:  # afterany: should that job fail, this one trains the run itself (resuming)
+            params["additional_parameters"]["dependency"] = f"afterany:{after}"
         return params
+
+    def check_submission(self) -> None:
+        """Ask ``sbatch --test-only`` (nothing is submitted or written) whether Slurm takes a job with these parameters.
+
+        Raises ``ValueError`` with what sbatch said (a bad partition, account, time or GPU request).
+        """
+        require_submitit()
+        from submitit.slurm.slurm import _make_sbatch_string
+
+        folder = Path(tempfile.gettempdir()) / "%j"
+        script = _make_sbatch_string(command="true", folder=folder, **self.slurm_parameters())
+        proc = _slurm_command(["sbatch", "--test-only"], script)
+        if proc.returncode != 0:
+            request = f"partition {self.partition or '(the default)'}, {self.gpus_per_run} GPU(s) per run"
+            raise ValueError(f"sbatch refuses the jobs ({request}): {_sbatch_error(proc.stderr)}")
 
     def sbatch_script(self, folder: str | Path, job_name: str = "gqnbench", python: str | None = None) -> str:
         """The sbatch script submitit writes for one run (no cluster needed to produce it)."""
@@ -361,10 +489,11 @@ class ClusterExecutor:
                 if alive
                 else (FAILED, f"job {jid} ended without a result (killed?); log {paths.stderr}")
             )
-        import submitit
-
-        state = submitit.SlurmJob(folder=entry["folder"], job_id=jid).get_info(mode="force").get("State") or "UNKNOWN"
-        state = state.split()[0].upper()  # "CANCELLED by 123" -> CANCELLED
+        state = _slurm_state(entry["folder"], jid)
+        if state is None:
+            return UNKNOWN, f"Slurm cannot tell the state of job {jid} (sacct and squeue failed); log {paths.stderr}"
+        if state == "":
+            return FAILED, f"job {jid} ended without a result (Slurm keeps no record of it); log {paths.stderr}"
         if state in _SLURM_PENDING:
             return PENDING, None
         if state in _SLURM_RUNNING:
@@ -434,19 +563,52 @@ class ClusterExecutor:
         live: dict[str, Any],
         states: dict[str, tuple[str, str | None]],
     ) -> None:
-        """Submit ``jobs[i]`` for each index, recording each id as soon as it exists; they start pending."""
+        """Submit ``jobs[i]`` for each index, recording each id as soon as it exists; they start pending.
+
+        A job whose run another recorded job is still training starts after it (:meth:`_trainer_of`).
+        """
+        from submitit.core.utils import FailedJobError
+
         ex = self._make_executor(folder)
         for i in to_submit:
             label = job_label(jobs[i])
+            after = self._trainer_of(jobs[i], live)
             if self.cluster == "slurm":
-                ex.update_parameters(job_name=f"gqnbench-{label}")
+                ex.update_parameters(**self.slurm_parameters(f"gqnbench-{label}", after))
             # No progress bars in a job: they would only fill its log.
-            run = ClusterRun(fn, {**jobs[i], "progress": False} if "progress" in jobs[i] else jobs[i], self.threads)
-            submitted = ex.submit(run)
+            job = {**jobs[i], "progress": False} if "progress" in jobs[i] else jobs[i]
+            run = ClusterRun(fn, job, self.threads, int(after) if after and self.cluster == "local" else None)
+            try:
+                submitted = ex.submit(run)
+            except FailedJobError as exc:  # sbatch refused it: bad input, one line; its temporary files go
+                for leftover in [*folder.parent.glob("*.pkl"), *folder.parent.glob(".submission_file_*.sh")]:
+                    leftover.unlink(missing_ok=True)
+                raise ValueError(f"sbatch refuses job {label}: {_sbatch_error(str(exc))}") from exc
             live[str(submitted.job_id)] = submitted
             registry.record(keys[i], label, str(submitted.job_id), self.cluster, str(folder), desc)
             states[keys[i]] = (PENDING, None)
+            if after:
+                self.log(f"{desc}: {label} (job {submitted.job_id}) starts after job {after}, which trains its run")
         self.log(f"{desc}: submitted {len(to_submit)} {self.name} job(s) (ids in {registry.path})")
+
+    def _trainer_of(self, job: Mapping[str, Any], live: Mapping[str, Any]) -> str | None:
+        """The id of a pending or running job recorded in another folder that trains the run ``job`` reuses.
+
+        A job with a ``run_dir`` other than its ``out_dir`` reads (or trains) a run that lives there
+        (the sweep's default setting reuses the time-to-target run); the job that trains it is
+        recorded in that folder's registry under the same label.
+        """
+        run_dir = job.get("run_dir")
+        if run_dir is None or Path(run_dir).absolute() == Path(job.get("out_dir", run_dir)).absolute():
+            return None
+        path = Path(run_dir) / REGISTRY_FILE
+        if not path.is_file():
+            return None
+        label = job_label(job)
+        for entry in JobRegistry(path).entries.values():
+            if entry["label"] == label and self._state(entry, live)[0] in (PENDING, RUNNING, UNKNOWN):
+                return str(entry["job_id"])
+        return None
 
     def _poll(
         self,
@@ -457,19 +619,36 @@ class ClusterExecutor:
         desc: str,
         progress: bool,
     ) -> dict[str, int]:
-        """Refresh the states of pending and running jobs (until none is left with ``wait``); the count per state."""
+        """Refresh the states of unfinished jobs (until none is left with ``wait``); the count per state.
+
+        ``wait`` looks again after ``poll_s``, then half as long again each time up to ``poll_max_s``
+        (back to ``poll_s`` when a state changed), and stops waiting for a job whose state has been
+        unknown for ``unknown_timeout_s``.
+        """
         shown: dict[str, int] | None = None
+        delay = self.poll_s
+        unknown_since: dict[str, float] = {}
         while True:
             for key in keys:
-                if states[key][0] in (PENDING, RUNNING):
+                if states[key][0] in (PENDING, RUNNING, UNKNOWN):
                     states[key] = self._state(registry.get(key), live)
-            counts = {s: sum(states[k][0] == s for k in keys) for s in (PENDING, RUNNING, FINISHED, FAILED)}
-            if not self.wait or counts[PENDING] + counts[RUNNING] == 0:
+            now = time.monotonic()
+            for key in keys:
+                if states[key][0] == UNKNOWN:
+                    unknown_since.setdefault(key, now)
+                else:
+                    unknown_since.pop(key, None)
+            counts = {s: sum(states[k][0] == s for k in keys) for s in STATES}
+            waiting = counts[PENDING] + counts[RUNNING]
+            waiting += sum(now - since < self.unknown_timeout_s for since in unknown_since.values())
+            if not self.wait or waiting == 0:
                 return counts
-            if progress and counts != shown:
-                self.log(f"{desc}: waiting: " + _count_text(counts))
-                shown = counts
-            time.sleep(self.poll_s)
+            if counts != shown:
+                if progress:
+                    self.log(f"{desc}: waiting: " + _count_text(counts))
+                shown, delay = counts, self.poll_s
+            time.sleep(delay)
+            delay = min(self.poll_max_s, delay * 1.5)
 
     def _outcome(self, entry: Mapping[str, Any], state: str, error: str | None) -> dict[str, Any]:
         """A finished job's return value (from submitit's result pickle), else the ``unfinished`` entry."""
@@ -478,8 +657,8 @@ class ClusterExecutor:
         if state == FINISHED:
             paths = JobPaths(entry["folder"], job_id=str(entry["job_id"]), task_id=0)
             return pickle_load(paths.result_pickle)[1]
-        if state == FAILED:
-            self.log(f"  {entry['label']} (job {entry['job_id']}) failed: {error}")
+        if state in (FAILED, UNKNOWN):
+            self.log(f"  {entry['label']} (job {entry['job_id']}) {state}: {error}")
         return {"unfinished": True, "state": state, "job_id": entry["job_id"], "label": entry["label"], "error": error}
 
 
@@ -535,8 +714,8 @@ def raise_if_unfinished(path: Path, results: Sequence[Mapping[str, Any]], out_di
     """After a partial results file was written: raise :class:`RunsUnfinished` if any run is missing."""
     states = [r["state"] for r in results if isinstance(r, Mapping) and r.get("unfinished")]
     if states:
-        counts = {s: states.count(s) for s in (PENDING, RUNNING, FAILED)}
-        counts = {FINISHED: len(results) - len(states), **counts}
+        counts = {s: states.count(s) for s in STATES}
+        counts[FINISHED] = len(results) - len(states)
         raise RunsUnfinished(path, counts, Path(out_dir) / REGISTRY_FILE)
 
 
@@ -553,7 +732,10 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         "submitit-local: one background job per run on this machine (tries the cluster path without Slurm)",
     )
     g.add_argument("--partition", default=None, help="Slurm partition")
-    g.add_argument("--gpus-per-run", type=int, default=1, help="GPUs per run (DDP over them inside the job; 0: CPU)")
+    g.add_argument(
+        "--gpus-per-run", type=int, default=None,
+        help="GPUs per run (DDP over them inside the job; 0: a CPU job). Default: 1 where the partition has GPUs, else 0",
+    )  # fmt: skip
     g.add_argument("--time-limit", default="24h", help="per job: minutes, 90m, 4h or [D-]HH:MM[:SS] (default 24h)")
     g.add_argument("--account", default=None, help="Slurm account")
     g.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per task (per GPU)")
@@ -570,16 +752,23 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--resubmit-failed", action="store_true", help="submit failed jobs again (they resume)")
 
 
-def executor_from_args(args: argparse.Namespace) -> ClusterExecutor | None:
-    """None for ``--executor local``; else a :class:`ClusterExecutor` (needs submitit)."""
+def executor_from_args(args: argparse.Namespace, check: bool = True) -> ClusterExecutor | None:
+    """None for ``--executor local``; else a :class:`ClusterExecutor` (needs submitit).
+
+    For Slurm, a missing ``--gpus-per-run`` is asked of ``sinfo`` (:func:`partition_gpus`) and,
+    with ``check``, ``sbatch --test-only`` must accept the job (:meth:`ClusterExecutor.check_submission`).
+    """
     kind = getattr(args, "executor", "local")
     if kind == "local":
         return None
     require_submitit()
-    return ClusterExecutor(
+    gpus = 0
+    if kind == "slurm":
+        gpus = args.gpus_per_run if args.gpus_per_run is not None else partition_gpus(args.partition)
+    executor = ClusterExecutor(
         cluster="slurm" if kind == "slurm" else "local",
         partition=args.partition,
-        gpus_per_run=args.gpus_per_run if kind == "slurm" else 0,
+        gpus_per_run=gpus,
         time_limit_min=parse_minutes(args.time_limit),
         account=args.account,
         cpus_per_task=args.cpus_per_task,
@@ -588,5 +777,8 @@ def executor_from_args(args: argparse.Namespace) -> ClusterExecutor | None:
         setup=tuple(args.setup),
         wait=args.wait,
         resubmit_failed=args.resubmit_failed,
-        poll_s=30.0 if kind == "slurm" else 1.0,
+        poll_s=2.0 if kind == "slurm" else 0.5,
     )
+    if kind == "slurm" and check:
+        executor.check_submission()
+    return executor

@@ -23,9 +23,10 @@ Resume is exact on the CPU: batches are a pure function of (seed, step), the z-n
 states of every rank are checkpointed, and evaluation runs on its own seeded RNG. A NaN/inf
 loss or a validation NLL that is non-finite or above ``nll_blowup`` ends the run with status
 ``diverged`` (and the step and reason) instead of raising, so a sweep always continues.
-A first Ctrl-C finishes the current step, writes a checkpoint, marks the run ``interrupted``
-and raises ``KeyboardInterrupt``; a second one stops at once (the last periodic checkpoint
-is then the resume point).
+A first Ctrl-C or SIGTERM finishes the current step, writes a checkpoint, marks the run
+``interrupted`` and raises ``KeyboardInterrupt`` (:class:`~gqnbench.training.interrupt.Interrupted`,
+naming the signal); a second Ctrl-C stops at once (the last periodic checkpoint is then the
+resume point).
 
 ``train`` keywords besides ``resume``: ``tag`` (run label, default the preset name), ``seed``
 and ``steps`` (override ``train.seed`` / ``train.steps``), ``data`` (a :class:`TrainingData`;

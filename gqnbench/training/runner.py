@@ -10,9 +10,12 @@ before (e.g. a cost harness that already started torch's thread pool). ``isolate
 Workers are *spawned*, so a script that calls a sweep or time to target must guard its
 entry point with ``if __name__ == "__main__":`` (the workers re-import the main module).
 
-Ctrl-C: the workers finish their current step, checkpoint and stop; queued jobs are
-cancelled and ``KeyboardInterrupt`` reaches the caller. Re-running continues from the
-checkpoints.
+Ctrl-C (SIGINT) or SIGTERM to this process, to its process group or to a worker stops the whole
+call: every worker finishes its current step, checkpoints and stops, queued jobs never start,
+and :class:`~gqnbench.training.interrupt.Interrupted` (naming the signal) reaches the caller once
+the workers are done; a second Ctrl-C makes them stop at once (see
+:mod:`gqnbench.training.interrupt`). A worker whose parent dies, even by ``kill -9``, stops the
+same way and exits. Re-running continues from the checkpoints.
 
 ``executor``: a :class:`gqnbench.training.executors.ClusterExecutor` runs each job as its own
 cluster job (Slurm through submitit) instead, recorded under ``out_dir``; jobs that have not
@@ -23,8 +26,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +39,7 @@ from tqdm.auto import tqdm
 
 from gqnbench.presets import get_preset
 from gqnbench.step import flush_denormals_for_process
+from gqnbench.training import interrupt
 from gqnbench.training.data_source import load_training_data
 
 if TYPE_CHECKING:
@@ -57,9 +64,37 @@ def prepare_data(preset: str, jobs: Iterable[dict[str, Any]], cache_root: str | 
         load_training_data(data_cfg, cache_root)
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, parent: int | None = None) -> None:
+    """Flush-to-zero and ``threads`` torch threads; in a pool worker (``parent``: its pid) the stop rules too."""
     flush_denormals_for_process()  # first: the torch thread pool must inherit it
     torch.set_num_threads(threads)
+    if parent is not None:
+        interrupt.defer_stop_signals()
+        threading.Thread(target=_stop_when_orphaned, args=(parent,), daemon=True, name="parent-watch").start()
+
+
+_in_job = False  # a pool worker is running a job (the parent watch lets it finish its clean stop)
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """Once the parent has died: stop as on SIGTERM (checkpoint), then exit; nobody is left to collect a result."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+    while _in_job:
+        time.sleep(0.1)
+    os._exit(128 + signal.SIGTERM)
+
+
+def _run_in_worker(fn: Callable[[dict[str, Any]], dict[str, Any]], job: dict[str, Any]) -> dict[str, Any]:
+    """``fn(job)`` in a pool worker, unless a stop signal came first (a queued job never starts)."""
+    global _in_job
+    interrupt.raise_if_stopping()
+    _in_job = True
+    try:
+        return fn(job)
+    finally:
+        _in_job = False
 
 
 def run_jobs(
@@ -93,21 +128,63 @@ def run_jobs(
                 bar.update(1)
         else:
             workers = max(1, min(processes, len(jobs)))
-            pool = ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_init,
-                initargs=(threads or max(1, available_cores() // workers),),
-            )
-            try:
-                futures = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
-                for fut in as_completed(futures):
-                    results[futures[fut]] = fut.result()
-                    bar.update(1)
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-            pool.shutdown(wait=True)
+            _run_pool(fn, jobs, workers, threads or max(1, available_cores() // workers), results, bar)
     finally:
         bar.close()
     return [results[i] for i in range(len(jobs))]
+
+
+def _run_pool(
+    fn: Callable[[dict[str, Any]], dict[str, Any]],
+    jobs: Sequence[dict[str, Any]],
+    workers: int,
+    threads: int,
+    results: dict[int, dict[str, Any]],
+    bar: tqdm,
+) -> None:
+    """Fill ``results`` from a spawned pool of ``workers``; on a stop signal stop every worker and raise."""
+    stop: list[int] = []  # the stop signals received; the first one is the command's exit status
+
+    def forward(signum: int) -> None:
+        for child in multiprocessing.active_children():
+            try:
+                os.kill(child.pid, signum)
+            except (OSError, TypeError):  # exited meanwhile, or not started yet (no pid)
+                pass
+
+    def on_signal(signum: int, frame: Any = None) -> None:
+        # Workers take SIGTERM as "finish the step, checkpoint, stop" however often it comes (they may
+        # also get it directly); a Ctrl-C after that is handed on as SIGINT: stop at once.
+        forward(signal.SIGINT if stop and signum == signal.SIGINT else signal.SIGTERM)
+        stop.append(signum)
+
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(threads, os.getpid()),
+    )
+    with interrupt.handling(on_signal):
+        try:
+            futures: dict[Future, int] = {pool.submit(_run_in_worker, fn, job): i for i, job in enumerate(jobs)}
+            pending = set(futures)
+            while pending and not stop:
+                done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    if stop:
+                        break
+                    if isinstance(exc := fut.exception(), KeyboardInterrupt):  # a worker was stopped on its own
+                        on_signal(getattr(exc, "signum", signal.SIGINT))
+                    else:
+                        results[futures[fut]] = fut.result()
+                        bar.update(1)
+            if stop:
+                for fut in pending:
+                    fut.cancel()
+                forward(signal.SIGTERM)  # also to a worker started after the signal came
+                wait(pending)  # the running runs end at a step boundary with a checkpoint
+                raise interrupt.Interrupted(stop[0])
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    pool.shutdown(wait=True)

@@ -168,7 +168,7 @@ class Session:
                     self.after_update(record, clock)
                     if callback is not None:
                         interrupt.call_at_boundary(callback, st.step, record)
-                    if self.stops(stop_requested, clock):
+                    if self.stops(stop_requested, clock, interrupt):
                         break
         except KeyboardInterrupt:
             # From the callback at a step boundary (state consistent: checkpoint it) or from a
@@ -194,8 +194,8 @@ class Session:
             if st.running and self.schedule.over_time(record["wall_s"]):
                 st.stop("completed", "time_budget")
 
-    def stops(self, stop_requested: bool, clock: WallClock) -> bool:
-        """The periodic checkpoint, and an early stop (Ctrl-C on any rank: re-raised; stop_at_step); True to stop."""
+    def stops(self, stop_requested: bool, clock: WallClock, interrupt: InterruptFlag) -> bool:
+        """The periodic checkpoint, and an early stop (a stop signal on any rank: raised; stop_at_step); True to stop."""
         st = self.st
         stopping = self.schedule.stops_early(st.step, stop_requested)
         if st.running and self.schedule.checkpoints(st.step, stopping):
@@ -205,5 +205,5 @@ class Session:
         st.stop("interrupted", "interrupt")
         self.record.write(st)
         if stop_requested:
-            raise KeyboardInterrupt
+            raise interrupt.interrupted()
         return True
