@@ -143,7 +143,8 @@ def _run_pool(
     bar: tqdm,
 ) -> None:
     """Fill ``results`` from a spawned pool of ``workers``; on a stop signal stop every worker and raise."""
-    stop: list[int] = []  # the stop signals received; the first one is the command's exit status
+    stop: list[int] = []  # the stop signals seen; the first one is the command's exit status
+    ctrl_c: list[int] = []  # the SIGINTs this process itself received
 
     def forward(signum: int) -> None:
         for child in multiprocessing.active_children():
@@ -152,10 +153,14 @@ def _run_pool(
             except (OSError, TypeError):  # exited meanwhile, or not started yet (no pid)
                 pass
 
-    def on_signal(signum: int, frame: Any = None) -> None:
+    def on_signal(signum: int, frame: Any = None, from_worker: bool = False) -> None:
         # Workers take SIGTERM as "finish the step, checkpoint, stop" however often it comes (they may
-        # also get it directly); a Ctrl-C after that is handed on as SIGINT: stop at once.
-        forward(signal.SIGINT if stop and signum == signal.SIGINT else signal.SIGTERM)
+        # also get it directly); only a second Ctrl-C to this process is handed on as SIGINT: stop at
+        # once. A worker that reports its own stop first (the same Ctrl-C reached it sooner) does not
+        # count as a Ctrl-C here, or the one keypress would escalate.
+        if not from_worker and signum == signal.SIGINT:
+            ctrl_c.append(signum)
+        forward(signal.SIGINT if len(ctrl_c) > 1 else signal.SIGTERM)
         stop.append(signum)
 
     pool = ProcessPoolExecutor(
@@ -174,7 +179,7 @@ def _run_pool(
                     if stop:
                         break
                     if isinstance(exc := fut.exception(), KeyboardInterrupt):  # a worker was stopped on its own
-                        on_signal(getattr(exc, "signum", signal.SIGINT))
+                        on_signal(getattr(exc, "signum", signal.SIGINT), from_worker=True)
                     else:
                         results[futures[fut]] = fut.result()
                         bar.update(1)
