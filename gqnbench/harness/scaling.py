@@ -2,14 +2,14 @@
 
 Each axis varies one knob of a preset and keeps the rest; every point is one training
 step (forward, backward, Adam). On CPU a point runs in its own fresh process, which
-measures the step's peak RSS first and then times ``rounds`` more steps, so one point
-never inherits another's memory high-water mark. On CUDA the point runs in-process
-with the allocator's peak reset in between.
+measures the step's peak of tensor bytes from the allocator first (its peak RSS beside it)
+and then times ``rounds`` more steps, so one point never inherits another's memory
+high-water mark. On CUDA the point runs in-process with the allocator's peak reset in between.
 
 ``costs.json`` field::
 
     scaling = [{"model", "axis" ("L"|"image_size"|"batch"|"M"), "value", "step_s", "step_iqr_s",
-                "peak_memory_bytes", "flop_per_step", "images_per_s", "preset", "dtype", "batch", "device"}]
+                "peak_memory_bytes", "peak_rss_bytes" (CPU), "flop_per_step", "images_per_s", "preset", "dtype", "batch", "device"}]
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ def scaling_point(spec: StepSpec, rounds: int = 3) -> dict:
     return {
         "step_s": result["step_s"],
         "step_iqr_s": result["step_iqr_s"],
-        "peak_memory_bytes": result["peak_rss_bytes"],
+        "peak_memory_bytes": result["peak_allocated_bytes"],
+        "peak_rss_bytes": result["peak_rss_bytes"],
     }
 
 

@@ -257,8 +257,9 @@ def measure_throughput(
     """One throughput row (see the module docstring) for ``spec``.
 
     On CUDA the row always has the step's GPU memory (one more call after the rounds);
-    ``measure_memory`` adds ``peak_memory_bytes`` on the CPU: the fresh-process peak RSS of one
-    step (a process start more).
+    ``measure_memory`` adds ``peak_memory_bytes`` on the CPU: the allocator's peak of tensor bytes
+    during one step in a fresh process (a process start more), with that process's peak RSS beside
+    it as ``peak_rss_bytes`` (mostly the runtime, for display).
     """
     case = _Case(spec)
     if warmup > 0:
@@ -269,7 +270,8 @@ def measure_throughput(
     if case.device.type != "cuda" and measure_memory:
         from gqnbench.harness.memory import measure_cpu_step_fresh_process
 
-        memory = {"peak_memory_bytes": measure_cpu_step_fresh_process(spec)["peak_rss_bytes"]}
+        fresh = measure_cpu_step_fresh_process(spec)
+        memory = {"peak_memory_bytes": fresh["peak_allocated_bytes"], "peak_rss_bytes": fresh["peak_rss_bytes"]}
     return case.row(timing, warmup, peaks, memory, load_avg)
 
 
