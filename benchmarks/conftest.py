@@ -9,8 +9,9 @@ Options: ``--device cpu|cuda``, ``--preset NAME`` (default cpu), ``--quick``, ``
 ``--modes train,infer``, ``--rounds N`` (override the per-preset rounds), ``--threads N`` (torch's
 intra-op threads; default torch's own). The throughput matrix is model x mode x dtype (fp32, bf16,
 fp16) x eager/compiled; cases the device cannot run (fp16 or anything CUDA on a CPU machine) are
-skipped with a reason, not failed. ``--quick`` keeps eager cases only (train fp32/bf16,
-inference fp32), fewer rounds, a 2048^2 peak matmul, and skips tests marked ``slow``.
+skipped with a reason, not failed. On CUDA the matrix adds the bf16 training step with the fast
+path on (``fast_path="auto"``), the step training runs there. ``--quick`` keeps eager cases only (train fp32/bf16,
+inference fp32; on CUDA also the fast-path step), fewer rounds, a 2048^2 peak matmul, and skips tests marked ``slow``.
 
 Every timed benchmark but the matmul peak and the timer overhead also times a **reference**
 beside it: a dense ``n x n`` matmul (:class:`Reference`) before each of its rounds, through
@@ -116,6 +117,12 @@ class BenchSettings:
             for mode, dtype, compiled in combos
             if mode in self.modes
         ]
+        if self.device == "cuda" and "train" in self.modes:
+            # The step as training runs it on a GPU: bf16 with every fast-path switch (gqnbench.step.FastPath).
+            cases += [
+                StepSpec(model, self.preset, mode="train", dtype="bf16", device=self.device, fast_path="auto")
+                for model in self.models
+            ]
         if not self.quick and "train" in self.modes:
             # The authors' formulation beside the folded default: what fold_linear_ops saves.
             unfolded = (("model.fold_linear_ops", False),)
