@@ -426,6 +426,24 @@ def test_baseline_round_trips(pinned):
     assert read_baseline(again).metrics == loaded.metrics
 
 
+def test_baseline_from_several_runs_takes_each_metrics_median(tmp_path, capsys):
+    """Three runs of one commit, one of them lucky: the pinned ratio is the middle run's, not the lucky one's."""
+    key = "benchmarks/test_step.py::test_train_step[gqn-tiny-b4-fp32-eager]"
+    runs = [make_run(tmp_path / f"run{i}", benches=dict(BENCHES, **{key: (med, 300e6)}))
+            for i, med in enumerate((0.012, 0.008, 0.013))]  # fmt: skip
+    out = tmp_path / "base.json"
+    rc, stdout, _ = run_cli(capsys, "baseline", "--from", *map(str, runs), "--out", str(out))
+    assert rc == 0 and "median of 3 runs" in stdout
+    pinned = read_baseline(out).metrics
+    assert pinned[f"bench/{key}/ratio"].value == pytest.approx(0.012 / REF_S)
+    # Against that median, the lucky run is improved and the slowest within the limit: no regression.
+    assert run_cli(capsys, "check", "--current", str(runs[2]), "--baseline", str(out))[0] == 0
+    # A failed step in any of the runs refuses the pin.
+    broken = make_run(tmp_path / "broken", steps=[{"name": "bench-tiny", "rc": 1, "log": "x", "gates": True}])
+    rc, _, err = run_cli(capsys, "baseline", "--from", str(runs[0]), str(broken), "--out", str(tmp_path / "b2.json"))
+    assert rc == 2 and "failed steps" in err
+
+
 def test_bad_thresholds_file_is_a_clear_error(pinned, tmp_path, capsys):
     run, base = pinned
     bad = tmp_path / "th.json"

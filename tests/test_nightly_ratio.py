@@ -1,6 +1,6 @@
 """The nightly gate on real benchmark runs: it still catches a slow model, and passes an unchanged one.
 
-Two real ``ci/nightly.py run --device cpu --quick`` runs (the tiny preset's step benchmarks,
+Two real ``ci/nightly.py run --device cpu --quick --preset tiny`` runs (the step benchmarks,
 one thread, training skipped) of ``gqn`` and of ``gqn_slow``, a test plugin doing ``gqn``'s
 work twice (``tests/plugins/slow_gqn.py``). The first is pinned as the baseline; the second is
 checked against it as it is (both models unchanged) and with ``--as-model gqn_slow=gqn`` (the
@@ -36,8 +36,8 @@ STEPS = ("train-gqn-tiny-b4-fp32-eager", "train-gqn-tiny-b4-bf16-eager", "infer-
 def _run(out: Path) -> Path:
     """One real nightly run of both models' step benchmarks (check skipped: the tests check on their own)."""
     bench = "--models gqn,gqn_slow --threads 1 --rounds 60 -k test_step"
-    cmd = [sys.executable, str(REPO / "ci" / "nightly.py"), "run", "--device", "cpu", "--quick", "--out", str(out),
-           f"--bench-args={bench}", "--skip", "train", "--skip", "report", "--skip", "check"]  # fmt: skip
+    cmd = [sys.executable, str(REPO / "ci" / "nightly.py"), "run", "--device", "cpu", "--quick", "--preset", "tiny",
+           "--out", str(out), f"--bench-args={bench}", "--skip", "train", "--skip", "report", "--skip", "check"]  # fmt: skip
     env = {**os.environ, "GQNBENCH_PLUGINS": str(SLOW_PLUGIN)}
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -74,10 +74,10 @@ def test_run_then_pin_then_pass(tmp_path):
     host = manifest["host"]  # the machine, named precisely enough to tell two of one device name apart
     assert host["cpu_model"] and host["usable_cpus"] >= 1 and host["logical_cpus"] >= host["usable_cpus"]
     (step,) = manifest["steps"]
-    assert step["name"] == "bench-tiny" and step["rc"] == 0 and "--quick" in step["command"]
+    assert step["name"] == "bench-cpu" and step["rc"] == 0 and "--quick" in step["command"]
     bench = json.loads((tmp_path / "run1" / "bench.json").read_text())
     assert sorted(b["extra_info"]["model"] for b in bench["benchmarks"]) == ["gqn", "metagqn"]
-    assert (tmp_path / "run1" / "logs" / "bench-tiny.log").read_text().count("passed") >= 1
+    assert (tmp_path / "run1" / "logs" / "bench-cpu.log").read_text().count("passed") >= 1
 
     pin = _nightly("baseline", "--from", str(tmp_path / "run1"), "--out", str(baseline))
     assert pin.returncode == 0, pin.stderr
@@ -103,7 +103,7 @@ def test_failing_benchmark_step_fails_the_run(tmp_path):
         "--skip", "check", "--out", str(tmp_path / "run"),
     )  # fmt: skip
     assert res.returncode == 1
-    assert "step bench-tiny: exit 1" in res.stdout
+    assert "step bench-cpu: exit 1" in res.stdout
 
 
 def test_merge_keeps_each_benchmark_once(tmp_path):
@@ -128,14 +128,14 @@ def test_merge_keeps_each_benchmark_once(tmp_path):
     reason="the real quick matrix takes ~2 min on 2 cores; set GQNBENCH_NIGHTLY_E2E=1 to run it",
 )
 def test_real_quick_run_on_cpu(tmp_path):
-    """The real benchmarks/ suite (--quick, tiny preset) and real tiny training runs, then a self-check."""
+    """The real benchmarks/ suite (--quick, cpu preset) and real tiny training runs, then a self-check."""
     out = tmp_path / "run"
     res = _nightly(
         "run", "--device", "cpu", "--quick", "--out", str(out), "--baseline", str(tmp_path / "none.json"), timeout=900
     )
     assert res.returncode == 3, res.stdout[-3000:] + res.stderr[-3000:]
     steps = {s["name"]: s["rc"] for s in json.loads((out / "nightly.json").read_text())["steps"]}
-    assert steps["bench-tiny"] == 0 and steps["train-gqn"] == 0 and steps["train-metagqn"] == 0
+    assert steps["bench-cpu"] == 0 and steps["train-gqn"] == 0 and steps["train-metagqn"] == 0
     run = _nightly("check", "--current", str(out), "--baseline", str(out))
     assert run.returncode == 0, run.stdout
     verdict = json.loads((out / "verdict.json").read_text())
@@ -158,10 +158,10 @@ def test_plan_defaults_and_commands(tmp_path):
     # Presets named explicitly get their plain matrix.
     assert make_plan("cuda", tmp_path, quick=False, bench_presets=("paper",)).preset_args == {}
     quick = make_plan("cpu", tmp_path, quick=True, train_steps=7, models=("gqn",))
-    assert quick.bench_presets == ("tiny",) and quick.train_steps == 7 and quick.models == ("gqn",)
-    cmd = bench_command(quick, "tiny")
-    assert cmd[1:4] == ["-m", "pytest", "benchmarks"] and f"--benchmark-json={tmp_path / 'bench-tiny.json'}" in cmd
-    assert cmd[cmd.index("--device") + 1] == "cpu" and cmd[cmd.index("--preset") + 1] == "tiny" and "--quick" in cmd
+    assert quick.bench_presets == ("cpu",) and quick.train_steps == 7 and quick.models == ("gqn",)
+    cmd = bench_command(quick, "cpu")
+    assert cmd[1:4] == ["-m", "pytest", "benchmarks"] and f"--benchmark-json={tmp_path / 'bench-cpu.json'}" in cmd
+    assert cmd[cmd.index("--device") + 1] == "cpu" and cmd[cmd.index("--preset") + 1] == "cpu" and "--quick" in cmd
     train = train_command(quick, "gqn")
     assert train[1:4] == ["-m", "gqnbench", "train"]
     assert train[train.index("--steps") + 1] == "7" and train[train.index("--seed") + 1] == "0"

@@ -6,7 +6,7 @@ Commands (exit codes: 0 pass, 1 regression or failed step, 2 bad input, 3 no bas
 
     python ci/nightly.py run --device cuda|cpu --out DIR [--quick]   # bench, train, report, check
     python ci/nightly.py check --current DIR [--baseline FILE|DIR]   # compare two existing runs
-    python ci/nightly.py baseline --from DIR [--device-name NAME]    # pin DIR as ci/baselines/<NAME>.json
+    python ci/nightly.py baseline --from DIR [DIR...] [--device-name NAME]    # pin as ci/baselines/<NAME>.json
 
 Baselines live in ci/baselines/<device name>.json (GPU model slug, or cpu-<CPU model slug>);
 thresholds in ci/thresholds.json. See ci/README.md.
@@ -28,6 +28,7 @@ from gqnbench.nightly.collect import (
     baseline_path,
     collect_run,
     compare_as,
+    median_run,
     missing_baseline_message,
     write_baseline,
 )
@@ -107,7 +108,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    run = collect_run(args.from_dir)
+    run = median_run([collect_run(d) for d in args.from_dir])
     name = resolve_device_name(args.device_name, run)
     run.device_name = name
     path = args.out or baseline_path(name)
@@ -236,7 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     base = sub.add_parser("baseline", help="pin a run as the baseline for its device (on purpose)")
-    base.add_argument("--from", dest="from_dir", required=True, help="run folder (or baseline file) to pin")
+    base.add_argument(
+        "--from", dest="from_dir", nargs="+", required=True,
+        help="run folder(s) (or baseline file) to pin; several runs of one commit: each metric their median",
+    )  # fmt: skip
     base.add_argument("--device-name", default=None, help="baseline name (default: the run's device name)")
     base.add_argument("--out", type=Path, default=None, help="baseline file (default ci/baselines/<name>.json)")
     base.add_argument(

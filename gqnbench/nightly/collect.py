@@ -169,6 +169,33 @@ def missing_baseline_message(
     )
 
 
+def median_run(runs: list[RunMetrics]) -> RunMetrics:
+    """One run whose every metric is the median of ``runs``' (the lower middle one for an even count).
+
+    A baseline pinned from several runs of one commit does not inherit one run's luck: on a 2-core
+    host a step's ratio moves by a fifth between runs, more than within one. Each metric is taken
+    whole (value, spread, rounds, load) from the run where it is the median; steps and failed
+    training are the union, so a failure in any run refuses the pin.
+    """
+    first = runs[0]
+    if len(runs) == 1:
+        return first
+    names = {r.device_name for r in runs}
+    if len(names) > 1:
+        raise CollectError(f"cannot pin runs of different devices as one baseline: {sorted(map(str, names))}")
+    metrics = {}
+    for key in first.metrics:
+        values = sorted((r.metrics[key] for r in runs if key in r.metrics), key=lambda m: m.value)
+        metrics[key] = values[(len(values) - 1) // 2]
+    return dataclasses.replace(
+        first,
+        source=f"median of {len(runs)} runs: " + ", ".join(r.source for r in runs),
+        metrics=metrics,
+        steps=[s for r in runs for s in r.steps],
+        failed_training={k: v for r in runs for k, v in r.failed_training.items()},
+    )
+
+
 def write_baseline(run: RunMetrics, path: Path, *, force: bool = False) -> Path:
     """Pin ``run``'s metrics at ``path``. Refuses a run whose benchmark or training step failed."""
     failed = run.failed_steps()
