@@ -13,13 +13,13 @@ learning, not how fast a model finds the average frame.
   reaches in most seeds within 80% of its budget, on the learning study's reference curves of
   the cpu configuration (entry ``s16-base``; reports/example, section "Learning study"),
   rounded up to 0.01. In those curves GQN passes 0.90 at about 1,000 steps and metagqn at about
-  1,500 of the 5,000-step budget; a lower target (0.85) was reached late or not at all by
+  1,500 of a 5,000-step budget; a lower target (0.85) was reached late or not at all by
   metagqn's seeds, which would make the median infinite.
 - ``tiny``: 1.2 x the mean-frame MSE: untrained tiny models start at about 2x and pass 1.2 within
   a few dozen steps; only the plumbing is being tested there.
 
 SUITE_BUDGETS: what ``gqnbench run`` trains at a preset. At ``cpu``: three seeds of both models
-for 5,000 steps (the main runs: Table 1, Figure 6 and time to target), and the z = 3 / 32 / 128
+for 4,000 steps (the main runs: Table 1, Figure 6 and time to target), and the z = 3 / 32 / 128
 sweep with the same budget, one seed, whose default setting *is* the seed-0 main run (gqn z = 3,
 metagqn z = 32), so the sweep adds 4 runs. The 10 runs go as two one-thread processes side by
 side, every run in one precision (``amp = auto``: bf16 where this host runs it faster than fp32
@@ -95,7 +95,6 @@ class SuiteBudget:
     amp: str = "off"
     processes: int = 1  # sweep processes (2 cores: 1 process x 2 threads is as fast and exact)
     threads: int | None = None  # torch threads per training process; None = cores / processes
-    expected_wall_s: float | None = None  # measured estimate for the training part on 2 cores
     note: str = ""
     extra_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -128,21 +127,16 @@ SUITE_BUDGETS: dict[str, SuiteBudget] = {
         preset="cpu",
         target=DEFAULT_TARGETS["cpu"],
         ttt_seeds=3,
-        ttt_budget_steps=5000,
+        ttt_budget_steps=4000,
         ttt_stop_at_target=False,
-        sweep_steps=5000,
+        sweep_steps=4000,
         sweep_reuses_main_runs=True,
         eval_every=250,
         val_scenes=120,
         amp="auto",
         processes=2,
         threads=1,
-        expected_wall_s=1490.0,
-        note=(
-            "10 runs of 5,000 steps (3 seeds x 2 models, plus 4 sweep settings) as two one-thread processes: "
-            "measured 805 s (time to target) + 681 s (sweep) of training on a quiet 2-core CPU; with data, costs, "
-            "benchmarks, profile and report the whole job took 25 min 58 s"
-        ),
+        note="10 runs of 4,000 steps (3 seeds x 2 models, plus 4 sweep settings) as two one-thread processes",
     ),
     "paper": SuiteBudget(
         preset="paper",
