@@ -15,10 +15,12 @@ Subpackages, in the direction data flows (each may import only those before it):
                          layers its rules (thresholds, unstable, NLL band) on the report's
                          comparison rows.
 
-Shared leaf modules: ``config`` (override parsing), ``metrics`` (the study's NLL),
-``results`` (atomic writes, environment capture), ``schema`` (one pydantic model per
-results kind, checked on write and on read), ``presets`` and
-``step`` (the one training step: ``build_step`` gives the optimizer, precision/autocast,
+Shared leaf modules, torch-free: ``config`` (the model, data and training configs and their
+overrides), ``judging`` (the study's numbers, the NLL constant and the "learned" rule, which
+training and the report both apply), ``files`` (atomic writes and locks), ``environment``
+(versions, commit and machine load), ``results`` (reading and writing results files), ``schema`` (one pydantic model per
+results kind, checked on write and on read). Above the models: ``metrics`` (the study's NLL on
+tensors), ``presets`` and ``step`` (the one training step: ``build_step`` gives the optimizer, precision/autocast,
 grad scaler, compile, the fast path and CPU flush-to-zero that both the harness times and
 training trains; one precision vocabulary, fp32 | bf16 | fp16), ``numerics`` (a step's loss and
 gradients against fp64) and ``precision`` (``train.amp = auto``: fp32 or bf16 by measurement).

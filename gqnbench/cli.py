@@ -15,7 +15,7 @@ import signal
 import sys
 
 from gqnbench import __version__
-from gqnbench.results import OUT_OF_SPACE
+from gqnbench.files import OUT_OF_SPACE
 from gqnbench.training.interrupt import Interrupted, sigterm_interrupts
 
 COMMAND_MODULES = (

@@ -35,8 +35,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from gqnbench.environment import load_record, machine_load
+from gqnbench.files import LOCK_NAME, hold_lock
 from gqnbench.presets import MODEL_NAMES, Preset, get_preset
-from gqnbench.reliability import LOCK_NAME, hold_lock, load_record, machine_load
 from gqnbench.results import read_result, write_result
 from gqnbench.training.budgets import SuiteBudget, suite_budget
 from gqnbench.training.executors import ClusterExecutor, RunsUnfinished
@@ -325,7 +326,7 @@ class MainJob:
         """Run every stage not yet finished; returns the report's Markdown path.
 
         The output folder is owned by this process meanwhile (``OUT/.gqnbench.lock``): a second
-        ``gqnbench run`` into it gets :class:`~gqnbench.reliability.LockedError`."""
+        ``gqnbench run`` into it gets :class:`~gqnbench.files.LockedError`."""
         if self.out.exists() and not self.out.is_dir():
             raise NotADirectoryError(f"--out {self.out} is a file, not a folder")
         with hold_lock(self.out / LOCK_NAME, f"output folder {self.out}"):

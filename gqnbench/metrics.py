@@ -8,17 +8,11 @@ Every place that reports an NLL (training, evaluation, reports) calls this modul
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-
-
-def nll_constant(num_values: int) -> float:
-    """The part of the unit-variance Gaussian NLL that does not depend on the prediction."""
-    return num_values * HALF_LOG_2PI
+from gqnbench.judging import HALF_LOG_2PI, nll_constant
 
 
 def gaussian_nll(target: torch.Tensor, mean: torch.Tensor, sigma: float | torch.Tensor = 1.0) -> torch.Tensor:

@@ -24,10 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gqnbench.config import ConfigError, replace_fields
-from gqnbench.data.config import DataConfig
-from gqnbench.models.config import ModelConfig
-from gqnbench.training.config import TrainConfig
+from gqnbench.config import ConfigError, DataConfig, ModelConfig, TrainConfig, replace_fields
 
 # The study's two models: the default of every --models option. Plugins add to list_models().
 MODEL_NAMES = ("gqn", "metagqn")

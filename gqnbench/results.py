@@ -1,4 +1,4 @@
-"""Results files: one schema for every measurement, atomic writes, environment capture.
+"""Results files: one schema for every measurement, written atomically (:mod:`gqnbench.files`).
 
 Every results file is a JSON object with at least::
 
@@ -41,37 +41,17 @@ renamed into place, so an interrupted run never leaves a half-written results fi
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import json
 import math
 import os
-import platform
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from gqnbench.schema import ResultsDoc, ResultsError, SchemaError, validate_doc
-
-__all__ = [
-    "ResultsError",
-    "SchemaError",
-    "as_float",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "capture_environment",
-    "git_commit",
-    "load_result",
-    "load_result_with_dict",
-    "read_result",
-    "schema_id",
-    "write_result",
-]
+from gqnbench.environment import capture_environment
+from gqnbench.files import atomic_write_text
+from gqnbench.schema import ResultsDoc, ResultsError, validate_doc
 
 SCHEMA_VERSION = 1
-# A write that failed for want of room (a full disk, a quota, a file-size limit): a failure, not bad input.
-OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-
 
 def schema_id(kind: str) -> str:
     return f"gqnbench.{kind}/{SCHEMA_VERSION}"
@@ -94,33 +74,6 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
         return _jsonable(obj.item())
     return obj
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file + rename (never a half-written file).
-
-    A write that fails (a full disk) leaves ``path`` as it was and raises the OSError naming ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:
-            exc.filename = str(path)  # a failed write() names no file; the user needs to know which
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_result(
@@ -186,57 +139,3 @@ def as_float(value: Any) -> float:
     return float(value)
 
 
-def _git(cwd: str | os.PathLike | None, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["git", *args],
-        cwd=cwd or Path(__file__).resolve().parent,
-        capture_output=True,
-        text=True,
-        timeout=5,
-        check=False,
-    )
-
-
-def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
-    try:
-        out = _git(cwd, "rev-parse", "--short=12", "HEAD")
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    commit = out.stdout.strip()
-    dirty = _git(cwd, "status", "--porcelain", "--untracked-files=no").stdout.strip()
-    return commit + ("-dirty" if dirty else "")
-
-
-def capture_environment(device: str | None = None, dtype: str | None = None) -> dict[str, Any]:
-    """Versions, device, threads and commit: the conditions every number is measured under."""
-    import torch
-
-    from gqnbench import __version__
-
-    env: dict[str, Any] = {
-        "gqnbench": __version__,
-        "commit": git_commit(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda_available": torch.cuda.is_available(),
-        "device": device,
-        "dtype": dtype,
-    }
-    if torch.cuda.is_available():
-        env["cuda_version"] = torch.version.cuda
-        env["gpu_name"] = torch.cuda.get_device_name(0)
-        env["gpu_count"] = torch.cuda.device_count()
-    try:
-        import numpy
-
-        env["numpy"] = numpy.__version__
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        pass
-    return env

@@ -1,6 +1,6 @@
 """The one training step: every step gqnbench times or trains is built here (TorchBench style).
 
-:func:`build_step` turns a model, a :class:`~gqnbench.training.config.TrainConfig` and a
+:func:`build_step` turns a model, a :class:`~gqnbench.config.TrainConfig` and a
 device into a :class:`TrainStep`: the loss objective (optionally wrapped for DDP and
 ``torch.compile``), plain Adam from the config's lr/betas/eps, autocast for the precision,
 a grad scaler (enabled for fp16 only), the config's gradient clipping and learning-rate
@@ -58,13 +58,13 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import torch
 from torch import nn
 
+from gqnbench.config import linear_anneal
 from gqnbench.data.episode import Episode
 from gqnbench.models.base import GQNFamilyModel
-from gqnbench.models.config import linear_anneal
 from gqnbench.models.convlstm import ConvLSTMCell, lstm_update
 
 if TYPE_CHECKING:
-    from gqnbench.training.config import TrainConfig
+    from gqnbench.config import TrainConfig
 
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")

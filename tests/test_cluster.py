@@ -322,7 +322,7 @@ def test_wait_looks_again_soon_then_less_often(sweeps: dict, tmp_path: Path, mon
 
 
 def test_a_run_that_cannot_be_trained_fails_its_job(sweeps: dict, tmp_path: Path) -> None:
-    from gqnbench.reliability import hold_lock
+    from gqnbench.files import hold_lock
 
     # Another process writes the run (here: this one holds its lock): the job cannot train it, so
     # the job fails, rather than finishing with a "failed" row that looks like a result.

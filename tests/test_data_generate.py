@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gqnbench.data.config import DataConfig
+from gqnbench.config import DataConfig
 from gqnbench.data.errors import DataError, MissingDataError
 from gqnbench.data.generate import (
     MARKER,

@@ -24,17 +24,14 @@ import numpy as np
 import pytest
 
 from gqnbench.cli import main as cli_main
-from gqnbench.config import ConfigError
-from gqnbench.data.config import DataConfig
+from gqnbench.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from gqnbench.data.generate import generate_dataset
 from gqnbench.data.layout import list_shards
 from gqnbench.data.tfrecord_io import encode_example, iter_records, parse_example, write_tfrecord
-from gqnbench.models.config import ModelConfig
+from gqnbench.files import hold_lock
 from gqnbench.presets import get_preset
-from gqnbench.reliability import hold_lock
 from gqnbench.results import read_result
 from gqnbench.schema import SchemaError, validate_doc
-from gqnbench.training.config import TrainConfig
 from gqnbench.training.data_source import load_training_data
 from gqnbench.training.loop import run_lock_path, train
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from gqnbench.data.episode import Episode
+from gqnbench.judging import final_ratios, learned
 from gqnbench.metrics import FOREGROUND_THRESHOLD, foreground_mask, gaussian_nll, study_nll
 from gqnbench.models import build_model
 from gqnbench.models.base import gaussian_kl
 from gqnbench.presets import get_preset
 from gqnbench.training.budgets import MseRatioTarget
 from gqnbench.training.evaluation import mean_image_baseline, nearest_context_prediction, reference_results
-from gqnbench.training.judging import LEARNED_FRACTION, final_ratios, learned
 
 
 def _near_equal_gaussians(seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -151,16 +151,9 @@ def _doc(mse: float, fg: float, status: str = "completed") -> dict:
     ],
 )
 def test_learned_needs_both_ratios_below_the_margin(mse: float, fg: float, status: str, expected: bool) -> None:
-    assert LEARNED_FRACTION == 0.9
     assert learned(_doc(mse, fg, status)) is expected
     ratios = final_ratios(_doc(mse, fg, status))
     assert ratios["mse_ratio"] == pytest.approx(mse / 0.02) and ratios["fg_ratio"] == pytest.approx(fg / 0.1)
-
-
-def test_the_report_uses_the_training_packages_learned_margin() -> None:
-    from gqnbench.report.study import LEARNED_FRACTION as REPORT_FRACTION
-
-    assert REPORT_FRACTION == LEARNED_FRACTION
 
 
 def test_mse_ratio_target_is_an_nll_on_the_data() -> None:

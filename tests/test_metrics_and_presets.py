@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from gqnbench.config import ConfigError
-from gqnbench.metrics import gaussian_nll, nll_constant, study_nll
+from gqnbench.judging import nll_constant
+from gqnbench.metrics import gaussian_nll, study_nll
 from gqnbench.presets import get_preset, list_presets
 
 

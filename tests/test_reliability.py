@@ -22,8 +22,8 @@ from gqnbench.data.generate import generate_dataset
 from gqnbench.data.info import dataset_info
 from gqnbench.data.layout import list_shards
 from gqnbench.data.tfrecord_io import encode_example, iter_records, parse_example, read_scenes, write_tfrecord
+from gqnbench.files import LOCK_NAME, LockedError, hold_lock
 from gqnbench.presets import get_preset
-from gqnbench.reliability import LOCK_NAME, LockedError, hold_lock
 from gqnbench.results import read_result
 from gqnbench.training.data_source import load_training_data
 from gqnbench.training.loop import RunExistsError, run_lock_path, train

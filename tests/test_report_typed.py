@@ -6,13 +6,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from gqnbench.judging import image_values, nll_constant
 from gqnbench.report import formatting as F
 from gqnbench.report.inputs import load_results
 from gqnbench.report.runs import main_runs, reference, run_info
 from gqnbench.report.sections.environment import stage_frame
 from gqnbench.report.sections.samples import _caption
 from gqnbench.report.sections.table1 import _params_display, nll_frame, params_frame
-from gqnbench.report.study import nll_constant
 from gqnbench.results import write_result
 from gqnbench.schema.mainjob import MainJobDoc
 from gqnbench.schema.study import SamplesDoc
@@ -86,7 +86,7 @@ def test_a_missing_nll_constant_is_recomputed_from_the_image_size_and_a_missing_
     _run(tmp_path, "b", final={"step": 100, "val_nll": 850.0, "nll_constant": 1.5})
     results = load_results([tmp_path])
     a, b = sorted(results.of_kind("training_run"), key=lambda r: r.path.name)
-    assert run_info(a)["nll_constant"] == nll_constant(16) and run_info(b)["nll_constant"] == 1.5
+    assert run_info(a)["nll_constant"] == nll_constant(image_values(16)) and run_info(b)["nll_constant"] == 1.5
     assert math.isnan(run_info(b)["final_val_mse"])  # not recorded: NaN, not 0
     assert all(math.isnan(v) for v in reference(a, "nearest_context").values())
     nll, _ = nll_frame([a])

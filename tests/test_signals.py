@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from gqnbench.data.generate import generate_dataset
+from gqnbench.files import hold_lock
 from gqnbench.presets import get_preset
-from gqnbench.reliability import hold_lock
 from gqnbench.results import read_result
 from gqnbench.training.checkpoint import load_torch
 from gqnbench.training.loop import train

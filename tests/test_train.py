@@ -15,12 +15,12 @@ from PIL import Image
 
 from gqnbench.cli import main as cli_main
 from gqnbench.data.generate import generate_dataset
+from gqnbench.judging import ratio_curve
 from gqnbench.presets import get_preset
 from gqnbench.results import read_result
 from gqnbench.training.checkpoint import CheckpointError, load_torch
 from gqnbench.training.data_source import load_training_data
 from gqnbench.training.evaluation import evaluate_sums
-from gqnbench.training.judging import ratio_curve
 from gqnbench.training.loop import train
 from gqnbench.training.samples import write_samples
 from gqnbench.training.time_to_target import first_reach, median_with_misses, run_time_to_target

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gqnbench.data.generate import generate_dataset
+from gqnbench.judging import LEARNED_CRITERION
 from gqnbench.results import read_result
-from gqnbench.training.judging import LEARNED_CRITERION
 from gqnbench.training.run_files import RunsFailed
 from gqnbench.training.sweep import run_sweep
 

@@ -37,7 +37,8 @@ def _overrides(args: argparse.Namespace) -> tuple[tuple[str, object], ...]:
 def _write(args: argparse.Namespace, payload: dict) -> None:
     """Write ``payload`` as a ``costs`` results file (with the preset and its overrides) when ``--out`` was given."""
     if getattr(args, "out", None):
-        from gqnbench.results import capture_environment, write_result
+        from gqnbench.environment import capture_environment
+        from gqnbench.results import write_result
 
         doc = {"preset": args.preset, "overrides": overrides_from_args(args), **payload}
         path = write_result(args.out, "costs", doc, capture_environment(getattr(args, "device", None)))

@@ -9,8 +9,8 @@ import torch
 
 from gqnbench.commands.common import add_preset_arguments, preset_from_args
 from gqnbench.commands.tables import print_table
+from gqnbench.config import ModelConfig
 from gqnbench.models import build_model, describe_model, list_models
-from gqnbench.models.config import ModelConfig
 from gqnbench.plugins import BROKEN, PLUGIN_MODELS
 from gqnbench.presets import Preset, list_presets
 

@@ -16,7 +16,7 @@ Public API (the rest is loaded on first use, so ``import gqnbench.data`` costs o
 
 Modules: layout (paths), tfrecord_io (records, CRCs, JPEG), viewpoint (5 -> 7-d), render
 (ray caster), generate (scenes -> shards), cache (decoded .npy), sampling (episodes), info,
-errors, files (atomic writes, locks), parallel (process pools).
+errors, parallel (process pools).
 
 Using DeepMind's real data: download ``shepard_metzler_7_parts`` from the gqn-datasets
 bucket (e.g. ``gsutil -m cp -R gs://gqn-dataset/shepard_metzler_7_parts DIR/``) so that
@@ -34,7 +34,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from gqnbench.data.config import DataConfig
+from gqnbench.config import DataConfig
 from gqnbench.data.episode import Episode
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily via __getattr__

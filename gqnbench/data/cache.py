@@ -32,12 +32,13 @@ from typing import Any
 
 import numpy as np
 
+from gqnbench.config import FRAME_SIZE, NUM_VIEWS
 from gqnbench.data.errors import RecordFormatError
-from gqnbench.data.files import atomic_write_bytes, file_lock
-from gqnbench.data.layout import CAMERA_DIM, DATASET, FRAME_SIZE, NUM_VIEWS, dataset_dir, list_shards
+from gqnbench.data.layout import CAMERA_DIM, DATASET, dataset_dir, list_shards
 from gqnbench.data.parallel import default_workers, pool_context
 from gqnbench.data.tfrecord_io import RESIZE_FILTER, count_records, decode_scene, iter_records
 from gqnbench.data.viewpoint import VIEWPOINT_DIM, VIEWPOINT_ORDER, cameras_to_viewpoints
+from gqnbench.files import atomic_write_bytes, hold_lock
 
 CACHE_VERSION = 1
 RESIZE_FILTER_NAME = "BOX"
@@ -187,7 +188,7 @@ def open_scenes(
     scenes = _open_valid(final, key)
     if scenes is not None:
         return scenes
-    with file_lock(cache_dir / f".{stem}.lock"):
+    with hold_lock(cache_dir / f".{stem}.lock", f"the decoded cache {stem}", wait=True):
         scenes = _open_valid(final, key)  # another process may have built it while we waited
         if scenes is None:
             _build(shards, key, cache_dir, stem, workers, progress)

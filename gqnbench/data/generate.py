@@ -24,15 +24,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from gqnbench.config import FRAME_SIZE
 from gqnbench.data.errors import DataError
-from gqnbench.data.files import atomic_write_bytes, file_lock
-from gqnbench.data.layout import DATASET, FRAME_SIZE, SPLITS, shard_name
+from gqnbench.data.layout import DATASET, SPLITS, shard_name
 from gqnbench.data.parallel import default_workers, keep_freed_memory, pool_context
 from gqnbench.data.render import render_scene, sample_scene
 from gqnbench.data.tfrecord_io import encode_example, write_tfrecord
+from gqnbench.files import atomic_write_bytes, hold_lock
 
 if TYPE_CHECKING:
-    from gqnbench.data.config import DataConfig
+    from gqnbench.config import DataConfig
 
 GENERATOR_VERSION = 1  # bump when the rendering changes, so cached embedded sets are regenerated
 JPEG_QUALITY = 95
@@ -178,7 +179,7 @@ def ensure_dataset(cfg: DataConfig, cache_root: str | Path, progress: bool = Tru
     marker = root / DATASET / MARKER
     if marker.exists():
         return root
-    with file_lock(root.parent / f".{root.name}.lock"):
+    with hold_lock(root.parent / f".{root.name}.lock", f"the data set {root}", wait=True):
         if not marker.exists():  # another process may have built it while we waited
             generate_dataset(
                 root,

@@ -20,10 +20,10 @@ import numpy as np
 from PIL import Image
 
 from gqnbench.data.errors import MissingDataError
-from gqnbench.data.files import atomic_write_bytes
 from gqnbench.data.generate import MARKER
 from gqnbench.data.layout import DATASET, SPLITS, dataset_dir, list_shards
 from gqnbench.data.tfrecord_io import count_records, iter_records, parse_example, read_scenes
+from gqnbench.files import atomic_write_bytes
 
 
 def _validated_count(path: Path) -> int:

@@ -13,8 +13,6 @@ from gqnbench.data.errors import MissingDataError
 
 DATASET = "shepard_metzler_7_parts"
 SPLITS = ("train", "test")
-NUM_VIEWS = 15
-FRAME_SIZE = 64
 CAMERA_DIM = 5  # (x, y, z, yaw, pitch)
 SHARD_PATTERN = re.compile(r"^(\d+)-of-(\d+)\.tfrecord$")
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gqnbench.data.layout import FRAME_SIZE, NUM_VIEWS
+from gqnbench.config import FRAME_SIZE, NUM_VIEWS
 
 NUM_CUBES = 7
 CAMERA_RADIUS = 8.0

@@ -37,9 +37,10 @@ from google.protobuf.message import DecodeError
 from PIL import Image
 from tfrecord import example_pb2
 
+from gqnbench.config import FRAME_SIZE, NUM_VIEWS
 from gqnbench.data.errors import CorruptRecordError, RecordFormatError, where
-from gqnbench.data.files import atomic_write_bytes
-from gqnbench.data.layout import CAMERA_DIM, FRAME_SIZE, NUM_VIEWS
+from gqnbench.data.layout import CAMERA_DIM
+from gqnbench.files import atomic_write_bytes
 
 FRAMES_KEY = "frames"
 CAMERAS_KEY = "cameras"

@@ -738,7 +738,8 @@ def write_profile(
     peaks: dict | None = None,
 ) -> Path:
     """Write ``cases`` as a ``profile`` results file; trace paths are stored relative to its folder when inside it."""
-    from gqnbench.results import capture_environment, write_result
+    from gqnbench.environment import capture_environment
+    from gqnbench.results import write_result
 
     path = Path(path)
     stored = []

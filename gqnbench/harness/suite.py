@@ -33,9 +33,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from gqnbench.environment import capture_environment
 from gqnbench.harness.common import resolve_device
 from gqnbench.presets import Preset, get_preset
-from gqnbench.results import ResultsError, capture_environment, read_result, write_result
+from gqnbench.results import ResultsError, read_result, write_result
 
 SECTIONS = ("params", "flops", "reference", "matmul_peak", "throughput", "memory", "numerics", "scaling")
 

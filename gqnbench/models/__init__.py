@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gqnbench.config import ModelConfig
 from gqnbench.models.base import GQNFamilyModel, LossOutput
-from gqnbench.models.config import ModelConfig
 from gqnbench.models.gqn import GQN
 from gqnbench.models.metagqn import MetaGQN
 

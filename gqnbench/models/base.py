@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gqnbench.config import ModelConfig
 from gqnbench.data.episode import Episode
-from gqnbench.models.config import ModelConfig
 from gqnbench.models.representation import Representation
 
 

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from gqnbench.config import ModelConfig, linear_anneal
 from gqnbench.data.episode import Episode
 from gqnbench.metrics import gaussian_nll
 from gqnbench.models.base import (
@@ -28,7 +29,6 @@ from gqnbench.models.base import (
     init_logvar_bias,
 )
 from gqnbench.models.canvas import CanvasWriter
-from gqnbench.models.config import ModelConfig, linear_anneal
 from gqnbench.models.convlstm import ConvLSTMCell, PreparedGates
 from gqnbench.models.folding import CallTimeWeightConv, ComposeBlockConvs, PointUpsample, in_autocast_dtype
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gqnbench.config import ModelConfig
 from gqnbench.data.episode import Episode
 from gqnbench.metrics import gaussian_nll
 from gqnbench.models.base import (
@@ -25,7 +26,6 @@ from gqnbench.models.base import (
     init_logvar_bias,
 )
 from gqnbench.models.canvas import CanvasWriter
-from gqnbench.models.config import ModelConfig
 from gqnbench.models.convlstm import ConvLSTMCell
 from gqnbench.models.folding import PointUpsample
 from gqnbench.models.layout import in_layout_of, zeros_in_layout

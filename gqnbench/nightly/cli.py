@@ -20,6 +20,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from gqnbench.files import atomic_write_text
 from gqnbench.nightly import DEFAULT_THRESHOLDS, EXIT_BAD_INPUT, EXIT_NO_BASELINE, EXIT_OK, EXIT_REGRESSION
 from gqnbench.nightly.collect import (
     CollectError,
@@ -37,7 +38,7 @@ from gqnbench.nightly.gate import busy_note, check, usable_cpus
 from gqnbench.nightly.render import fmt_value, render_table, write_verdict
 from gqnbench.nightly.schema import NightlyVerdict, write_doc
 from gqnbench.nightly.thresholds import ThresholdsError, load_thresholds
-from gqnbench.results import ResultsError, atomic_write_text
+from gqnbench.results import ResultsError
 
 VERDICT_FILE = "verdict.json"
 
@@ -135,8 +136,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from gqnbench.environment import capture_environment
     from gqnbench.nightly.runner import STEPS, execute, make_plan
-    from gqnbench.results import capture_environment
 
     bad = set(args.skip) - set(STEPS)
     if bad:

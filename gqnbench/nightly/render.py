@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from gqnbench.files import atomic_write_text
 from gqnbench.nightly.gate import Verdict
 from gqnbench.nightly.schema import VerdictRow, write_doc
 from gqnbench.report.metrics import RATIO_UNIT
-from gqnbench.results import atomic_write_text
 
 ORDER = {"failed": 0, "regressed": 1, "missing": 2, "busy": 3, "unstable": 4, "new": 5, "no-data": 6, "improved": 7,
          "ok": 8, "shown": 9}  # fmt: skip

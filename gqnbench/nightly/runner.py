@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gqnbench.files import atomic_write_text
 from gqnbench.nightly import REPO_ROOT
 from gqnbench.nightly.collect import BENCH_FILE, RUN_MANIFEST, TRAIN_DIR, run_inputs
 from gqnbench.nightly.schema import HostRecord, NightlyRun, PlanRecord, StepRecord, write_doc
-from gqnbench.results import atomic_write_text
 
 STEPS = ("bench", "train", "report", "check")
 

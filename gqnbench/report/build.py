@@ -23,6 +23,8 @@ from typing import Any
 import pandas as pd
 
 from gqnbench import __version__
+from gqnbench.environment import git_commit
+from gqnbench.files import atomic_write_text
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Document, Note, Paragraph, Section, render_html, render_markdown, sources_line
 from gqnbench.report.inputs import ReportInputError, ResultSet
@@ -42,7 +44,6 @@ from gqnbench.report.sections import (
     table1,
     targets,
 )
-from gqnbench.results import atomic_write_text, git_commit
 
 REPORT_FILES = ("report.md", "report.html", "provenance.json")
 

@@ -7,8 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from gqnbench.files import OUT_OF_SPACE
 from gqnbench.report.inputs import ReportInputError, load_results
-from gqnbench.results import OUT_OF_SPACE
 
 
 def build_parser() -> argparse.ArgumentParser:

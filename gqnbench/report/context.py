@@ -20,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from gqnbench.files import atomic_write_bytes, atomic_write_text
 from gqnbench.report.document import Figure, Table
-from gqnbench.results import atomic_write_bytes, atomic_write_text
 
 
 @dataclass

@@ -87,3 +87,11 @@ def mib(value: Any) -> float:
 def fmt_ms(seconds: Any, digits: int = 1) -> str:
     """Seconds shown in milliseconds."""
     return MISSING if _is_missing(seconds) else fmt_float(float(seconds) * 1e3, digits)
+
+
+MODEL_LABELS = {"gqn": "GQN", "metagqn": "proposed (metagqn)"}
+
+
+def model_label(model: str) -> str:
+    """Display name of a registry model name (unknown models keep their registry name)."""
+    return MODEL_LABELS.get(model, model)

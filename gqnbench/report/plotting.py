@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # reports are written on headless machines; never open a 
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from gqnbench.report.study import MODEL_LABELS  # noqa: E402
+from gqnbench.report.formatting import MODEL_LABELS  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
 

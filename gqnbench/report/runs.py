@@ -14,8 +14,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from gqnbench.judging import image_values, nll_constant
+from gqnbench.report.formatting import model_label
 from gqnbench.report.inputs import ResultFile, ResultSet
-from gqnbench.report.study import model_label, nll_constant
 from gqnbench.results import as_float
 from gqnbench.schema.training import FinalEval, Metrics, SweepDoc, TimeToTargetDoc, TrainingRunDoc
 
@@ -65,7 +66,7 @@ def _nll_constant(final: FinalEval, size: int | None) -> float:
     # Older runs did not record the constant: recompute it from the image size when that is known.
     if final.nll_constant is not None:
         return float(final.nll_constant)
-    return nll_constant(size) if size else math.nan
+    return nll_constant(image_values(size)) if size else math.nan
 
 
 ReferenceName = Literal["mean_image", "nearest_context"]

@@ -96,7 +96,7 @@ class OtherProcess(Part):
 
 
 class MachineLoad(OpenPart):
-    """The machine's load around a timed stage (``gqnbench.reliability.load_record``): the load
+    """The machine's load around a timed stage (``gqnbench.environment.load_record``): the load
     before and after (open-ended), whether another gqnbench process ran, and which."""
 
     concurrent: bool

@@ -5,7 +5,7 @@ May import ``gqnbench.data``, ``gqnbench.models``, ``gqnbench.metrics``, ``gqnbe
 (and the harness's environment helpers); writes ``training_run``, ``time_to_target``,
 ``sweep`` and ``samples`` results files; never imports the report.
 
-Modules: config (TrainConfig), loop (``train``, top to bottom), and the loop's parts:
+Modules: loop (``train``, top to bottom), and the loop's parts:
 session (the update loop), run_files (names, paths, reuse/continue/refuse an existing run),
 run_state (checkpointed state, wall clock, the results document), schedule (when to
 log/evaluate/checkpoint/stop), divergence (NaN loss, NLL blow-up), interrupt (Ctrl-C, SIGTERM),

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gqnbench.results import atomic_write_bytes
+from gqnbench.files import atomic_write_bytes
 from gqnbench.step import TrainStep, normalize_amp
 from gqnbench.training import distributed as D
 

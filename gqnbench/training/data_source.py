@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gqnbench.data.config import DataConfig
+from gqnbench.config import DataConfig
 from gqnbench.data.episode import Episode
 from gqnbench.metrics import NLLResult
 from gqnbench.training.evaluation import reference_results

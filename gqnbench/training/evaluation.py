@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from gqnbench.data.episode import Episode
-from gqnbench.metrics import NLLResult, nll_constant, study_nll
+from gqnbench.judging import nll_constant
+from gqnbench.metrics import NLLResult, study_nll
 
 
 def slice_episode(episode: Episode, start: int, stop: int) -> Episode:

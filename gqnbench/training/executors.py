@@ -694,7 +694,7 @@ class JobRegistry:
             "submitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "earlier_job_ids": history,
         }
-        from gqnbench.results import atomic_write_text  # written after every submission: never lose an id
+        from gqnbench.files import atomic_write_text
 
         atomic_write_text(self.path, json.dumps({"jobs": self.entries}, indent=2) + "\n")
 

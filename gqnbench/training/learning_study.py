@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gqnbench.judging import final_ratios, learned, ratio_curve
 from gqnbench.presets import get_preset
 from gqnbench.results import write_result
-from gqnbench.training.judging import final_ratios, learned, ratio_curve
 from gqnbench.training.loop import train
 from gqnbench.training.runner import prepare_data, run_jobs
 

@@ -62,10 +62,10 @@ from tqdm.auto import tqdm
 
 from gqnbench.config import replace_fields
 from gqnbench.data.episode import Episode
+from gqnbench.files import hold_lock
 from gqnbench.models import build_model
 from gqnbench.precision import AUTO, PrecisionChoice, choose_precision, describe
 from gqnbench.presets import Preset
-from gqnbench.reliability import hold_lock
 from gqnbench.results import read_result
 from gqnbench.step import TrainStep, build_step, check_precision, flush_denormals
 from gqnbench.training import distributed as D
@@ -110,7 +110,7 @@ def train(
     """Train ``model_name`` at ``preset`` and write its ``training_run`` results file (keywords: module docstring).
 
     The run is owned by this process while it trains (``runs/<name>.lock``; a second writer of
-    the same run gets :class:`~gqnbench.reliability.LockedError`). ``resume`` says what to do
+    the same run gets :class:`~gqnbench.files.LockedError`). ``resume`` says what to do
     with a run that already exists: ``None`` (default, safe) reuses a finished run with the same
     request, continues an unfinished one from its checkpoint, and raises :class:`RunExistsError`
     rather than replace a finished run with a different request; ``True`` also continues a

@@ -23,12 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from gqnbench.reliability import load_record, machine_load
-from gqnbench.results import capture_environment, write_result
+from gqnbench.config import TrainConfig
+from gqnbench.environment import capture_environment, load_record, machine_load
+from gqnbench.results import write_result
 from gqnbench.step import precision_label
 from gqnbench.training import distributed as D
 from gqnbench.training.checkpoint import model_state_dict_of, save_torch_atomic
-from gqnbench.training.config import TrainConfig
 from gqnbench.training.data_source import TrainingData
 from gqnbench.training.run_files import RunPaths
 

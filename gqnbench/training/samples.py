@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from gqnbench.config import ModelConfig
 from gqnbench.data.episode import Episode
 from gqnbench.models import build_model
-from gqnbench.models.config import ModelConfig
 from gqnbench.presets import Preset, get_preset
 from gqnbench.results import read_result, write_result
 from gqnbench.training.checkpoint import CheckpointError, load_torch

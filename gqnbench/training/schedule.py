@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gqnbench.training.config import TrainConfig
+from gqnbench.config import TrainConfig
 
 
 @dataclass(frozen=True)

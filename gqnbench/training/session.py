@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from gqnbench.data.config import DataConfig
+from gqnbench.config import DataConfig
 from gqnbench.data.episode import Episode
 from gqnbench.step import TrainStep
 from gqnbench.training import distributed as D

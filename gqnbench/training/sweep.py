@@ -4,7 +4,7 @@ Any preset field can be swept (``model.z_channels`` for the study's 3 / 32 / 128
 channels, ``train.lr_start``, ``gqn.num_layers``, ...). Each setting x seed is one
 ``training_run`` (tag ``sweep-<field>=<value>``) with its full curve.
 
-**Learned** is :func:`gqnbench.training.judging.learned`, one criterion for every model: not
+**Learned** is :func:`gqnbench.judging.learned`, one criterion for every model: not
 diverged, and the final validation MSE and foreground MSE both at most 0.9x the mean training
 frame's (the reference predictor that ignores the scene). A weaker **improved** flag (not
 diverged, final val MSE at most half the step-0 model's) separates a run that is on its way
@@ -42,10 +42,10 @@ from typing import Any
 import numpy as np
 
 from gqnbench.config import replace_fields
+from gqnbench.judging import LEARNED_CRITERION, final_ratios, learned
 from gqnbench.presets import get_preset
 from gqnbench.results import as_float, write_result
 from gqnbench.training.executors import ClusterExecutor, raise_if_unfinished, unfinished_runs
-from gqnbench.training.judging import LEARNED_CRITERION, final_ratios, learned
 from gqnbench.training.loop import TrainResult, train
 from gqnbench.training.run_files import raise_if_not_completed
 from gqnbench.training.runner import prepare_data, run_jobs, seed_list

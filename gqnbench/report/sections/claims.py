@@ -3,7 +3,7 @@
 **Did they learn?** Per model, over the main runs: the final validation MSE and foreground MSE
 relative to the mean training frame (the reference predictor that ignores the scene), beside
 the nearest context view (the reference that copies the closest context image), and how many
-seeds meet the one "learned" criterion (:mod:`gqnbench.training.judging`: both ratios <= 0.9).
+seeds meet the one "learned" criterion (:mod:`gqnbench.judging`: both ratios <= 0.9).
 
 **The claims** (SPEC section 1), each judged from the numbers with a rule written here:
 
@@ -29,12 +29,13 @@ from typing import Any
 
 import pandas as pd
 
+from gqnbench.judging import LEARNED_FRACTION
 from gqnbench.report import formatting as F
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
+from gqnbench.report.formatting import model_label
 from gqnbench.report.inputs import ResultFile, ResultSet
 from gqnbench.report.runs import curve_frame, main_runs, reference, roughness, training_doc
-from gqnbench.report.study import LEARNED_FRACTION, model_label
 from gqnbench.schema.training import SweepDoc
 
 HOLDS, FAILS, UNKNOWN = "holds", "does not hold", "cannot tell at this scale"

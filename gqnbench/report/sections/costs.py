@@ -18,8 +18,8 @@ import pandas as pd
 from gqnbench.report import formatting as F
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
+from gqnbench.report.formatting import model_label
 from gqnbench.report.inputs import PYTEST_BENCHMARK, ResultFile, ResultSet
-from gqnbench.report.study import model_label
 from gqnbench.report.tables import bytes_to_mib_columns, display_generic, flatten_nested
 from gqnbench.results import as_float
 from gqnbench.schema.costs import CostsDoc, ThroughputRow

@@ -9,13 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from gqnbench.judging import LEARNED_FRACTION
 from gqnbench.report import formatting as F
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
+from gqnbench.report.formatting import model_label
 from gqnbench.report.inputs import ResultFile, ResultSet
 from gqnbench.report.plotting import palette_for, plt, sns
 from gqnbench.report.runs import curve_frame, main_runs, reference
-from gqnbench.report.study import LEARNED_FRACTION, model_label
 from gqnbench.schema.training import SweepDoc, TimeToTargetDoc
 
 BAND = ("pi", 100)  # min-max over seeds

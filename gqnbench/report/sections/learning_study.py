@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+from gqnbench.judging import LEARNED_FRACTION
 from gqnbench.report import formatting as F
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
+from gqnbench.report.formatting import model_label
 from gqnbench.report.inputs import ResultFile, ResultSet
 from gqnbench.report.plotting import plt, sns
-from gqnbench.report.study import LEARNED_FRACTION, model_label
 from gqnbench.results import as_float
 from gqnbench.schema.study import LearningStudyDoc
 

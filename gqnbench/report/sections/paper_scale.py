@@ -14,15 +14,16 @@ from typing import Any
 
 import pandas as pd
 
+from gqnbench.judging import LEARNED_FRACTION, STUDY_NLL, STUDY_PARAMS, STUDY_STEP
 from gqnbench.report import formatting as F
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
+from gqnbench.report.formatting import model_label
 from gqnbench.report.inputs import ResultFile, ResultSet
 from gqnbench.report.plotting import palette_for, plt
 from gqnbench.report.runs import curve_frame, reference, roughness, training_doc
 from gqnbench.report.sections.curves import ratio_axis
 from gqnbench.report.sections.samples import PAPER_SCALE_PRESET, decode_scenes, prediction_grid, prediction_mse
-from gqnbench.report.study import LEARNED_FRACTION, STUDY_NLL, STUDY_PARAMS, STUDY_STEP, model_label
 from gqnbench.results import as_float
 from gqnbench.schema.study import SamplesDoc
 

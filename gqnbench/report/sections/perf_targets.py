@@ -14,8 +14,8 @@ import pandas as pd
 from gqnbench.report import formatting as F
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
+from gqnbench.report.formatting import model_label
 from gqnbench.report.inputs import ResultFile, ResultSet
-from gqnbench.report.study import model_label
 from gqnbench.schema.costs import CostsDoc
 
 # check name -> (what it is, how its value is shown, the target's key and direction)

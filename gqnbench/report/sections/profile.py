@@ -17,8 +17,8 @@ import pandas as pd
 from gqnbench.report import formatting as F
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
+from gqnbench.report.formatting import model_label
 from gqnbench.report.inputs import ResultFile, ResultSet
-from gqnbench.report.study import model_label
 from gqnbench.schema.profile import Phase, ProfileCase, ProfileDoc
 
 # Reading order and display names; a plugin model's own phases keep their names.

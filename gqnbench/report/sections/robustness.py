@@ -2,7 +2,7 @@
 
 The study's claim: GQN fails at 128 latent channels while the proposed model learns at 3, 32
 and 128. "Learned" is the sweep writer's judgement (final MSE and foreground MSE at most 0.9x
-the mean training frame's, :mod:`gqnbench.training.judging`); the spread is the range of final
+the mean training frame's, :mod:`gqnbench.judging`); the spread is the range of final
 NLL over every run of the model. The verdict in words is the claims section's rule.
 
 A run that failed with an error (status ``failed``) trained nothing: it is counted apart, in no
@@ -18,10 +18,10 @@ import pandas as pd
 from gqnbench.report import formatting as F
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section, status_cell
+from gqnbench.report.formatting import model_label
 from gqnbench.report.inputs import ResultSet
 from gqnbench.report.runs import curve_frame, main_runs, roughness
 from gqnbench.report.sections.claims import sweep_claim
-from gqnbench.report.study import model_label
 from gqnbench.results import as_float
 from gqnbench.schema.training import SweepDoc, SweepRun, SweepSummary
 

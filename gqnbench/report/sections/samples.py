@@ -17,9 +17,9 @@ from PIL import Image, UnidentifiedImageError
 from gqnbench.report import formatting as F
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Section
+from gqnbench.report.formatting import model_label
 from gqnbench.report.inputs import ReportInputError, ResultFile, ResultSet
 from gqnbench.report.plotting import plt
-from gqnbench.report.study import model_label
 from gqnbench.schema.study import SampleScene, SamplesDoc
 
 # The paper-scale recipe's preset (gqnbench.report.sections.paper_scale shows its samples).

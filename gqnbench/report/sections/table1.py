@@ -9,12 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gqnbench.report import formatting as F
-from gqnbench.report.context import ReportContext
-from gqnbench.report.document import Note, Paragraph, Section
-from gqnbench.report.inputs import ResultFile, ResultSet
-from gqnbench.report.runs import curve_frame, main_runs, reference, run_info
-from gqnbench.report.study import (
+from gqnbench.judging import (
     METAGQN_UNUSED_PRIOR_HEAD,
     METAGQN_USED_BY_OBJECTIVE,
     STUDY_BATCH,
@@ -25,8 +20,13 @@ from gqnbench.report.study import (
     STUDY_NLL,
     STUDY_PARAMS,
     STUDY_STEP,
-    model_label,
 )
+from gqnbench.report import formatting as F
+from gqnbench.report.context import ReportContext
+from gqnbench.report.document import Note, Paragraph, Section
+from gqnbench.report.formatting import model_label
+from gqnbench.report.inputs import ResultFile, ResultSet
+from gqnbench.report.runs import curve_frame, main_runs, reference, run_info
 from gqnbench.results import as_float
 from gqnbench.schema.costs import CostsDoc, ParamCount
 

@@ -15,10 +15,10 @@ import pandas as pd
 from gqnbench.report import formatting as F
 from gqnbench.report.context import ReportContext
 from gqnbench.report.document import Note, Paragraph, Section
+from gqnbench.report.formatting import model_label
 from gqnbench.report.inputs import ResultSet
 from gqnbench.report.plotting import palette_for, plt
 from gqnbench.report.runs import curve_frame, median_inf, referenced_runs
-from gqnbench.report.study import model_label
 from gqnbench.results import as_float
 from gqnbench.schema.training import Budget, TimeToTargetDoc
 
